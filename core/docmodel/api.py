@@ -1,0 +1,728 @@
+"""The DocModel API: typed models of the custom resource's spec and status.
+
+These models are the single source of truth for the `DocModel` CustomResourceDefinition:
+`python -m docmodel.crd` renders `crds/docmodel.dev_docmodels.yaml` from them (field
+descriptions, defaults, enums, bounds and cross-field rules), and a test fails when the
+committed CRD and the models drift apart.
+
+Cross-field rules live in `RULES`: each is written once as a CEL expression (enforced by the
+API server through `x-kubernetes-validations`) and once as a Python predicate (enforced here, so
+local mode rejects exactly what `kubectl apply` rejects).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "docmodel.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "DocModel"
+PLURAL = "docmodels"
+SINGULAR = "docmodel"
+SHORT_NAMES = ["dm"]
+
+DEFAULT_BASE_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+DEFAULT_TARGET_MODULES = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+]
+DEFAULT_INCLUDE = ["**/*.md", "**/*.markdown", "**/*.txt", "**/*.html", "**/*.htm", "**/*.pdf"]
+
+# A bucket name as S3 defines it (3-63 chars, lower case, digits, dots, hyphens).
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$"
+HTTP_URL_PATTERN = r"^https?://[^\s/]+(/[^\s]*)?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
+# Five cron fields of digits, *, /, ',' and '-' (or named months/days), or an @-macro.
+# The API server checks this shape; croniter checks the values in Python.
+CRON_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|hourly)|"
+    r"([0-9A-Za-z*/,?-]+\s+){4}[0-9A-Za-z*/,?-]+)$"
+)
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase on the wire, snake_case in Python, no unknown fields."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Spec
+# --------------------------------------------------------------------------------------------
+
+
+class SecretRef(ApiModel):
+    """A reference to a Secret in the DocModel's namespace."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Name of the Secret in the same namespace as the DocModel.",
+    )
+
+
+class SecretKeyRef(SecretRef):
+    """A reference to one key of a Secret in the DocModel's namespace."""
+
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Key inside the Secret whose value is used.",
+    )
+
+
+class SourceSpec(ApiModel):
+    """Where the documentation lives."""
+
+    bucket: str = Field(
+        pattern=BUCKET_PATTERN,
+        description="S3 bucket that holds the documentation.",
+    )
+    prefix: str = Field(
+        default="",
+        max_length=1024,
+        description="Key prefix under which documents are read (for example `docs/`). "
+        "Empty reads the whole bucket.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        pattern=HTTP_URL_PATTERN,
+        description="S3 endpoint URL for S3-compatible stores (MinIO, Ceph, R2). "
+        "Unset uses AWS S3 for the region.",
+    )
+    region: str = Field(
+        default="us-east-1",
+        min_length=1,
+        max_length=64,
+        description="Region of the bucket.",
+    )
+    secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+        "(AWS_SESSION_TOKEN optional). Unset uses the pod's ambient credentials "
+        "(IRSA, instance profile).",
+    )
+    include: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_INCLUDE),
+        min_length=1,
+        max_length=64,
+        description="Glob patterns (relative to the prefix) of keys to read. "
+        "Markdown, text, HTML and PDF by default.",
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Glob patterns (relative to the prefix) of keys to skip, applied after include.",
+    )
+    max_file_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Documents larger than this many bytes are skipped and listed in the "
+        "dataset manifest.",
+    )
+
+
+class BaseModelSpec(ApiModel):
+    """The foundation model that is fine-tuned and served."""
+
+    name: str = Field(
+        default=DEFAULT_BASE_MODEL,
+        min_length=1,
+        max_length=256,
+        description="Hugging Face model id of the base model (a Llama-architecture "
+        "instruct model).",
+    )
+    mirror: str | None = Field(
+        default=None,
+        pattern=S3_URI_PATTERN,
+        description="S3 URI of a mirror of the model's files (config, tokenizer, "
+        "safetensors), for clusters without access to the Hugging Face Hub.",
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a Hugging Face token for gated models.",
+    )
+
+
+class ChunkingSpec(ApiModel):
+    """How documents are cut into passages."""
+
+    max_tokens: int = Field(
+        default=384,
+        ge=32,
+        le=8192,
+        description="Largest passage, in approximate tokens (whitespace words x 1.3).",
+    )
+    overlap_tokens: int = Field(
+        default=48,
+        ge=0,
+        le=1024,
+        description="Tokens repeated between consecutive passages of one section.",
+    )
+
+
+class TeacherSpec(ApiModel):
+    """An OpenAI-compatible model that writes question/answer pairs from passages."""
+
+    endpoint: str = Field(
+        pattern=HTTP_URL_PATTERN,
+        description="Base URL of an OpenAI-compatible API, for example "
+        "`http://vllm.teacher:8000/v1`.",
+    )
+    model: str = Field(min_length=1, max_length=256, description="Model name at the endpoint.")
+    secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the endpoint's API key."
+    )
+    questions_per_chunk: int = Field(
+        default=3, ge=1, le=20, description="Questions asked per passage."
+    )
+    max_concurrency: int = Field(
+        default=8, ge=1, le=256, description="Requests in flight to the teacher at once."
+    )
+    timeout_seconds: int = Field(
+        default=60, ge=1, le=3600, description="Timeout of one teacher request."
+    )
+
+
+class DatasetSpec(ApiModel):
+    """How question/answer pairs are built from the documents."""
+
+    generator: Literal["provided", "teacher", "extractive"] = Field(
+        default="extractive",
+        description="`provided`: JSONL files (`*.qa.jsonl` beside the documents or under "
+        "`providedPrefix`) with `question` and `answer` fields; `teacher`: an "
+        "OpenAI-compatible model writes pairs from passages; `extractive`: deterministic "
+        "pairs from definitions, key/value lines, tables and headings (no model needed).",
+    )
+    provided_prefix: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Key prefix (in the source bucket) of the provided JSONL files. "
+        "Unset reads `*.qa.jsonl` files beside the documents.",
+    )
+    teacher: TeacherSpec | None = Field(
+        default=None, description="The teacher model; required when generator is `teacher`."
+    )
+    eval_fraction: float = Field(
+        default=0.2,
+        gt=0.0,
+        le=0.5,
+        description="Fraction of source documents held out for evaluation. The split is by "
+        "document, so no evaluation passage is ever trained on.",
+    )
+    seed: int = Field(default=1234, ge=0, le=2**31 - 1, description="Seed of the train/eval split.")
+    chunking: ChunkingSpec = Field(
+        default_factory=ChunkingSpec, description="How documents are cut into passages."
+    )
+
+
+class LoraSpec(ApiModel):
+    """LoRA adapter shape."""
+
+    r: int = Field(default=16, ge=1, le=256, description="Rank of the LoRA update matrices.")
+    alpha: int = Field(default=32, ge=1, le=1024, description="LoRA scaling numerator (alpha/r).")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
+        min_length=1,
+        max_length=32,
+        description="Names of the linear layers that get adapters.",
+    )
+
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration (see `kubectl explain pod.spec.tolerations`)."""
+
+    key: str | None = Field(default=None, description="Taint key the toleration applies to.")
+    operator: Literal["Exists", "Equal"] = Field(
+        default="Equal", description="Relationship between key and value."
+    )
+    value: str | None = Field(default=None, description="Taint value matched with `Equal`.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; unset matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class ResourcesSpec(ApiModel):
+    """Compute resources of a workload's container."""
+
+    gpu: int = Field(
+        default=1, ge=0, le=16, description="NVIDIA GPUs requested (`nvidia.com/gpu`)."
+    )
+    cpu: str = Field(default="4", pattern=QUANTITY_PATTERN, description="CPU request and limit.")
+    memory: str = Field(
+        default="32Gi", pattern=QUANTITY_PATTERN, description="Memory request and limit."
+    )
+
+
+class TrainingSpec(ApiModel):
+    """How the adapter is trained."""
+
+    method: Literal["qlora", "lora"] = Field(
+        default="qlora",
+        description="`qlora`: 4-bit NF4 base weights with bf16 LoRA adapters (needs a GPU); "
+        "`lora`: full-precision base weights.",
+    )
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape.")
+    epochs: int = Field(default=3, ge=1, le=100, description="Passes over the training set.")
+    learning_rate: float = Field(
+        default=2e-4, gt=0.0, le=1.0, description="Peak learning rate (cosine schedule)."
+    )
+    max_seq_length: int = Field(
+        default=2048, ge=128, le=131072, description="Longest training sequence in tokens."
+    )
+    packing: bool = Field(
+        default=True,
+        description="Pack several examples into one sequence (without attention across "
+        "examples) so that padding is not trained on.",
+    )
+    batch_size: int = Field(
+        default=2, ge=1, le=512, description="Sequences per device per optimizer micro-step."
+    )
+    gradient_accumulation_steps: int = Field(
+        default=8, ge=1, le=1024, description="Micro-steps accumulated per optimizer step."
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="Compute resources of the training Job."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the training pod must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Tolerations of the training pod."
+    )
+    priority_class_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="PriorityClass of the training pod.",
+    )
+    backoff_limit: int = Field(
+        default=2, ge=0, le=10, description="Retries of a failed training pod before the Job fails."
+    )
+    active_deadline_seconds: int = Field(
+        default=86400, ge=60, le=7 * 86400, description="Wall-clock limit of the training Job."
+    )
+    image: str | None = Field(default=None, min_length=1, description="Trainer image override.")
+
+
+class BaselineSpec(ApiModel):
+    """The retrieval (RAG) baseline every candidate must beat."""
+
+    retriever: Literal["bm25", "embedding"] = Field(
+        default="bm25", description="How passages are retrieved for the baseline."
+    )
+    top_k: int = Field(default=4, ge=1, le=50, description="Passages put into the prompt.")
+    embedding_model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Sentence-embedding model id; required when retriever is `embedding`.",
+    )
+
+
+class EvaluationSpec(ApiModel):
+    """How a candidate is judged before it may serve."""
+
+    metric: Literal["exact_match", "token_f1", "rouge_l"] = Field(
+        default="token_f1", description="The gating metric."
+    )
+    min_improvement: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="Margin (absolute, on the metric's 0-1 scale) by which the candidate "
+        "must beat the RAG baseline.",
+    )
+    must_beat_serving: bool = Field(
+        default=True,
+        description="Also require the candidate to score at least as well as the revision "
+        "serving now.",
+    )
+    baseline: BaselineSpec = Field(
+        default_factory=BaselineSpec, description="The retrieval baseline."
+    )
+    max_questions: int = Field(
+        default=200, ge=1, le=10000, description="Held-out questions evaluated at most."
+    )
+    max_new_tokens: int = Field(
+        default=64, ge=1, le=4096, description="Longest generated answer (same for every system)."
+    )
+
+
+class ServingSpec(ApiModel):
+    """How the promoted revision is served."""
+
+    replicas: int = Field(default=1, ge=1, le=64, description="vLLM server replicas.")
+    image: str | None = Field(default=None, min_length=1, description="Server image override.")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="Compute resources of each server pod."
+    )
+    max_model_len: int = Field(
+        default=8192, ge=256, le=131072, description="Context length the server accepts."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, ge=0.1, le=0.99, description="Fraction of GPU memory vLLM may use."
+    )
+    port: int = Field(default=8000, ge=1024, le=65535, description="Container and Service port.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the API key clients must send as a Bearer token.",
+    )
+    progress_deadline_seconds: int = Field(
+        default=900,
+        ge=30,
+        le=7200,
+        description="How long a new revision may take to become Ready before the rollout "
+        "is abandoned and traffic stays on the old revision.",
+    )
+
+
+class RetrainingSpec(ApiModel):
+    """When a new revision is trained."""
+
+    schedule: str | None = Field(
+        default=None,
+        pattern=CRON_PATTERN,
+        description="Cron schedule (five fields, UTC) of periodic retraining.",
+    )
+    on_source_change: bool = Field(
+        default=True, description="Retrain when the documents change (their ETag digest)."
+    )
+    poll_interval: str = Field(
+        default="10m",
+        pattern=DURATION_PATTERN,
+        description="How often the source is checked for changes, for example `10m` or `1h`.",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression")
+        return value
+
+
+class DocModelSpec(ApiModel):
+    """Desired state of a DocModel."""
+
+    source: SourceSpec = Field(description="Where the documentation lives.")
+    base_model: BaseModelSpec = Field(
+        default_factory=BaseModelSpec, description="The foundation model."
+    )
+    dataset: DatasetSpec = Field(
+        default_factory=DatasetSpec, description="How question/answer pairs are built."
+    )
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec, description="How the adapter is trained."
+    )
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec, description="How a candidate is judged."
+    )
+    serving: ServingSpec = Field(
+        default_factory=ServingSpec, description="How the promoted revision is served."
+    )
+    retraining: RetrainingSpec = Field(
+        default_factory=RetrainingSpec, description="When a new revision is trained."
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Stop starting new work (running Jobs finish; serving continues).",
+    )
+    history_limit: int = Field(
+        default=10, ge=1, le=100, description="Revisions kept in status history."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-field rules (CEL for the API server, Python for local mode)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule that spans fields: one CEL expression and its Python twin."""
+
+    on: type[ApiModel]  # the model whose schema carries the rule
+    cel: str
+    field_path: str  # relative to `on`, as the API server reports it (".teacher")
+    message: str
+    check: Callable[[Any], bool]
+
+
+RULES: list[Rule] = [
+    Rule(
+        on=DatasetSpec,
+        cel="self.generator != 'teacher' || has(self.teacher)",
+        field_path=".teacher",
+        message="teacher is required when generator is teacher",
+        check=lambda d: d.generator != "teacher" or d.teacher is not None,
+    ),
+    Rule(
+        on=ChunkingSpec,
+        cel="self.overlapTokens < self.maxTokens",
+        field_path=".overlapTokens",
+        message="overlapTokens must be smaller than maxTokens",
+        check=lambda c: c.overlap_tokens < c.max_tokens,
+    ),
+    Rule(
+        on=TrainingSpec,
+        cel="self.method != 'qlora' || self.resources.gpu >= 1",
+        field_path=".resources.gpu",
+        message="method qlora needs at least one GPU (resources.gpu >= 1); use method lora "
+        "to train without a GPU",
+        check=lambda t: t.method != "qlora" or t.resources.gpu >= 1,
+    ),
+    Rule(
+        on=BaselineSpec,
+        cel="self.retriever != 'embedding' || has(self.embeddingModel)",
+        field_path=".embeddingModel",
+        message="embeddingModel is required when retriever is embedding",
+        check=lambda b: b.retriever != "embedding" or b.embedding_model is not None,
+    ),
+    Rule(
+        on=Toleration,
+        cel="self.operator != 'Exists' || !has(self.value)",
+        field_path=".value",
+        message="value must be empty when operator is Exists",
+        check=lambda t: t.operator != "Exists" or t.value is None,
+    ),
+]
+
+
+def _rules_for(model: type[ApiModel]) -> list[Rule]:
+    return [rule for rule in RULES if rule.on is model]
+
+
+# --------------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------------
+
+Phase = Literal[
+    "Pending",
+    "Ingesting",
+    "Training",
+    "Evaluating",
+    "RollingOut",
+    "Ready",
+    "Failed",
+    "Suspended",
+]
+ConditionType = Literal["DataReady", "Trained", "Evaluated", "Promoted", "Ready"]
+Verdict = Literal["Promoted", "Rejected", "Pending"]
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition."""
+
+    type: str = Field(description="Condition type: DataReady, Trained, Evaluated, Promoted, Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
+    reason: str = Field(default="", description="CamelCase reason for the last transition.")
+    message: str = Field(default="", description="Human-readable details.")
+    observed_generation: int | None = Field(
+        default=None, description="Spec generation the condition was set for."
+    )
+    last_transition_time: datetime | None = Field(
+        default=None, description="When the status last changed."
+    )
+
+
+class Metrics(ApiModel):
+    """Aggregate answer quality on the held-out questions (0-1 scale)."""
+
+    exact_match: float | None = Field(default=None, description="Exact match after normalisation.")
+    token_f1: float | None = Field(default=None, description="SQuAD-style token F1.")
+    rouge_l: float | None = Field(default=None, description="ROUGE-L F-measure.")
+
+
+class CandidateStatus(ApiModel):
+    """The newest revision and how it fared."""
+
+    revision: str | None = Field(default=None, description="Revision id.")
+    adapter_uri: str | None = Field(default=None, description="Where the trained adapter lives.")
+    metrics: Metrics | None = Field(default=None, description="The candidate's scores.")
+    baseline_metrics: Metrics | None = Field(default=None, description="The RAG baseline's scores.")
+    score: str | None = Field(
+        default=None, description="The candidate's gating-metric score, formatted for display."
+    )
+    baseline_score: str | None = Field(
+        default=None, description="The baseline's gating-metric score, formatted for display."
+    )
+    verdict: Verdict | None = Field(default=None, description="What the gate decided.")
+    reason: str | None = Field(default=None, description="Why the gate decided so.")
+    report_uri: str | None = Field(default=None, description="The evaluation report (JSON).")
+
+
+class ServingStatus(ApiModel):
+    """What app teams are calling now."""
+
+    revision: str | None = Field(default=None, description="Revision serving traffic.")
+    endpoint: str | None = Field(default=None, description="Base URL of the OpenAI-compatible API.")
+    model_name: str | None = Field(default=None, description="Model name clients pass.")
+
+
+class HistoryEntry(ApiModel):
+    """One revision that went through the lifecycle."""
+
+    revision: str = Field(description="Revision id.")
+    source_digest: str | None = Field(default=None, description="Digest of the documents used.")
+    adapter_uri: str | None = Field(default=None, description="Where the adapter lives.")
+    metrics: Metrics | None = Field(default=None, description="The candidate's scores.")
+    baseline_metrics: Metrics | None = Field(default=None, description="The baseline's scores.")
+    verdict: Verdict | None = Field(default=None, description="What the gate decided.")
+    reason: str | None = Field(default=None, description="Why.")
+    report_uri: str | None = Field(default=None, description="The evaluation report.")
+    completed_at: datetime | None = Field(default=None, description="When evaluation finished.")
+
+
+class DocModelStatus(ApiModel):
+    """Observed state of a DocModel."""
+
+    phase: Phase | None = Field(default=None, description="Where the lifecycle stands.")
+    observed_generation: int | None = Field(
+        default=None, description="Spec generation last reconciled."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="DataReady, Trained, Evaluated, Promoted, Ready."
+    )
+    source_digest: str | None = Field(
+        default=None, description="Digest of the sorted (key, ETag, size) list of documents."
+    )
+    revision: str | None = Field(default=None, description="Revision being worked on.")
+    candidate: CandidateStatus | None = Field(default=None, description="The newest candidate.")
+    serving: ServingStatus | None = Field(default=None, description="What is serving now.")
+    history: list[HistoryEntry] = Field(
+        default_factory=list, description="Past revisions, newest first."
+    )
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata DocModel reads."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(
+        min_length=1,
+        max_length=40,
+        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+        description="Names the Service, Deployments and Jobs, so it is a DNS-1035 label of at "
+        "most 40 characters.",
+    )
+    namespace: str = Field(default="default", pattern=DNS_LABEL_PATTERN)
+
+
+class DocModel(BaseModel):
+    """A whole DocModel object."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    api_version: Literal["docmodel.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["DocModel"]
+    metadata: ObjectMeta
+    spec: DocModelSpec
+    status: DocModelStatus | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Validation with messages that name the field
+# --------------------------------------------------------------------------------------------
+
+
+class SpecError(ValueError):
+    """A DocModel that is not valid; `errors` is a list of (field path, message)."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        lines = [f"{path}: {message}" for path, message in errors]
+        super().__init__("invalid DocModel:\n  " + "\n  ".join(lines))
+
+
+def _camel_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        else:
+            parts.append(to_camel(item) if "_" in item else item)
+    return ".".join(parts)
+
+
+def _check_rules(obj: Any, path: str, errors: list[tuple[str, str]]) -> None:
+    """Walk the model tree and apply every cross-field rule."""
+    if isinstance(obj, ApiModel):
+        for rule in _rules_for(type(obj)):
+            if not rule.check(obj):
+                errors.append((path + rule.field_path, rule.message))
+        for name in type(obj).model_fields:
+            child = getattr(obj, name)
+            _check_rules(child, f"{path}.{to_camel(name)}", errors)
+    elif isinstance(obj, list):
+        for index, item in enumerate(obj):
+            _check_rules(item, f"{path}[{index}]", errors)
+
+
+def parse_docmodel(manifest: dict[str, Any]) -> DocModel:
+    """Validate a whole DocModel manifest; raise `SpecError` naming each bad field."""
+    try:
+        model = DocModel.model_validate(manifest)
+    except ValidationError as exc:
+        errors = [(_camel_path(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+        raise SpecError(errors) from None
+    rule_errors: list[tuple[str, str]] = []
+    _check_rules(model.spec, "spec", rule_errors)
+    if rule_errors:
+        raise SpecError(rule_errors)
+    return model
+
+
+def parse_spec(spec: dict[str, Any]) -> DocModelSpec:
+    """Validate a spec alone (as the operator receives it); errors are prefixed `spec.`."""
+    try:
+        model = DocModelSpec.model_validate(spec)
+    except ValidationError as exc:
+        errors = [(_camel_path(("spec", *tuple(e["loc"]))), e["msg"]) for e in exc.errors()]
+        raise SpecError(errors) from None
+    rule_errors: list[tuple[str, str]] = []
+    _check_rules(model, "spec", rule_errors)
+    if rule_errors:
+        raise SpecError(rule_errors)
+    return model
+
+
+def spec_to_wire(spec: DocModelSpec) -> dict[str, Any]:
+    """The spec as the API server stores it (camelCase, defaults filled, unset optionals omitted)."""
+    return spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def duration_seconds(value: str) -> int:
+    """Parse a duration such as `1h30m` or `45s` into seconds."""
+    if not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"{value!r} is not a duration such as 10m or 1h30m")
+    units = {"s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)([smh])", value))

@@ -1,0 +1,181 @@
+"""Artifact layout, revision ids and manifests.
+
+One artifact store (an S3 URI, or a directory in local mode) holds every revision of every
+DocModel:
+
+    <store>/<namespace>/<name>/rev-<revision>/dataset/   chunks.jsonl, train.jsonl, eval.jsonl, manifest.json
+    <store>/<namespace>/<name>/rev-<revision>/adapter/   adapter_model.safetensors, ..., manifest.json
+    <store>/<namespace>/<name>/rev-<revision>/eval/      report.json, report.html, manifest.json
+
+A revision id is a digest of the training-relevant spec plus the source digest, so the same
+docs and settings always give the same revision (and the same child object names), and a
+replayed event never starts a second training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from docmodel.api import DocModelSpec
+from docmodel.storage import ObjectInfo, ObjectStore, open_store
+
+ArtifactKind = Literal["dataset", "adapter", "eval"]
+MANIFEST = "manifest.json"
+
+# Spec sections whose change means a new model must be trained. Serving and retraining
+# settings, suspend and historyLimit only change how a revision is run or served.
+TRAINING_RELEVANT = ("source", "base_model", "dataset", "training", "evaluation")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def source_digest(objects: Iterable[ObjectInfo]) -> str:
+    """Digest of the sorted (key, ETag, size) list: changes exactly when the documents do."""
+    rows = sorted((o.key, o.etag, o.size) for o in objects)
+    return "sha256:" + hashlib.sha256(canonical_json(rows).encode()).hexdigest()
+
+
+def spec_digest(spec: DocModelSpec) -> str:
+    """Digest of the training-relevant part of the spec."""
+    relevant = {
+        name: getattr(spec, name).model_dump(mode="json", by_alias=True)
+        for name in TRAINING_RELEVANT
+    }
+    # Credentials references do not change what is trained.
+    relevant["source"].pop("secretRef", None)
+    relevant["base_model"].pop("tokenSecretRef", None)
+    return "sha256:" + hashlib.sha256(canonical_json(relevant).encode()).hexdigest()
+
+
+def revision_id(spec: DocModelSpec, src_digest: str) -> str:
+    """Short, deterministic revision id (10 hex characters)."""
+    combined = f"{spec_digest(spec)}|{src_digest}"
+    return hashlib.sha256(combined.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class RevisionLayout:
+    """Where one revision's artifacts live, relative to the artifact store's root."""
+
+    namespace: str
+    name: str
+    revision: str
+
+    @property
+    def root(self) -> str:
+        return f"{self.namespace}/{self.name}/rev-{self.revision}"
+
+    def dir(self, kind: ArtifactKind) -> str:
+        return f"{self.root}/{kind}"
+
+    def key(self, kind: ArtifactKind, filename: str) -> str:
+        return f"{self.dir(kind)}/{filename}"
+
+    def uri(self, store_uri: str, kind: ArtifactKind, filename: str | None = None) -> str:
+        base = f"{store_uri.rstrip('/')}/{self.dir(kind)}"
+        return f"{base}/{filename}" if filename else base
+
+
+class FileEntry(BaseModel):
+    path: str
+    sha256: str
+    size: int
+
+
+class Manifest(BaseModel):
+    """Carried by every artifact, so any served model traces back to its docs and settings."""
+
+    kind: ArtifactKind
+    revision: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="Digests or URIs of what this artifact was made from."
+    )
+    spec: dict[str, Any] = Field(default_factory=dict, description="The settings used.")
+    versions: dict[str, str] = Field(default_factory=dict, description="Software versions.")
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+    files: list[FileEntry] = Field(default_factory=list)
+
+
+def software_versions(packages: Iterable[str] = ()) -> dict[str, str]:
+    """Versions of Python and of the named packages that are installed."""
+    out = {"python": platform.python_version(), "docmodel": _version("docmodel")}
+    for name in packages:
+        version = _version(name)
+        if version != "not-installed":
+            out[name] = version
+    return out
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not-installed"
+
+
+def file_entries(directory: Path) -> list[FileEntry]:
+    entries = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        if path.name == MANIFEST:
+            continue
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        entries.append(
+            FileEntry(
+                path=path.relative_to(directory).as_posix(),
+                sha256=digest.hexdigest(),
+                size=path.stat().st_size,
+            )
+        )
+    return entries
+
+
+def publish_dir(
+    directory: Path, store: ObjectStore, layout: RevisionLayout, manifest: Manifest
+) -> str:
+    """Upload `directory` as the revision's `manifest.kind` artifact, manifest last.
+
+    Writing the manifest last makes it the commit marker: an artifact without a manifest is
+    incomplete (a pod died mid-upload) and is redone.
+    """
+    manifest.files = file_entries(directory)
+    prefix = layout.dir(manifest.kind)
+    for entry in manifest.files:
+        store.upload_file(directory / entry.path, f"{prefix}/{entry.path}")
+    store.put_bytes(
+        f"{prefix}/{MANIFEST}",
+        manifest.model_dump_json(indent=2).encode(),
+        content_type="application/json",
+    )
+    return layout.uri(store.uri, manifest.kind)
+
+
+def read_manifest(
+    store: ObjectStore, layout: RevisionLayout, kind: ArtifactKind
+) -> Manifest | None:
+    """The artifact's manifest, or None when the artifact is absent or incomplete."""
+    key = layout.key(kind, MANIFEST)
+    if not store.exists(key):
+        return None
+    return Manifest.model_validate_json(store.get_bytes(key))
+
+
+def open_artifact_store(uri: str) -> ObjectStore:
+    """The artifact store (credentials and endpoint from the environment for S3)."""
+    return open_store(uri)

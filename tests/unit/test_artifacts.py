@@ -1,0 +1,90 @@
+"""Revision ids, digests, layout and manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from docmodel import api
+from docmodel.artifacts import (
+    Manifest,
+    RevisionLayout,
+    publish_dir,
+    read_manifest,
+    revision_id,
+    source_digest,
+)
+from docmodel.storage import LocalStore, NotFound, ObjectInfo, download_tree, matches
+
+SPEC = {"source": {"bucket": "docs", "secretRef": {"name": "s3"}}}
+
+
+def test_source_digest_ignores_order_and_tracks_changes() -> None:
+    a = [ObjectInfo("a.md", "e1", 10), ObjectInfo("b.md", "e2", 20)]
+    assert source_digest(a) == source_digest(list(reversed(a)))
+    assert source_digest(a) != source_digest([ObjectInfo("a.md", "e9", 10), a[1]])
+
+
+def test_revision_is_deterministic_and_tracks_training_settings() -> None:
+    spec = api.parse_spec(SPEC)
+    rev = revision_id(spec, "sha256:1")
+    assert rev == revision_id(api.parse_spec(SPEC), "sha256:1")
+    assert len(rev) == 10
+    assert rev != revision_id(spec, "sha256:2")
+    more_epochs = api.parse_spec({**SPEC, "training": {"epochs": 5}})
+    assert rev != revision_id(more_epochs, "sha256:1")
+
+
+def test_serving_and_credentials_do_not_change_the_revision() -> None:
+    rev = revision_id(api.parse_spec(SPEC), "sha256:1")
+    other = api.parse_spec(
+        {"source": {"bucket": "docs", "secretRef": {"name": "rotated"}}, "serving": {"replicas": 3}}
+    )
+    assert revision_id(other, "sha256:1") == rev
+
+
+def test_layout() -> None:
+    layout = RevisionLayout("ml", "handbook", "abc123")
+    assert layout.key("adapter", "x.bin") == "ml/handbook/rev-abc123/adapter/x.bin"
+    assert layout.uri("s3://b/p/", "eval", "report.json") == (
+        "s3://b/p/ml/handbook/rev-abc123/eval/report.json"
+    )
+
+
+def test_publish_writes_files_and_manifest(tmp_path: Path) -> None:
+    src = tmp_path / "adapter"
+    (src / "sub").mkdir(parents=True)
+    (src / "weights.bin").write_bytes(b"w" * 100)
+    (src / "sub" / "config.json").write_text("{}")
+    store = LocalStore(tmp_path / "store")
+    layout = RevisionLayout("ns", "m", "r1")
+    assert read_manifest(store, layout, "adapter") is None
+    uri = publish_dir(src, store, layout, Manifest(kind="adapter", revision="r1"))
+    assert uri.endswith("ns/m/rev-r1/adapter")
+    manifest = read_manifest(store, layout, "adapter")
+    assert manifest is not None
+    assert {f.path for f in manifest.files} == {"weights.bin", "sub/config.json"}
+    assert next(f for f in manifest.files if f.path == "weights.bin").size == 100
+    copied = download_tree(store, layout.dir("adapter"), tmp_path / "copy")
+    assert (tmp_path / "copy" / "weights.bin").read_bytes() == b"w" * 100
+    assert len(copied) == 3
+
+
+def test_download_of_nothing_names_the_place(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="nothing under"):
+        download_tree(LocalStore(tmp_path), "missing", tmp_path / "out")
+
+
+def test_local_store_refuses_escaping_keys(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    with pytest.raises(Exception, match="escapes"):
+        store.put_bytes("../outside", b"x")
+
+
+@pytest.mark.parametrize(
+    ("key", "ok"),
+    [("a.md", True), ("x/y/a.md", True), ("drafts/a.md", False), ("a.bin", False)],
+)
+def test_matches(key: str, ok: bool) -> None:
+    assert matches(key, ["**/*.md"], ["drafts/**"]) is ok
