@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from docmodel.api import DocModelSpec
-from docmodel.storage import ObjectInfo, ObjectStore, open_store
+from docmodel.storage import ObjectInfo, ObjectStore, S3Credentials, open_store
 
 ArtifactKind = Literal["dataset", "adapter", "eval"]
 MANIFEST = "manifest.json"
@@ -176,6 +177,22 @@ def read_manifest(
     return Manifest.model_validate_json(store.get_bytes(key))
 
 
-def open_artifact_store(uri: str) -> ObjectStore:
-    """The artifact store (credentials and endpoint from the environment for S3)."""
-    return open_store(uri)
+def open_artifact_store(uri: str, env: dict[str, str] | None = None) -> ObjectStore:
+    """The artifact store.
+
+    For S3, `DOCMODEL_STORE_ENDPOINT`, `DOCMODEL_STORE_AWS_ACCESS_KEY_ID` and
+    `DOCMODEL_STORE_AWS_SECRET_ACCESS_KEY` configure it when the artifact store is not the
+    source's store; otherwise the usual `AWS_*` variables apply.
+    """
+    env = dict(os.environ) if env is None else env
+    own = S3Credentials.from_env(
+        {
+            "AWS_ACCESS_KEY_ID": env.get("DOCMODEL_STORE_AWS_ACCESS_KEY_ID", ""),
+            "AWS_SECRET_ACCESS_KEY": env.get("DOCMODEL_STORE_AWS_SECRET_ACCESS_KEY", ""),
+        }
+    )
+    return open_store(
+        uri,
+        endpoint=env.get("DOCMODEL_STORE_ENDPOINT") or None,
+        credentials=own,
+    )

@@ -1,0 +1,73 @@
+"""`docmodel-trainer`: the workloads the operator's Jobs run (and local mode runs as processes).
+
+    docmodel-trainer ingest   --docmodel dm.yaml --store ./artifacts
+    docmodel-trainer train    --docmodel dm.yaml --store ./artifacts --revision <rev>
+    docmodel-trainer evaluate --docmodel dm.yaml --store ./artifacts --revision <rev>
+    docmodel-trainer tiny-model ./tiny-llama
+
+Each command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`.
+Exit codes are listed in `docmodel_trainer.common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from docmodel_trainer.common import EXIT_STORAGE, JobError, apply_config_file, setup_logging
+
+COMMANDS = {
+    "ingest": ("docmodel_trainer.ingest", "Fetch and parse the docs; build the QA dataset."),
+    "train": ("docmodel_trainer.train", "Fine-tune a LoRA/QLoRA adapter on the dataset."),
+    "evaluate": (
+        "docmodel_trainer.evaluate",
+        "Score the candidate against the RAG baseline (and what serves now).",
+    ),
+    "tiny-model": ("docmodel_trainer.tinymodel_cli", "Write a tiny random Llama for tests."),
+}
+
+log = logging.getLogger("docmodel.trainer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="docmodel-trainer", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        child = sub.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(child)
+        child.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = apply_config_file(parser, argv)
+    except JobError as exc:
+        setup_logging()
+        log.error("Rejected arguments reason=%s: %s", exc.reason, exc)
+        return exc.exit_code
+    setup_logging(getattr(args, "log_format", "text"))
+    try:
+        return int(args._module.run(args))
+    except JobError as exc:
+        log.error("Failed command=%s reason=%s: %s", args.command, exc.reason, exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("Interrupted command=%s", args.command)
+        return 130
+    except Exception as exc:
+        from docmodel.storage import StorageError
+
+        if isinstance(exc, StorageError):
+            log.error("Failed command=%s reason=%s: %s", args.command, exc.reason, exc)
+            return EXIT_STORAGE
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""What every trainer command shares: the job context, exit codes, logging and config files.
+
+Every command takes the same job arguments:
+
+    --docmodel FILE   the DocModel (YAML or JSON); or env DOCMODEL_MANIFEST holding it as JSON
+    --store URI       the artifact store (s3://bucket/prefix or a directory); env DOCMODEL_STORE
+    --revision ID     the revision to work on; env DOCMODEL_REVISION (ingest computes it if unset)
+    --workdir DIR     scratch space; env DOCMODEL_WORKDIR (a temporary directory by default)
+    --config FILE     YAML whose keys are any of the command's flags (flags given win)
+
+Source-bucket credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the operator maps
+the DocModel's secretRef into them); see `docmodel.artifacts.open_artifact_store` for the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from docmodel.api import DocModel, SpecError, parse_docmodel
+from docmodel.artifacts import RevisionLayout, open_artifact_store
+from docmodel.storage import ObjectStore, S3Credentials, S3Store
+
+log = logging.getLogger("docmodel.trainer")
+
+# Exit codes: meaningful to the operator, which reads them from the pod's status.
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_BAD_INPUT = 2  # invalid arguments, config or DocModel
+EXIT_NO_DATA = 3  # nothing usable in the source (DataReady=False)
+EXIT_STORAGE = 4  # access denied, missing bucket, unreachable endpoint
+EXIT_UPSTREAM = 5  # a teacher model or other service failed
+
+
+class JobError(Exception):
+    """A failure with a reason (CamelCase) and an exit code; the message is shown to users."""
+
+    def __init__(self, message: str, reason: str = "Failed", exit_code: int = EXIT_UNEXPECTED):
+        super().__init__(message)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+@dataclass
+class JobContext:
+    docmodel: DocModel
+    store: ObjectStore
+    store_uri: str
+    revision: str | None
+    workdir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        return self.docmodel.metadata.namespace
+
+    @property
+    def name(self) -> str:
+        return self.docmodel.metadata.name
+
+    def layout(self, revision: str | None = None) -> RevisionLayout:
+        rev = revision or self.revision
+        if not rev:
+            raise JobError("no revision given (--revision or DOCMODEL_REVISION)", "NoRevision", 2)
+        return RevisionLayout(self.namespace, self.name, rev)
+
+    def source_store(self) -> ObjectStore:
+        """The documentation bucket prefix named by spec.source."""
+        src = self.docmodel.spec.source
+        return S3Store(
+            src.bucket,
+            src.prefix,
+            endpoint=src.endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
+            region=src.region,
+            credentials=S3Credentials.from_env(),
+        )
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("job")
+    group.add_argument("--docmodel", type=Path, help="DocModel manifest (YAML or JSON)")
+    group.add_argument("--store", help="artifact store URI (s3://bucket/prefix or a directory)")
+    group.add_argument("--revision", help="revision id")
+    group.add_argument("--workdir", type=Path, help="scratch directory")
+    group.add_argument("--config", type=Path, help="YAML file of flag values")
+    group.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("DOCMODEL_LOG_FORMAT", "text"),
+    )
+
+
+def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse argv; values from --config fill flags that were not given on the command line."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        try:
+            values = yaml.safe_load(args.config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise JobError(
+                f"cannot read config file {args.config}: {exc}", "BadConfig", 2
+            ) from None
+        if not isinstance(values, dict):
+            raise JobError(f"config file {args.config} must hold a mapping", "BadConfig", 2)
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(k for k in values if k.replace("-", "_") not in known)
+        if unknown:
+            raise JobError(
+                f"config file {args.config} has unknown keys: {', '.join(unknown)}", "BadConfig", 2
+            )
+        parser.set_defaults(**{k.replace("-", "_"): v for k, v in values.items()})
+        args = parser.parse_args(argv)
+    return args
+
+
+def load_docmodel(path: Path | None) -> DocModel:
+    if path is not None:
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise JobError(f"cannot read DocModel {path}: {exc}", "BadDocModel", 2) from None
+    elif os.environ.get("DOCMODEL_MANIFEST"):
+        try:
+            raw = json.loads(os.environ["DOCMODEL_MANIFEST"])
+        except json.JSONDecodeError as exc:
+            raise JobError(f"DOCMODEL_MANIFEST is not JSON: {exc}", "BadDocModel", 2) from None
+    else:
+        raise JobError("no DocModel given (--docmodel or DOCMODEL_MANIFEST)", "BadDocModel", 2)
+    if isinstance(raw, dict) and raw.get("metadata"):
+        # Objects read back from the API server carry server-side metadata and status.
+        raw = {
+            "apiVersion": raw.get("apiVersion"),
+            "kind": raw.get("kind"),
+            "metadata": {
+                "name": raw["metadata"].get("name"),
+                "namespace": raw["metadata"].get("namespace", "default"),
+            },
+            "spec": raw.get("spec"),
+        }
+    try:
+        return parse_docmodel(raw)
+    except SpecError as exc:
+        raise JobError(str(exc), "InvalidSpec", 2) from None
+
+
+def job_context(args: argparse.Namespace) -> JobContext:
+    docmodel = load_docmodel(args.docmodel)
+    store_uri = args.store or os.environ.get("DOCMODEL_STORE")
+    if not store_uri:
+        raise JobError("no artifact store given (--store or DOCMODEL_STORE)", "NoStore", 2)
+    workdir = args.workdir or (
+        Path(os.environ["DOCMODEL_WORKDIR"])
+        if os.environ.get("DOCMODEL_WORKDIR")
+        else Path(tempfile.mkdtemp(prefix="docmodel-"))
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        store = open_artifact_store(store_uri)
+    except ValueError as exc:
+        raise JobError(str(exc), "BadStore", 2) from None
+    return JobContext(
+        docmodel=docmodel,
+        store=store,
+        store_uri=store.uri,
+        revision=args.revision or os.environ.get("DOCMODEL_REVISION") or None,
+        workdir=workdir,
+    )
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        payload.update(getattr(record, "fields", {}))
+        return json.dumps(payload)
+
+
+def setup_logging(fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("DOCMODEL_LOG_LEVEL", "INFO"))
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
