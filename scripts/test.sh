@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: environment, generated files, lint, types, layer contracts, tests.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh tests/unit -k gate   # extra arguments go to pytest
+#
+# The first run on a new machine downloads the Python environment (several GB, cached in
+# ~/.cache/docmodel/uv) and builds the local control plane and MinIO from Go modules
+# (cached in ~/.cache/docmodel/bin); later runs reuse both.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "Python environment"
+scripts/setup-env.sh
+py=.venv/bin/python
+
+step "CRD is in sync with the API models"
+$py -m docmodel.crd --check
+
+step "Lint (ruff)"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+step "Types (mypy)"
+.venv/bin/mypy
+
+step "Layer contracts (import-linter)"
+.venv/bin/lint-imports
+
+if [ -d devenv/docmodel_devenv ] && [ -f devenv/docmodel_devenv/__main__.py ]; then
+  step "Control plane, kwok and MinIO binaries (built once, cached)"
+  $py -m docmodel_devenv build
+fi
+
+step "Tests"
+exec $py -m pytest "$@"
