@@ -1,0 +1,245 @@
+"""Build, or reuse, the control-plane and S3 binaries from the Go tools modules.
+
+Each binary family (Kubernetes, etcd, kwok, MinIO) has its own Go module under
+``tools/<family>/`` so minimum version selection in one never changes another.
+Binaries land in ``~/.cache/docmodel/bin/<family>-<version>-<go.sum hash>/``;
+a directory that holds every binary of its family is reused as is.
+
+    python -m docmodel_devenv build
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOLS_DIR = REPO_ROOT / "tools"
+
+
+def cache_dir() -> Path:
+    """Root of the DocModel cache (``$DOCMODEL_CACHE`` or ``~/.cache/docmodel``)."""
+    return Path(os.environ.get("DOCMODEL_CACHE", Path.home() / ".cache" / "docmodel"))
+
+
+class BuildError(RuntimeError):
+    """A binary family could not be built or found."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """One Go tools module and the binaries built from it in one ``go build``."""
+
+    name: str
+    module: str  # the upstream module whose version names the family
+    packages: tuple[str, ...]
+    ldflags: tuple[str, ...] = ()
+
+    @property
+    def module_dir(self) -> Path:
+        return TOOLS_DIR / self.name
+
+    @property
+    def binaries(self) -> tuple[str, ...]:
+        return tuple(_binary_name(package) for package in self.packages)
+
+    def version(self) -> str:
+        go_mod = (self.module_dir / "go.mod").read_text()
+        match = re.search(rf"^\s*(?:require\s+)?{re.escape(self.module)}\s+(v\S+)", go_mod, re.M)
+        if not match:
+            raise BuildError(f"{self.module} is not required in {self.module_dir / 'go.mod'}")
+        return match.group(1)
+
+    def go_sum_hash(self) -> str:
+        return hashlib.sha256((self.module_dir / "go.sum").read_bytes()).hexdigest()[:12]
+
+    def bin_dir(self) -> Path:
+        return cache_dir() / "bin" / f"{self.name}-{self.version()}-{self.go_sum_hash()}"
+
+    def resolved_ldflags(self) -> list[str]:
+        version = self.version()
+        minor = version.split(".")[1] if version.startswith("v1.") else ""
+        return [flag.format(version=version, minor=minor) for flag in self.ldflags]
+
+
+def _binary_name(package: str) -> str:
+    last = package.rstrip("/").split("/")[-1]
+    if re.fullmatch(r"v\d+", last):  # go.etcd.io/etcd/server/v3 builds "server"
+        return package.split("/")[-2]
+    return last
+
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family(
+            name="kubernetes",
+            module="k8s.io/kubernetes",
+            packages=(
+                "k8s.io/kubernetes/cmd/kube-apiserver",
+                "k8s.io/kubernetes/cmd/kube-controller-manager",
+                "k8s.io/kubernetes/cmd/kube-scheduler",
+                "k8s.io/kubernetes/cmd/kubectl",
+            ),
+            ldflags=(
+                "-X k8s.io/component-base/version.gitVersion={version}",
+                "-X k8s.io/component-base/version.gitMajor=1",
+                "-X k8s.io/component-base/version.gitMinor={minor}",
+                "-X k8s.io/component-base/version.gitTreeState=clean",
+            ),
+        ),
+        Family(
+            name="etcd",
+            module="go.etcd.io/etcd/server/v3",
+            packages=("go.etcd.io/etcd/server/v3",),
+        ),
+        Family(
+            name="kwok",
+            module="sigs.k8s.io/kwok",
+            packages=("sigs.k8s.io/kwok/cmd/kwok",),
+            ldflags=("-X sigs.k8s.io/kwok/pkg/consts.Version={version}",),
+        ),
+        Family(
+            name="minio",
+            module="github.com/minio/minio",
+            packages=("github.com/minio/minio",),
+            ldflags=(
+                "-X github.com/minio/minio/cmd.ReleaseTag=DEVELOPMENT.{version}",
+                "-X github.com/minio/minio/cmd.CommitID={version}",
+            ),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Paths of every built binary, by name (``kube-apiserver``, ``etcd``, ...)."""
+
+    paths: dict[str, Path]
+
+    def __getitem__(self, name: str) -> Path:
+        return self.paths[name]
+
+
+def _target_name(family: Family, binary: str) -> str:
+    return "etcd" if family.name == "etcd" else binary
+
+
+def find(family: Family) -> dict[str, Path] | None:
+    """The family's binaries if all of them are built for the current go.sum."""
+    directory = family.bin_dir()
+    paths = {
+        _target_name(family, binary): directory / _target_name(family, binary)
+        for binary in family.binaries
+    }
+    if all(os.access(path, os.X_OK) for path in paths.values()):
+        return paths
+    return None
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError(
+            "The Go toolchain was not found on PATH: install Go >= 1.25 (https://go.dev/dl/) "
+            "to build kube-apiserver, etcd, kwok and MinIO."
+        )
+    return go
+
+
+def build_family(family: Family) -> dict[str, Path]:
+    """Build one family unless its binaries already exist; return their paths."""
+    found = find(family)
+    if found:
+        log.debug("Reused binaries family=%s dir=%s", family.name, family.bin_dir())
+        return found
+    go = _go()
+    directory = family.bin_dir()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = directory.parent / f".{directory.name}.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same family
+        found = find(family)
+        if found:
+            return found
+        staging = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        env = dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local", GOFLAGS="-mod=mod")
+        command = [
+            go,
+            "build",
+            "-trimpath",
+            "-ldflags",
+            " ".join(["-s", "-w", *family.resolved_ldflags()]),
+            "-o",
+            f"{staging}/",
+            *family.packages,
+        ]
+        log.info(
+            "Started building family=%s version=%s (a cold Kubernetes build takes tens of minutes)",
+            family.name,
+            family.version(),
+        )
+        started = time.monotonic()
+        result = subprocess.run(command, cwd=family.module_dir, env=env, check=False)
+        if result.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise BuildError(f"go build failed for family={family.name} exit={result.returncode}")
+        for binary in family.binaries:
+            target = _target_name(family, binary)
+            if binary != target:
+                (staging / binary).rename(staging / target)
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+        log.info(
+            "Built family=%s dir=%s seconds=%.0f",
+            family.name,
+            directory,
+            time.monotonic() - started,
+        )
+    found = find(family)
+    if not found:
+        raise BuildError(f"Binaries of family={family.name} are missing after the build")
+    return found
+
+
+def build_all(names: Iterable[str] | None = None) -> Binaries:
+    """Build or reuse every family (or the named ones)."""
+    paths: dict[str, Path] = {}
+    for name in names or FAMILIES:
+        paths.update(build_family(FAMILIES[name]))
+    return Binaries(paths)
+
+
+def require_all() -> Binaries:
+    """The built binaries, or a BuildError that says how to build them. Never builds."""
+    paths: dict[str, Path] = {}
+    missing = []
+    for family in FAMILIES.values():
+        found = find(family)
+        if found is None:
+            missing.append(f"{family.name} ({family.bin_dir()})")
+        else:
+            paths.update(found)
+    if missing:
+        raise BuildError(
+            "Control-plane binaries are not built: "
+            + ", ".join(missing)
+            + f". Run: {sys.executable} -m docmodel_devenv build"
+        )
+    return Binaries(paths)

@@ -1,0 +1,275 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver,
+kube-controller-manager (every controller) and kube-scheduler.
+
+The flags follow controller-runtime's envtest, plus the controller manager and
+scheduler so that Jobs, Deployments, ReplicaSets, EndpointSlices and garbage
+collection really happen.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import certs, procs
+from .build import Binaries
+from .kubeapi import Credentials
+
+log = logging.getLogger(__name__)
+
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_IP = "10.0.0.1"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """True if ``url`` answers 200 (no proxies: everything here is on loopback)."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    with urllib.request.build_opener(*handlers).open(url, timeout=2) as response:
+        return bool(response.status == 200)
+
+
+def _insecure_context() -> ssl.SSLContext:
+    # Health endpoints of our own child processes, which serve self-signed certificates.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def write_kubeconfig(path: Path, server: str, pki: certs.Pki, user: str = "docmodel-admin") -> None:
+    def embed(file: Path) -> str:
+        return base64.b64encode(file.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "docmodel-devenv",
+                "cluster": {"server": server, "certificate-authority-data": embed(pki.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": embed(pki.admin_cert),
+                    "client-key-data": embed(pki.admin_key),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": "docmodel-devenv", "context": {"cluster": "docmodel-devenv", "user": user}}
+        ],
+        "current-context": "docmodel-devenv",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+
+
+@dataclass
+class ControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler in ``workdir``."""
+
+    binaries: Binaries
+    workdir: Path
+    apiserver_port: int = 0
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    apiserver_ready_seconds: float = 0.0
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def pki(self) -> certs.Pki:
+        return certs.Pki(self.workdir / "pki")
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(self.server, self.pki.ca_cert, self.pki.admin_cert, self.pki.admin_key)
+
+    def start(self) -> None:
+        started = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        certs.generate(self.pki.directory, SERVICE_IP)
+        try:
+            self._start_etcd()
+            self._start_apiserver()
+            self.apiserver_ready_seconds = time.monotonic() - started
+            log.info(
+                "Control plane API server became ready server=%s seconds=%.1f",
+                self.server,
+                self.apiserver_ready_seconds,
+            )
+            self._start_controller_manager()
+            self._start_scheduler()
+        except BaseException:
+            self.stop()
+            raise
+        log.info(
+            "Control plane started kubeconfig=%s seconds=%.1f",
+            self.kubeconfig,
+            time.monotonic() - started,
+        )
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            procs.stop(self.processes.pop(name))
+        log.info("Control plane stopped workdir=%s", self.workdir)
+
+    def _run(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        process = procs.start(name, argv, self.logs / f"{name}.log")
+        self.processes[name] = process
+        return process
+
+    def _start_etcd(self) -> None:
+        client_port, peer_port = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        process = self._run(
+            "etcd",
+            [
+                str(self.binaries["etcd"]),
+                "--name=default",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
+        procs.wait_until(
+            lambda: http_ok(f"{self.etcd_url}/health"),
+            30,
+            "etcd",
+            process,
+            self.logs / "etcd.log",
+        )
+
+    def _start_apiserver(self) -> None:
+        pki = self.pki
+        self.apiserver_port = self.apiserver_port or free_port()
+        process = self._run(
+            "kube-apiserver",
+            [
+                str(self.binaries["kube-apiserver"]),
+                f"--etcd-servers={self.etcd_url}",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--secure-port={self.apiserver_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={self.server}/",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                # The "kubernetes" Service cannot list a loopback address as its endpoint.
+                "--endpoint-reconciler-type=none",
+                "--v=1",
+            ],
+        )
+        write_kubeconfig(self.kubeconfig, self.server, pki)
+        context = self.credentials.ssl_context()
+        procs.wait_until(
+            lambda: http_ok(f"{self.server}/readyz", context),
+            90,
+            "kube-apiserver",
+            process,
+            self.logs / "kube-apiserver.log",
+        )
+
+    def _start_controller_manager(self) -> None:
+        pki, port = self.pki, free_port()
+        process = self._run(
+            "kube-controller-manager",
+            [
+                str(self.binaries["kube-controller-manager"]),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--controllers=*",
+                f"--root-ca-file={pki.ca_cert}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--cluster-signing-cert-file={pki.ca_cert}",
+                f"--cluster-signing-key-file={pki.ca_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self.workdir / 'kcm-certs'}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+        procs.wait_until(
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", _insecure_context()),
+            60,
+            "kube-controller-manager",
+            process,
+            self.logs / "kube-controller-manager.log",
+        )
+
+    def _start_scheduler(self) -> None:
+        port = free_port()
+        process = self._run(
+            "kube-scheduler",
+            [
+                str(self.binaries["kube-scheduler"]),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self.workdir / 'scheduler-certs'}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+        procs.wait_until(
+            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", _insecure_context()),
+            60,
+            "kube-scheduler",
+            process,
+            self.logs / "kube-scheduler.log",
+        )
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()

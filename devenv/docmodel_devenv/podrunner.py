@@ -1,0 +1,271 @@
+"""The dedicated local node ``docmodel-local``: a small kubelet stand-in.
+
+It registers the Node (advertising some ``nvidia.com/gpu`` capacity), keeps it
+Ready with status heartbeats and a Lease, watches the pods bound to it and runs
+each container's ``command`` + ``args`` as a local process. Images are not
+pulled: each image maps to a local Python environment whose ``bin`` goes first
+on PATH (the checkout's ``.venv`` unless configured otherwise). Every pod gets
+its own loopback address 127.0.0.N as ``status.podIP``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .build import REPO_ROOT
+from .kubeapi import ApiError, KubeApi
+from .podworker import PodWorker, now
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+NODE_NAME = "docmodel-local"
+LEASE_SECONDS = 40
+
+
+def _memory() -> str:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                return f"{line.split()[1]}Ki"
+    return "8Gi"
+
+
+def image_envs_from_environ() -> dict[str, Path]:
+    """``DOCMODEL_DEVENV_IMAGE_ENVS="prefix=/env/dir,prefix2=/other"`` as a dict."""
+    value = os.environ.get("DOCMODEL_DEVENV_IMAGE_ENVS", "")
+    pairs = [item.split("=", 1) for item in value.split(",") if "=" in item]
+    return {prefix: Path(directory) for prefix, directory in pairs}
+
+
+@dataclass
+class PodRunner:
+    api: KubeApi
+    workdir: Path
+    node_name: str = NODE_NAME
+    gpus: int = 1
+    pod_network: str = "127.0.0.0/24"
+    default_env: Path = REPO_ROOT / ".venv"
+    image_envs: dict[str, Path] = field(default_factory=image_envs_from_environ)
+    kubernetes_version: str = ""
+    heartbeat_seconds: float = 10.0
+    workers: dict[str, PodWorker] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _ip_cursor: int = -1
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._register_node()
+        self._heartbeat()
+        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "watch")):
+            thread = threading.Thread(target=target, name=f"{self.node_name}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("Started pod runner node=%s gpus=%d", self.node_name, self.gpus)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for worker in list(self.workers.values()):
+            worker.kill()
+        for worker in list(self.workers.values()):
+            worker.join(15)
+        for thread in self._threads:
+            thread.join(5)
+        log.info("Stopped pod runner node=%s", self.node_name)
+
+    # --- the Node and its heartbeats ---------------------------------------------------------
+
+    def _register_node(self) -> None:
+        capacity = {
+            "cpu": str(os.cpu_count() or 1),
+            "memory": _memory(),
+            "pods": "110",
+            "nvidia.com/gpu": str(self.gpus),
+        }
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node_name,
+                "labels": {
+                    "kubernetes.io/hostname": self.node_name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "docmodel.dev/node-kind": "local",
+                },
+            },
+        }
+        try:
+            self.api.create(node, "nodes")
+        except ApiError as error:
+            if error.status != 409:
+                raise
+        self.capacity = capacity
+
+    def _heartbeat(self) -> None:
+        stamp = now()
+        conditions = [
+            ("Ready", "True", "KubeletReady", "docmodel-local runner is posting ready status"),
+            ("MemoryPressure", "False", "KubeletHasSufficientMemory", ""),
+            ("DiskPressure", "False", "KubeletHasNoDiskPressure", ""),
+            ("PIDPressure", "False", "KubeletHasSufficientPID", ""),
+        ]
+        status = {
+            "capacity": self.capacity,
+            "allocatable": self.capacity,
+            "conditions": [
+                {
+                    "type": kind,
+                    "status": value,
+                    "reason": reason,
+                    "message": message,
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": getattr(self, "_registered_at", stamp),
+                }
+                for kind, value, reason, message in conditions
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": self.node_name},
+            ],
+            "nodeInfo": {
+                "kubeletVersion": self.kubernetes_version or "v0.0.0",
+                "kubeProxyVersion": "",
+                "containerRuntimeVersion": "docmodel-local://processes",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "osImage": "local processes",
+                "kernelVersion": os.uname().release,
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+            "phase": "Running",
+        }
+        self._registered_at = getattr(self, "_registered_at", stamp)
+        self.api.merge_patch(
+            "v1", "nodes", self.node_name, {"status": status}, subresource="status"
+        )
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.node_name, "namespace": "kube-node-lease"},
+            "spec": {
+                "holderIdentity": self.node_name,
+                "leaseDurationSeconds": LEASE_SECONDS,
+                "renewTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+            },
+        }
+        self.api.apply(lease, "leases")
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            try:
+                self._heartbeat()
+            except Exception as error:
+                log.warning("Failed node heartbeat node=%s error=%s", self.node_name, error)
+
+    # --- pods ----------------------------------------------------------------------------
+
+    def _watch_loop(self) -> None:
+        selector = f"spec.nodeName={self.node_name}"
+        while not self._stop.is_set():
+            try:
+                listing = self.api.get("v1", "pods", fieldSelector=selector)
+                seen = set()
+                for pod in listing.get("items", []):
+                    seen.add(pod["metadata"]["uid"])
+                    self._on_pod("ADDED", pod)
+                for uid in set(self.workers) - seen:
+                    self._on_pod("DELETED", self.workers[uid].pod)
+                version = listing["metadata"]["resourceVersion"]
+                while not self._stop.is_set():
+                    for event in self.api.watch(
+                        "v1", "pods", version, fieldSelector=selector, timeout_seconds=30
+                    ):
+                        if event["type"] == "ERROR":
+                            raise ApiError(event["object"].get("code", 500), str(event["object"]))
+                        version = event["object"]["metadata"]["resourceVersion"]
+                        if event["type"] != "BOOKMARK":
+                            self._on_pod(event["type"], event["object"])
+                    self._reap()
+            except Exception as error:
+                if not self._stop.is_set():
+                    log.warning("Restarted pod watch node=%s error=%s", self.node_name, error)
+                    time.sleep(1)
+
+    def _on_pod(self, kind: str, pod: Obj) -> None:
+        uid = pod["metadata"]["uid"]
+        worker = self.workers.get(uid)
+        if kind == "DELETED":
+            if worker is not None:
+                worker.kill()
+            self._reap()
+            return
+        deleting = pod["metadata"].get("deletionTimestamp") is not None
+        if worker is not None:
+            if deleting:
+                if worker.finished.is_set():
+                    PodWorker.delete_object(self.api, pod)
+                else:
+                    worker.delete()
+            return
+        if deleting:
+            PodWorker.delete_object(self.api, pod)
+            return
+        if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        metadata, env_dir = pod["metadata"], self._env_dir(pod)
+        worker = PodWorker(
+            self.api,
+            pod,
+            self._allocate_ip(),
+            "127.0.0.1",
+            self.workdir / metadata["namespace"] / f"{metadata['name']}-{uid[:8]}",
+            [env_dir / "bin"],
+            self._extra_env(env_dir),
+        )
+        self.workers[uid] = worker
+        worker.start()
+
+    def _reap(self) -> None:
+        for uid, worker in list(self.workers.items()):
+            if worker.finished.is_set() and worker.killed.is_set():
+                del self.workers[uid]
+
+    def _allocate_ip(self) -> str:
+        """The next free address after the last one handed out (round robin, skipping .1-.9)."""
+        hosts = list(ipaddress.ip_network(self.pod_network).hosts())[9:]
+        active = {w.pod_ip for w in self.workers.values() if not w.finished.is_set()}
+        for step in range(1, len(hosts) + 1):
+            candidate = str(hosts[(self._ip_cursor + step) % len(hosts)])
+            if candidate not in active:
+                self._ip_cursor = (self._ip_cursor + step) % len(hosts)
+                return candidate
+        raise RuntimeError(f"no free pod address in {self.pod_network}")
+
+    def _env_dir(self, pod: Obj) -> Path:
+        images = [c.get("image", "") for c in pod["spec"]["containers"]]
+        for prefix, env_dir in sorted(self.image_envs.items(), key=lambda kv: -len(kv[0])):
+            if any(image.startswith(prefix) for image in images):
+                return env_dir
+        return self.default_env
+
+    def _extra_env(self, env_dir: Path) -> dict[str, str]:
+        server = self.api.credentials.server.removeprefix("https://")
+        host, _, port = server.rpartition(":")
+        return {
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": port,
+            "VIRTUAL_ENV": str(env_dir),
+        }
