@@ -1,0 +1,185 @@
+"""`docmodel-server`: the serving image's entrypoint.
+
+    docmodel-server [serve] [--engine auto|vllm|local] [--host H] [--port P] [--dry-run]
+    docmodel-server probe --ready      # exit 0 when /health is 200 and the served name is listed
+    docmodel-server probe --live       # exit 0 when /health is 200
+
+`serve` reads its configuration from `DOCMODEL_*` variables (see `docmodel_server.settings`),
+fetches the revision's adapter (and the base model when it is mirrored), then either replaces
+itself with `vllm serve` (GPU present and vLLM installed, or `--engine vllm`) or runs the local
+transformers + peft server. `--dry-run` prints the vLLM command line instead of running it.
+
+Exit codes: 0 ok; 1 unexpected failure (for example a base model that cannot be loaded);
+2 invalid configuration; 4 the adapter or base model could not be fetched. A server that fails
+to start never answers its readiness probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from docmodel_server.probe import check_live, check_ready
+from docmodel_server.settings import ServerSettings, SettingsError
+
+# Serving imports are deferred to `serve`, so that `probe` (run every few seconds by the
+# kubelet) starts quickly.
+
+log = logging.getLogger("docmodel.server")
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_BAD_CONFIG = 2
+EXIT_STORAGE = 4
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("DOCMODEL_LOG_LEVEL", "INFO"))
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def choose_engine(requested: str) -> tuple[str, str]:
+    """(`vllm` or `local`, why)."""
+    from docmodel_server.vllm_engine import gpu_present, vllm_installed
+
+    if requested == "local":
+        return "local", "requested"
+    if requested == "vllm":
+        if not vllm_installed():
+            raise SettingsError("DOCMODEL_ENGINE=vllm but vLLM is not installed in this image")
+        return "vllm", "requested"
+    if not vllm_installed():
+        return "local", "vLLM is not installed"
+    if not gpu_present():
+        return "local", "no GPU is visible"
+    return "vllm", "vLLM is installed and a GPU is visible"
+
+
+def serve(args: argparse.Namespace) -> int:
+    from docmodel_server.fetch import adapter_rank, fetch_adapter, fetch_base_model
+    from docmodel_server.vllm_engine import build_vllm_argv, build_vllm_env, exec_vllm
+
+    settings = ServerSettings.from_env(engine=args.engine, host=args.host, port=args.port)
+    engine, why = choose_engine(settings.engine)
+    log.info(
+        "Chose engine=%s reason=%r servedName=%s revision=%s",
+        engine,
+        why,
+        settings.served_name,
+        settings.revision,
+    )
+    adapter_dir = fetch_adapter(settings.adapter_uri, settings.workdir / "adapter")
+    model = settings.base_model
+    if settings.base_model_mirror:
+        model = str(fetch_base_model(settings.base_model_mirror, settings.workdir / "base"))
+    if engine == "vllm":
+        argv = build_vllm_argv(settings, model, adapter_dir, adapter_rank(adapter_dir))
+        if args.dry_run:
+            sys.stdout.write(shlex.join(argv) + "\n")
+            return EXIT_OK
+        exec_vllm(argv, build_vllm_env(settings))
+        return EXIT_UNEXPECTED  # not reached: exec replaced this process
+    return serve_local(settings, model, adapter_dir)
+
+
+def serve_local(settings: ServerSettings, model: str, adapter_dir: Path) -> int:
+    import uvicorn
+
+    from docmodel_server.engine import LocalEngine
+    from docmodel_server.local import create_app
+
+    try:
+        engine = LocalEngine.load(model, adapter_dir, settings.max_model_len)
+    except (OSError, ValueError) as exc:
+        log.error("Failed to load model base=%s adapter=%s error=%s", model, adapter_dir, exc)
+        return EXIT_UNEXPECTED
+    engine.start()
+    app = create_app(
+        engine,
+        served_name=settings.served_name,
+        base_name=settings.base_model,
+        api_key=settings.api_key_value,
+        revision=settings.revision,
+    )
+    log.info(
+        "Serving model=%s url=http://%s:%d auth=%s",
+        settings.served_name,
+        settings.host,
+        settings.port,
+        "on" if settings.api_key else "off",
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    engine.stop()
+    return EXIT_OK
+
+
+def probe(args: argparse.Namespace) -> int:
+    settings = ServerSettings.from_env()
+    url = args.url or settings.local_url
+    if args.live:
+        result = check_live(url, args.timeout)
+    else:
+        result = check_ready(url, settings.served_name, settings.api_key_value, args.timeout)
+    (sys.stdout if result.ok else sys.stderr).write(result.reason + "\n")
+    return EXIT_OK if result.ok else EXIT_UNEXPECTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="docmodel-server", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("serve", help="Fetch the adapter and serve it (the default).")
+    run.add_argument(
+        "--engine", choices=["auto", "vllm", "local"], help="overrides DOCMODEL_ENGINE"
+    )
+    run.add_argument("--host", help="overrides DOCMODEL_HOST")
+    run.add_argument("--port", type=int, help="overrides DOCMODEL_PORT")
+    run.add_argument("--dry-run", action="store_true", help="print the vLLM command, run nothing")
+    check = sub.add_parser("probe", help="Readiness or liveness check, for exec probes.")
+    which = check.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ready", action="store_true", help="/health ok and the model listed")
+    which.add_argument("--live", action="store_true", help="/health ok")
+    check.add_argument("--url", help="server base URL (default: from DOCMODEL_HOST/PORT)")
+    check.add_argument("--timeout", type=float, default=2.0, help="seconds per HTTP request")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["serve", *argv]
+    args = build_parser().parse_args(argv)
+    if args.command == "probe":
+        try:
+            return probe(args)
+        except SettingsError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return EXIT_BAD_CONFIG
+    from docmodel_server.fetch import FetchError
+
+    setup_logging()
+    try:
+        return serve(args)
+    except SettingsError as exc:
+        log.error("Failed to start: %s", exc)
+        return EXIT_BAD_CONFIG
+    except FetchError as exc:
+        log.error("Failed to start: %s", exc)
+        return EXIT_STORAGE
+    except ValueError as exc:
+        log.error("Failed to start: %s", exc)
+        return EXIT_BAD_CONFIG
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

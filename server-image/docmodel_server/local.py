@@ -1,0 +1,452 @@
+"""The local OpenAI-compatible server (FastAPI) in front of `LocalEngine`: CPU, local mode, tests.
+
+It speaks the subset of vLLM's OpenAI API that DocModel clients use, in the same shapes:
+
+    GET  /v1/models             the served name (the adapter) and the base model's name
+    POST /v1/chat/completions   messages -> one choice; `stream: true` streams SSE chunks
+    POST /v1/completions        prompt -> one choice; streams too
+    GET  /health                200 while the process and its generation worker are up (open)
+    GET  /ready                 200 once the model has answered a warm-up request (open)
+    GET  /metrics               Prometheus text format (open)
+
+Streams are `data: <chunk JSON>` events: a role delta first (chat), then content deltas, then a
+chunk that carries `finish_reason`, an optional usage chunk (`stream_options.include_usage`),
+then `data: [DONE]`. With an API key set, `/v1/*` needs `Authorization: Bearer <key>` and
+answers 401 otherwise. Errors use vLLM's body: `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from docmodel_server.engine import Event, Finished, Job, SamplingParams, TextDelta
+from docmodel_server.metrics import ASGIApp, MetricsMiddleware, Receive, Scope, Send, ServerMetrics
+
+log = logging.getLogger("docmodel.server")
+
+
+class Engine(Protocol):
+    max_model_len: int
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]: ...
+    def encode(self, text: str) -> list[int]: ...
+    def submit(self, job: Job) -> None: ...
+    def alive(self) -> bool: ...
+    def waiting(self) -> int: ...
+
+
+# ------------------------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+ERROR_TYPES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    404: "NotFoundError",
+    500: "InternalServerError",
+    503: "ServiceUnavailableError",
+}
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    kind = ERROR_TYPES.get(status, "Error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param), status_code=status)
+
+
+class ApiKeyMiddleware:
+    """Requires `Authorization: Bearer <key>` on `/v1/*`; probes and metrics stay open."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith("/v1"):
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = error_response(401, "Invalid or missing API key.")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# ------------------------------------------------------------------------------- requests
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class _Generation(BaseModel):
+    """Fields that chat and completion requests share (unknown fields are ignored, as vLLM does)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    n: int = 1
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("only n=1 is supported")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop takes up to 4 non-empty strings")
+        return value
+
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class ChatCompletionRequest(_Generation):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+
+class CompletionRequest(_Generation):
+    prompt: str | list[str]
+    max_tokens: int | None = Field(default=16, ge=1)
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and len(value) != 1:
+            raise ValueError("exactly one prompt is supported")
+        return value
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+# ------------------------------------------------------------------------------- the app
+
+
+def create_app(
+    engine: Engine,
+    *,
+    served_name: str,
+    base_name: str,
+    api_key: str | None = None,
+    revision: str | None = None,
+) -> FastAPI:
+    """The FastAPI app serving `engine` as `served_name` (adapter on) and `base_name` (off)."""
+    app = FastAPI(title="DocModel server", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics = ServerMetrics(served_name, revision)
+    created = int(time.time())
+    models = {served_name: True, base_name: False}  # name -> adapter on?
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        param = _param(tuple(first.get("loc", ())))
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        return error_response(400, f"{param}: {message}", param)
+
+    @app.get("/health")
+    async def health() -> Response:
+        if not engine.alive():
+            return error_response(503, "The generation worker is not running.")
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if not engine.alive():
+            return error_response(503, "The model is not loaded yet.")
+        return JSONResponse({"status": "ready", "model": served_name, "revision": revision})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        metrics.waiting.set(engine.waiting())
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        def card(name: str, adapter: bool) -> dict[str, Any]:
+            return {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "docmodel",
+                "root": name,
+                "parent": base_name if adapter else None,
+                "max_model_len": engine.max_model_len,
+            }
+
+        return {"object": "list", "data": [card(n, a) for n, a in models.items()]}
+
+    def resolve(model: str) -> bool:
+        if model not in models:
+            raise ApiError(404, f"The model `{model}` does not exist.", "model")
+        return models[model]
+
+    def sampling(
+        req: _Generation, prompt_len: int, max_tokens: int | None, field: str
+    ) -> SamplingParams:
+        limit = engine.max_model_len
+        if prompt_len >= limit:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {limit} tokens; the {field} "
+                f"use {prompt_len}.",
+                field,
+            )
+        if max_tokens is None:
+            max_tokens = limit - prompt_len
+        elif prompt_len + max_tokens > limit:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, you "
+                f"requested {prompt_len + max_tokens} tokens ({prompt_len} in the {field}, "
+                f"{max_tokens} in the completion). Reduce max_tokens or the {field}.",
+                "max_tokens",
+            )
+        temperature = 1.0 if req.temperature is None else req.temperature
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            stop=req.stop_strings(),
+            seed=req.seed,
+        )
+
+    async def run(
+        prompt_ids: list[int], params: SamplingParams, adapter: bool
+    ) -> tuple[Job, asyncio.Queue[Event]]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+
+        def emit(event: Event) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        job = Job(prompt_ids, params, adapter, emit)
+        engine.submit(job)
+        return job, events
+
+    async def collect(job: Job, events: asyncio.Queue[Event]) -> tuple[str, Finished]:
+        parts: list[str] = []
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                elif isinstance(event, Finished):
+                    account(event)
+                    return "".join(parts), event
+                else:
+                    raise ApiError(500, event.message)
+        finally:
+            job.cancelled.set()  # a no-op when finished; stops the work if the client left
+
+    def account(done: Finished) -> None:
+        metrics.prompt_tokens.inc(done.prompt_tokens)
+        metrics.generated_tokens.inc(done.completion_tokens)
+
+    def usage(done: Finished) -> dict[str, int]:
+        return {
+            "prompt_tokens": done.prompt_tokens,
+            "completion_tokens": done.completion_tokens,
+            "total_tokens": done.prompt_tokens + done.completion_tokens,
+        }
+
+    def sse(payload: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+    async def stream(
+        job: Job,
+        events: asyncio.Queue[Event],
+        chunk: Callable[[dict[str, Any] | None, str | None], dict[str, Any]],
+        first: dict[str, Any] | None,
+        include_usage: bool,
+        make_usage_chunk: Callable[[Finished], dict[str, Any]],
+    ) -> AsyncIterator[bytes]:
+        try:
+            if first is not None:
+                yield sse(first)
+            while True:
+                event = await events.get()
+                if isinstance(event, TextDelta):
+                    yield sse(chunk({"text": event.text}, None))
+                elif isinstance(event, Finished):
+                    account(event)
+                    yield sse(chunk(None, event.finish_reason))
+                    if include_usage:
+                        yield sse(make_usage_chunk(event))
+                    break
+                else:
+                    yield sse(error_body(500, event.message))
+                    break
+            yield b"data: [DONE]\n\n"
+        finally:
+            job.cancelled.set()  # the client went away, or we are done: stop generating
+
+    def streaming(body: AsyncIterator[bytes]) -> StreamingResponse:
+        return StreamingResponse(
+            body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(req: ChatCompletionRequest) -> dict[str, Any] | StreamingResponse:
+        adapter = resolve(req.model)
+        prompt_ids = engine.chat_prompt(
+            [{"role": m.role, "content": m.text()} for m in req.messages]
+        )
+        params = sampling(
+            req, len(prompt_ids), req.max_completion_tokens or req.max_tokens, "messages"
+        )
+        job, events = await run(prompt_ids, params, adapter)
+        rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "object": "chat.completion.chunk", "created": now, "model": req.model}
+
+        if req.stream:
+
+            def chunk(delta: dict[str, Any] | None, finish: str | None) -> dict[str, Any]:
+                content = {} if delta is None else {"content": delta["text"]}
+                choice = {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
+                return {**head, "choices": [choice]}
+
+            first = {
+                **head,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            include = bool(req.stream_options and req.stream_options.include_usage)
+            return streaming(
+                stream(
+                    job,
+                    events,
+                    chunk,
+                    first,
+                    include,
+                    lambda d: {**head, "choices": [], "usage": usage(d)},
+                )
+            )
+        text, done = await collect(job, events)
+        return {
+            "id": rid,
+            "object": "chat.completion",
+            "created": now,
+            "model": req.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": done.finish_reason,
+                }
+            ],
+            "usage": usage(done),
+        }
+
+    @app.post("/v1/completions", response_model=None)
+    async def complete(req: CompletionRequest) -> dict[str, Any] | StreamingResponse:
+        adapter = resolve(req.model)
+        prompt_ids = engine.encode(req.prompt_text())
+        params = sampling(req, len(prompt_ids), req.max_tokens, "prompt")
+        job, events = await run(prompt_ids, params, adapter)
+        rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "object": "text_completion", "created": now, "model": req.model}
+
+        if req.stream:
+
+            def chunk(delta: dict[str, Any] | None, finish: str | None) -> dict[str, Any]:
+                text = "" if delta is None else delta["text"]
+                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+                return {**head, "choices": [choice]}
+
+            include = bool(req.stream_options and req.stream_options.include_usage)
+            return streaming(
+                stream(
+                    job,
+                    events,
+                    chunk,
+                    None,
+                    include,
+                    lambda d: {**head, "choices": [], "usage": usage(d)},
+                )
+            )
+        text, done = await collect(job, events)
+        return {
+            **head,
+            "choices": [
+                {"index": 0, "text": text, "logprobs": None, "finish_reason": done.finish_reason}
+            ],
+            "usage": usage(done),
+        }
+
+    # The last middleware added is the outermost: metrics see every answer, 401s included.
+    if api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,100 @@
+"""The server's one typed configuration, read from the environment the operator sets.
+
+| Variable                          | Default                              | Meaning |
+|-----------------------------------|--------------------------------------|---------|
+| `DOCMODEL_SERVED_NAME`            | required                             | Model name clients pass: the DocModel's name, stable across revisions; the LoRA module's name. |
+| `DOCMODEL_ADAPTER_URI`            | required                             | The revision's adapter: `s3://bucket/prefix/<ns>/<name>/rev-<rev>/adapter` or a directory. |
+| `DOCMODEL_BASE_MODEL`             | `meta-llama/Llama-3.1-8B-Instruct`   | Base model id (also the name the base model is served under), or a local directory. |
+| `DOCMODEL_BASE_MODEL_MIRROR`      | unset                                | `s3://...` (or a directory) holding the base model's files; fetched instead of the Hub. |
+| `DOCMODEL_REVISION`               | unset                                | Revision being served; logged and exported as a metric label. |
+| `DOCMODEL_MAX_LORA_RANK`          | the adapter's `r`, rounded up        | vLLM `--max-lora-rank`; must be one of vLLM's ranks (1, 8, 16, 32, 64, 128, 256, 320, 512). |
+| `DOCMODEL_MAX_MODEL_LEN`          | `8192`                               | Longest prompt + completion, in tokens. |
+| `DOCMODEL_GPU_MEMORY_UTILIZATION` | `0.9`                                | Fraction of GPU memory vLLM may use. |
+| `DOCMODEL_HOST`                   | `$POD_IP`, else `0.0.0.0`            | Address to bind. |
+| `DOCMODEL_PORT`                   | `8000`                               | Port to bind. |
+| `DOCMODEL_API_KEY`                | unset (no auth)                      | Bearer token clients must send on `/v1/*` (from a Secret; never logged). |
+| `DOCMODEL_ENGINE`                 | `auto`                               | `vllm`, `local` (transformers + peft on CPU), or `auto`: vLLM when it is installed and a GPU is present. |
+| `DOCMODEL_WORKDIR`                | `/tmp/docmodel-server`               | Where the adapter and the base model mirror are downloaded. |
+| `DOCMODEL_VLLM_EXTRA_ARGS`        | unset                                | Extra `vllm serve` flags, split like a shell would (for example `--max-num-seqs 64`). |
+
+The artifact store's credentials are read the way `docmodel.artifacts.open_artifact_store`
+reads them (`DOCMODEL_STORE_ENDPOINT`, `DOCMODEL_STORE_AWS_ACCESS_KEY_ID`,
+`DOCMODEL_STORE_AWS_SECRET_ACCESS_KEY`, else the usual `AWS_*` variables); the base model
+mirror uses the usual `AWS_*` variables and `AWS_ENDPOINT_URL`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from docmodel.api import DEFAULT_BASE_MODEL
+
+ENV_PREFIX = "DOCMODEL_"
+
+Engine = Literal["auto", "vllm", "local"]
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a valid server; the message names the variable."""
+
+
+class ServerSettings(BaseModel):
+    """Everything the server process needs; built once at start by `from_env`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    served_name: str = Field(min_length=1, max_length=256, pattern=r"^[^\s=,]+$")
+    adapter_uri: str = Field(min_length=1)
+    base_model: str = Field(default=DEFAULT_BASE_MODEL, min_length=1)
+    base_model_mirror: str | None = None
+    revision: str | None = None
+    max_lora_rank: int | None = Field(default=None, ge=1, le=512)
+    max_model_len: int = Field(default=8192, ge=16, le=1_048_576)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_key: SecretStr | None = None
+    engine: Engine = "auto"
+    workdir: Path = Path("/tmp/docmodel-server")
+    vllm_extra_args: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
+        """Read `DOCMODEL_*` variables (empty counts as unset); `overrides` win (CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw.strip() != "":
+                values[name] = raw.strip()
+        if "host" not in values and env.get("POD_IP"):
+            values["host"] = env["POD_IP"]
+        if "vllm_extra_args" in values:
+            values["vllm_extra_args"] = shlex.split(values["vllm_extra_args"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else ""
+                problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+            raise SettingsError("invalid server configuration: " + "; ".join(problems)) from None
+
+    @property
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
+
+    @property
+    def local_url(self) -> str:
+        """Where a process in the same pod reaches the server (probes, tests)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
