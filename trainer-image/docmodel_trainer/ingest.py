@@ -1,0 +1,248 @@
+"""Fetch and parse the docs under spec.source, cut them into passages and build the QA dataset.
+
+    docmodel-trainer ingest --docmodel dm.yaml --store ./artifacts --source-dir ./docs \\
+        --revision-file ./rev.txt
+
+Steps: list the source prefix (include/exclude globs; files that are empty or over
+maxFileBytes are skipped from the listing alone) -> fetch and parse what changed (a parsed-
+document cache keyed by key and ETag sits in the artifact store) -> passages by heading, code
+and tables whole, with overlap, identical passages kept once -> question/answer pairs
+(provided, teacher or extractive) -> train/eval split by source document -> publish
+`dataset/{chunks,train,eval}.jsonl` with a manifest whose details are `DatasetStats`.
+
+Without --revision the revision id is computed from the spec and the source digest, logged,
+and written to --revision-file. Exit codes: 3 when nothing usable is found (the bucket and
+prefix are named), 4 for storage errors, 5 when the teacher model fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+from docmodel.api import DocModelSpec
+from docmodel.artifacts import (
+    Manifest,
+    RevisionLayout,
+    publish_dir,
+    revision_id,
+    software_versions,
+    source_digest,
+)
+from docmodel.dataset import CHUNKS, EVAL, TRAIN, DatasetStats, write_jsonl
+from docmodel.storage import LocalStore, ObjectStore, S3Store, StorageError
+from docmodel_trainer import common
+from docmodel_trainer.chunking import Passage, chunk_document, deduplicate
+from docmodel_trainer.common import JobError
+from docmodel_trainer.qa.generate import generate
+from docmodel_trainer.qa.teacher import TeacherError
+from docmodel_trainer.sources import Fetcher, list_sources
+from docmodel_trainer.split import EVAL as EVAL_SPLIT
+from docmodel_trainer.split import TRAIN as TRAIN_SPLIT
+from docmodel_trainer.split import deduplicate_pairs, split_documents
+
+log = logging.getLogger("docmodel.trainer.ingest")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common.add_job_arguments(parser)
+    group = parser.add_argument_group("ingest")
+    group.add_argument(
+        "--source-dir",
+        type=Path,
+        help="read documents from this directory instead of spec.source (local mode, tests)",
+    )
+    group.add_argument("--revision-file", type=Path, help="write the revision id to this file")
+    group.add_argument("--workers", type=int, default=8, help="parallel fetches (default 8)")
+    group.add_argument(
+        "--no-cache", action="store_true", help="ignore and do not write the parsed cache"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = common.job_context(args)
+    spec = ctx.docmodel.spec
+    source = _source_store(ctx, args.source_dir)
+    qa_store = _provided_store(source, spec)
+    where = _describe(source)
+
+    try:
+        listing = list_sources(source, spec, qa_store)
+    except StorageError as exc:
+        raise JobError(f"cannot list {where}: {exc}", exc.reason, common.EXIT_STORAGE) from None
+    log.info(
+        "Listed source=%s documents=%d skipped=%d qa_files=%d",
+        where,
+        len(listing.matched),
+        len(listing.skipped),
+        len(listing.qa_files),
+    )
+    if not listing.matched:
+        raise JobError(
+            f"no documents under {where} match include={spec.source.include}"
+            + (f" exclude={spec.source.exclude}" if spec.source.exclude else ""),
+            "NoDocuments",
+            common.EXIT_NO_DATA,
+        )
+
+    digest = source_digest([*listing.matched, *listing.qa_files])
+    revision = ctx.revision or revision_id(spec, digest)
+    log.info(
+        "Resolved revision=%s source_digest=%s computed=%s", revision, digest, not ctx.revision
+    )
+    layout = RevisionLayout(ctx.namespace, ctx.name, revision)
+
+    fetcher = Fetcher(
+        source,
+        None if args.no_cache else ctx.store,
+        f"{ctx.namespace}/{ctx.name}/cache/parsed",
+        max_file_bytes=spec.source.max_file_bytes,
+        workers=max(1, args.workers),
+    )
+    try:
+        fetched = fetcher.fetch(listing.documents, listing.qa_files, qa_store or source)
+    except StorageError as exc:
+        raise JobError(f"cannot read {where}: {exc}", exc.reason, common.EXIT_STORAGE) from None
+    skipped = sorted([*listing.skipped, *fetched.skipped], key=lambda s: s.key)
+    for item in skipped:
+        log.warning("Skipped document key=%s reason=%s", item.key, item.reason)
+    if not fetched.documents:
+        raise JobError(
+            f"no usable documents under {where}: {len(skipped)} skipped ({_reasons(skipped)})",
+            "NoUsableDocuments",
+            common.EXIT_NO_DATA,
+        )
+
+    passages, passages_dropped = _passages(fetched.documents.values(), spec)
+    try:
+        generated = generate(spec.dataset, passages, fetched.qa_files)
+    except TeacherError as exc:
+        raise JobError(str(exc), "TeacherFailed", common.EXIT_UPSTREAM) from None
+    if not generated.pairs:
+        raise JobError(
+            f"no question/answer pairs could be made from {len(fetched.documents)} documents "
+            f"under {where} with generator={spec.dataset.generator}",
+            "NoQuestions",
+            common.EXIT_NO_DATA,
+        )
+
+    with_pairs = {p.source for p in generated.pairs if p.source in fetched.documents}
+    splits = split_documents(with_pairs, spec.dataset.eval_fraction, spec.dataset.seed)
+    for key in fetched.documents:
+        splits.setdefault(key, TRAIN_SPLIT)
+    train, evals, removed = deduplicate_pairs(generated.pairs, splits)
+
+    stats = DatasetStats(
+        documents_listed=len(listing.matched),
+        documents_parsed=len(fetched.documents),
+        documents_skipped=skipped,
+        chunks=len(passages),
+        train_pairs=len(train),
+        eval_pairs=len(evals),
+        train_documents=sum(1 for s in splits.values() if s == TRAIN_SPLIT),
+        eval_documents=sum(1 for s in splits.values() if s == EVAL_SPLIT),
+        duplicates_removed=removed,
+        bytes_downloaded=fetched.bytes_downloaded,
+    )
+    details = stats.model_dump(mode="json") | {
+        "source": where,
+        "source_digest": digest,
+        "generator": spec.dataset.generator,
+        "cache_hits": fetched.cache_hits,
+        "passages_deduplicated": passages_dropped,
+        "malformed_qa_lines": generated.malformed_lines,
+        "teacher_failed_passages": generated.failed_passages,
+        "teacher_requests": generated.teacher_requests,
+        "unattributed_pairs": generated.unattributed,
+        "decoded_with_fallback": sorted(
+            k for k, d in fetched.documents.items() if d.encoding not in ("utf-8", "pdf")
+        ),
+    }
+    manifest = Manifest(
+        kind="dataset",
+        revision=revision,
+        inputs={"source": digest},
+        spec=spec.model_dump(mode="json", by_alias=True),
+        versions=software_versions(["pypdf", "markdown-it-py", "selectolax", "httpx"]),
+        metrics={"train_pairs": len(train), "eval_pairs": len(evals), "chunks": len(passages)},
+        details=details,
+    )
+    with tempfile.TemporaryDirectory(dir=ctx.workdir, prefix="dataset-") as tmp:
+        out = Path(tmp)
+        write_jsonl(out / CHUNKS, (p.chunk(splits[p.source]) for p in passages))
+        write_jsonl(out / TRAIN, train)
+        write_jsonl(out / EVAL, evals)
+        uri = publish_dir(out, ctx.store, layout, manifest)
+
+    if args.revision_file:
+        args.revision_file.parent.mkdir(parents=True, exist_ok=True)
+        args.revision_file.write_text(revision + "\n")
+    log.info(
+        "Published dataset revision=%s uri=%s documents=%d skipped=%d chunks=%d train_pairs=%d "
+        "eval_pairs=%d eval_documents=%d bytes_downloaded=%d",
+        revision,
+        uri,
+        stats.documents_parsed,
+        len(skipped),
+        stats.chunks,
+        stats.train_pairs,
+        stats.eval_pairs,
+        stats.eval_documents,
+        stats.bytes_downloaded,
+    )
+    return common.EXIT_OK
+
+
+def _passages(documents: object, spec: DocModelSpec) -> tuple[list[Passage], int]:
+    chunking = spec.dataset.chunking
+    seen: set[str] = set()
+    passages: list[Passage] = []
+    dropped = 0
+    for doc in documents:  # type: ignore[attr-defined]
+        kept, gone = deduplicate(
+            chunk_document(doc, chunking.max_tokens, chunking.overlap_tokens), seen
+        )
+        passages.extend(kept)
+        dropped += gone
+    return passages, dropped
+
+
+def _source_store(ctx: common.JobContext, source_dir: Path | None) -> ObjectStore:
+    if source_dir is None:
+        return ctx.source_store()
+    if not source_dir.is_dir():
+        raise JobError(f"--source-dir {source_dir} is not a directory", "BadSourceDir", 2)
+    return LocalStore(source_dir)
+
+
+def _provided_store(source: ObjectStore, spec: DocModelSpec) -> ObjectStore | None:
+    """Where provided pairs live when `providedPrefix` is set: a bucket prefix for S3 (from the
+    bucket root), a subdirectory of the source directory in local mode."""
+    prefix = spec.dataset.provided_prefix
+    if spec.dataset.generator != "provided" or not prefix:
+        return None
+    if isinstance(source, S3Store):
+        return S3Store(
+            source.bucket,
+            prefix,
+            endpoint=source.endpoint,
+            region=source.region,
+            credentials=source.credentials,
+        )
+    return source.child(prefix)
+
+
+def _describe(store: ObjectStore) -> str:
+    if isinstance(store, S3Store):
+        return f"bucket={store.bucket} prefix={store.prefix or '(none)'}"
+    return f"directory {store.uri}"
+
+
+def _reasons(skipped: list[object]) -> str:
+    counts: dict[str, int] = {}
+    for item in skipped:
+        reason = str(getattr(item, "reason", "")).split(" (")[0]
+        counts[reason] = counts.get(reason, 0) + 1
+    return ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) or "none"

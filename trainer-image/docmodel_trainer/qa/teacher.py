@@ -1,0 +1,240 @@
+"""Question/answer pairs written by a teacher model behind any OpenAI-compatible API.
+
+One chat completion per passage asks for `questionsPerChunk` specific, checkable questions
+answerable from the passage alone, as JSON. Replies are validated: JSON of the expected shape,
+questions that are questions, short answers that are grounded in the passage (most of their
+words appear in it). Requests run `maxConcurrency` at a time, each with `timeoutSeconds`.
+
+Failure policy:
+- a timeout, a connection error, HTTP 429/5xx or an unusable reply is retried with
+  exponential backoff (`attempts` tries in all); a passage that still fails is skipped and
+  counted (`TeacherResult.failed`, listed in the dataset manifest);
+- HTTP 401/403/404 (wrong key, wrong endpoint or model) stops the run at once, and so does a
+  run where more than half of the passages failed: `TeacherError`, which ingest maps to
+  `EXIT_UPSTREAM`.
+
+The API key comes from `DOCMODEL_TEACHER_API_KEY` and is never logged or stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+
+from docmodel.api import TeacherSpec
+from docmodel_trainer.chunking import Passage, normalise
+
+log = logging.getLogger("docmodel.trainer.ingest")
+
+API_KEY_ENV = "DOCMODEL_TEACHER_API_KEY"
+MAX_ANSWER_WORDS = 30
+
+SYSTEM_PROMPT = (
+    "You write question/answer pairs that test whether someone knows a company's internal "
+    "documentation. You reply with JSON only."
+)
+USER_PROMPT = """Passage from "{title}" (section: {section}):
+---
+{text}
+---
+Write {n} question/answer pairs about this passage.
+Rules:
+- Each question must be answerable from the passage alone, and specific: name the system,
+  setting or term it asks about, so it makes sense without seeing the passage.
+- Ask about checkable facts: names, numbers, defaults, owners, commands, definitions.
+- Answers are short (a few words), copied from the passage where possible.
+- No yes/no questions, no questions about "the passage" or "the text".
+Reply with exactly this JSON shape and nothing else:
+{{"pairs": [{{"question": "...", "answer": "..."}}]}}"""
+
+
+class TeacherError(Exception):
+    """The teacher cannot be used (auth, endpoint, or too many failures)."""
+
+
+class _Retryable(Exception):
+    pass
+
+
+@dataclass
+class TeacherResult:
+    pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # passage id -> pairs
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (passage id, reason)
+    requests: int = 0
+
+
+class Teacher:
+    def __init__(
+        self,
+        spec: TeacherSpec,
+        *,
+        api_key: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        attempts: int = 4,
+        backoff_seconds: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.spec = spec
+        self.attempts = attempts
+        self.backoff_seconds = backoff_seconds
+        self.sleep = sleep
+        self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        self._client = httpx.Client(
+            base_url=spec.endpoint.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(float(spec.timeout_seconds)),
+            limits=httpx.Limits(max_connections=spec.max_concurrency),
+            transport=transport,
+        )
+        self._lock = threading.Lock()
+        self._fatal: TeacherError | None = None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def generate(self, passages: Sequence[Passage]) -> TeacherResult:
+        result = TeacherResult()
+        done = 0
+
+        def one(passage: Passage) -> None:
+            nonlocal done
+            if self._fatal is not None:
+                return
+            try:
+                pairs = self._ask(passage, result)
+                with self._lock:
+                    result.pairs[passage.id] = pairs
+            except _Retryable as exc:
+                with self._lock:
+                    result.failed.append((passage.id, self._redact(str(exc))))
+                log.warning(
+                    "Skipped passage source=%s chunk=%s reason=%s",
+                    passage.source,
+                    passage.id,
+                    self._redact(str(exc)),
+                )
+            except TeacherError as exc:
+                self._fatal = exc
+            with self._lock:
+                done += 1
+                if done % 50 == 0 or done == len(passages):
+                    log.info("Generated teacher pairs passages=%d/%d", done, len(passages))
+
+        with ThreadPoolExecutor(max_workers=self.spec.max_concurrency) as pool:
+            list(pool.map(one, passages))
+        if self._fatal is not None:
+            raise self._fatal
+        if passages and len(result.failed) * 2 > len(passages):
+            raise TeacherError(
+                f"teacher {self.spec.model} at {self.spec.endpoint} failed on "
+                f"{len(result.failed)} of {len(passages)} passages; last reason: "
+                f"{result.failed[-1][1]}"
+            )
+        return result
+
+    def _ask(self, passage: Passage, result: TeacherResult) -> list[tuple[str, str]]:
+        body = {
+            "model": self.spec.model,
+            "temperature": 0.2,
+            "max_tokens": 256 * self.spec.questions_per_chunk,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": prompt(passage, self.spec.questions_per_chunk)},
+            ],
+        }
+        last = "no attempt made"
+        for attempt in range(self.attempts):
+            if attempt:
+                delay = self.backoff_seconds * 2 ** (attempt - 1) * (1 + random.random() / 4)
+                self.sleep(delay)
+            with self._lock:
+                result.requests += 1
+            try:
+                return self._once(body, passage)
+            except _Retryable as exc:
+                last = str(exc)
+        raise _Retryable(f"{last} (after {self.attempts} attempts)")
+
+    def _once(self, body: dict[str, object], passage: Passage) -> list[tuple[str, str]]:
+        where = f"{self.spec.endpoint} (model {self.spec.model})"
+        try:
+            response = self._client.post("chat/completions", json=body)
+        except httpx.TimeoutException:
+            raise _Retryable(f"timed out after {self.spec.timeout_seconds}s") from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"cannot reach {where}: {type(exc).__name__}") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise TeacherError(f"teacher at {where} refused the API key (HTTP {status})")
+        if status == 404:
+            raise TeacherError(f"teacher endpoint or model not found at {where} (HTTP 404)")
+        if status == 429 or status >= 500:
+            raise _Retryable(f"HTTP {status}")
+        if status >= 400:
+            raise TeacherError(f"teacher at {where} rejected the request (HTTP {status})")
+        try:
+            content = response.json()["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise _Retryable("reply is not an OpenAI chat completion") from None
+        pairs = parse_reply(content, passage.text)
+        if not pairs:
+            raise _Retryable("reply held no usable question/answer pairs")
+        return pairs[: self.spec.questions_per_chunk]
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "<redacted>") if self._api_key else text
+
+
+def prompt(passage: Passage, n: int) -> str:
+    return USER_PROMPT.format(
+        title=passage.title or passage.source,
+        section=" > ".join(passage.heading_path) or "(none)",
+        text=passage.text,
+        n=n,
+    )
+
+
+def parse_reply(content: object, passage_text: str) -> list[tuple[str, str]]:
+    """Valid, grounded (question, answer) pairs from a reply; [] when there are none."""
+    if not isinstance(content, str):
+        return []
+    text = re.sub(r"^```(?:json)?\s*|\s*```$", "", content.strip())
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        return []
+    try:
+        data, _ = json.JSONDecoder().raw_decode(text[start:])
+    except json.JSONDecodeError:
+        return []
+    items = data.get("pairs") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        return []
+    passage_words = set(normalise(passage_text).split())
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        question, answer = item.get("question"), item.get("answer")
+        if not isinstance(question, str) or not isinstance(answer, str):
+            continue
+        question, answer = " ".join(question.split()), " ".join(answer.split())
+        if not question.endswith("?") or not 3 <= len(question.split()) <= 60:
+            continue
+        if not 1 <= len(answer.split()) <= MAX_ANSWER_WORDS:
+            continue
+        words = normalise(answer).split()
+        if not words or sum(w in passage_words for w in words) < len(words) / 2:
+            continue  # not grounded in the passage
+        out.append((question, answer))
+    return out

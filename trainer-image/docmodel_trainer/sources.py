@@ -1,0 +1,229 @@
+"""Listing, fetching and parsing the source documents, with a parsed-document cache.
+
+The cache lives in the artifact store at `<namespace>/<name>/cache/parsed/<digest>.json`, the
+digest covering the parser version, the object key and its ETag. A re-run over unchanged
+documents reads only the cache (small JSON), never the documents; a failed parse is cached
+too, so a corrupt file is not downloaded again until it changes.
+
+Files are skipped, with the reason recorded, when they are empty or larger than
+`spec.source.maxFileBytes` (decided from the listing, before any download), of an unsupported
+type, unreadable (corrupt PDF, binary content), or denied to us.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ValidationError
+
+from docmodel.api import DocModelSpec
+from docmodel.dataset import SkippedFile
+from docmodel.storage import AccessDenied, NotFound, ObjectInfo, ObjectStore, StorageError, matches
+from docmodel_trainer.parsing import (
+    PARSER_VERSION,
+    ParsedDocument,
+    Unusable,
+    kind_of,
+    parse_document,
+)
+from docmodel_trainer.qa.provided import ProvidedFile, is_qa_file, parse_qa_file
+
+log = logging.getLogger("docmodel.trainer.ingest")
+
+PROGRESS_EVERY = 100
+
+
+@dataclass
+class Listing:
+    documents: list[ObjectInfo] = field(default_factory=list)  # to fetch and parse
+    qa_files: list[ObjectInfo] = field(default_factory=list)  # provided pairs to read
+    matched: list[ObjectInfo] = field(default_factory=list)  # every included document
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+
+def list_sources(
+    store: ObjectStore, spec: DocModelSpec, qa_store: ObjectStore | None = None
+) -> Listing:
+    """What to read, and what to skip without reading (empty, too large, unsupported)."""
+    src = spec.source
+    out = Listing()
+    read_qa_beside = spec.dataset.generator == "provided" and qa_store is None
+    for obj in store.list():
+        if is_qa_file(obj.key):
+            if read_qa_beside:
+                out.qa_files.append(obj)
+            continue
+        if not matches(obj.key, src.include, src.exclude):
+            continue
+        out.matched.append(obj)
+        reason = skip_reason(obj, src.max_file_bytes)
+        if reason:
+            out.skipped.append(SkippedFile(key=obj.key, reason=reason))
+        else:
+            out.documents.append(obj)
+    if qa_store is not None:
+        out.qa_files.extend(o for o in qa_store.list() if is_qa_file(o.key))
+    return out
+
+
+def skip_reason(obj: ObjectInfo, max_file_bytes: int) -> str | None:
+    if kind_of(obj.key) is None:
+        return "unsupported file type (Markdown, text, HTML and PDF are read)"
+    if obj.size == 0:
+        return "empty file"
+    if obj.size > max_file_bytes:
+        return f"file is {obj.size} bytes, over maxFileBytes={max_file_bytes} (not downloaded)"
+    return None
+
+
+class CacheEntry(BaseModel):
+    key: str
+    etag: str
+    parser: str
+    document: ParsedDocument | None = None
+    qa: ProvidedFile | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class Fetched:
+    documents: dict[str, ParsedDocument] = field(default_factory=dict)
+    qa_files: list[ProvidedFile] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    bytes_downloaded: int = 0
+    cache_hits: int = 0
+
+
+class Fetcher:
+    """Fetches and parses objects, reading and filling the parsed-document cache."""
+
+    def __init__(
+        self,
+        source: ObjectStore,
+        cache: ObjectStore | None,
+        cache_prefix: str,
+        *,
+        max_file_bytes: int,
+        workers: int = 8,
+    ):
+        self.source = source
+        self.cache = cache
+        self.cache_prefix = cache_prefix.strip("/")
+        self.max_file_bytes = max_file_bytes
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._cached: set[str] = set()
+
+    def cache_key(self, obj: ObjectInfo) -> str:
+        raw = f"{PARSER_VERSION}\x1f{obj.key}\x1f{obj.etag}"
+        return f"{self.cache_prefix}/{hashlib.sha256(raw.encode()).hexdigest()}.json"
+
+    def fetch(
+        self, documents: list[ObjectInfo], qa_files: list[ObjectInfo], qa_source: ObjectStore
+    ) -> Fetched:
+        out = Fetched()
+        if self.cache is not None:
+            try:
+                self._cached = {o.key for o in self.cache.list(self.cache_prefix)}
+            except StorageError as exc:
+                log.warning("Skipped the parsed-document cache reason=%s: %s", exc.reason, exc)
+                self.cache = None
+        total = len(documents)
+        done = 0
+
+        def document(obj: ObjectInfo) -> None:
+            nonlocal done
+            entry = self._entry(obj, self.source, _parse_document)
+            with self._lock:
+                if entry.document is not None:
+                    out.documents[obj.key] = entry.document
+                else:
+                    out.skipped.append(SkippedFile(key=obj.key, reason=entry.skipped or "unusable"))
+                done += 1
+                if done % PROGRESS_EVERY == 0 or done == total:
+                    log.info(
+                        "Parsed documents=%d/%d skipped=%d cached=%d bytes_downloaded=%d",
+                        done,
+                        total,
+                        len(out.skipped),
+                        out.cache_hits,
+                        out.bytes_downloaded,
+                    )
+
+        self._out = out
+        self._map(document, documents)
+        for obj in qa_files:
+            entry = self._entry(obj, qa_source, _parse_qa)
+            if entry.qa is not None:
+                out.qa_files.append(entry.qa)
+            else:
+                out.skipped.append(SkippedFile(key=obj.key, reason=entry.skipped or "unusable"))
+        out.documents = dict(sorted(out.documents.items()))
+        out.skipped.sort(key=lambda s: s.key)
+        return out
+
+    def _map(self, fn: Callable[[ObjectInfo], None], items: Iterable[ObjectInfo]) -> None:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for _ in pool.map(fn, items):
+                pass
+
+    def _entry(
+        self,
+        obj: ObjectInfo,
+        store: ObjectStore,
+        parse: Callable[[ObjectInfo, bytes], CacheEntry],
+    ) -> CacheEntry:
+        key = self.cache_key(obj)
+        if self.cache is not None and key in self._cached:
+            try:
+                entry = CacheEntry.model_validate_json(self.cache.get_bytes(key))
+                with self._lock:
+                    self._out.cache_hits += 1
+                return entry
+            except (StorageError, ValidationError, ValueError) as exc:
+                log.warning("Ignored a cache entry key=%s reason=%s", obj.key, type(exc).__name__)
+        try:
+            data = store.get_bytes(obj.key)
+        except (AccessDenied, NotFound) as exc:
+            # Not cached: access may be granted, or the object may come back.
+            return CacheEntry(key=obj.key, etag=obj.etag, parser=PARSER_VERSION, skipped=str(exc))
+        with self._lock:
+            self._out.bytes_downloaded += len(data)
+        if len(data) > self.max_file_bytes:
+            entry = CacheEntry(
+                key=obj.key,
+                etag=obj.etag,
+                parser=PARSER_VERSION,
+                skipped=f"file is {len(data)} bytes, over maxFileBytes={self.max_file_bytes}",
+            )
+        else:
+            entry = parse(obj, data)
+        if self.cache is not None:
+            try:
+                self.cache.put_bytes(key, entry.model_dump_json().encode(), "application/json")
+            except StorageError as exc:
+                log.warning("Failed to write a cache entry key=%s reason=%s", obj.key, exc.reason)
+        return entry
+
+
+def _parse_document(obj: ObjectInfo, data: bytes) -> CacheEntry:
+    entry = CacheEntry(key=obj.key, etag=obj.etag, parser=PARSER_VERSION)
+    try:
+        entry.document = parse_document(obj.key, data)
+    except Unusable as exc:
+        entry.skipped = str(exc)
+    except Exception as exc:  # a parser bug must not stop the run; the file is listed
+        log.exception("Failed to parse key=%s", obj.key)
+        entry.skipped = f"parser error ({type(exc).__name__})"
+    return entry
+
+
+def _parse_qa(obj: ObjectInfo, data: bytes) -> CacheEntry:
+    return CacheEntry(
+        key=obj.key, etag=obj.etag, parser=PARSER_VERSION, qa=parse_qa_file(obj.key, data)
+    )
