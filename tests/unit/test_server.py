@@ -1,0 +1,365 @@
+"""The serving entrypoint's pure parts and the local server's HTTP surface (with a fake engine)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from docmodel.storage import LocalStore
+from docmodel_server import cli
+from docmodel_server.engine import Finished, Job, TextDelta, _held_back
+from docmodel_server.fetch import FetchError, adapter_rank, fetch_adapter
+from docmodel_server.local import create_app
+from docmodel_server.settings import ServerSettings, SettingsError
+from docmodel_server.vllm_engine import build_vllm_argv, build_vllm_env, lora_rank_for_vllm
+
+ENV = {
+    "DOCMODEL_SERVED_NAME": "handbook",
+    "DOCMODEL_ADAPTER_URI": "s3://artifacts/ml/handbook/rev-abc123/adapter",
+    "DOCMODEL_BASE_MODEL": "meta-llama/Llama-3.1-8B-Instruct",
+    "DOCMODEL_MAX_MODEL_LEN": "4096",
+    "DOCMODEL_GPU_MEMORY_UTILIZATION": "0.85",
+    "DOCMODEL_PORT": "8000",
+    "POD_IP": "10.0.0.7",
+    "DOCMODEL_API_KEY": "sk-secret",
+}
+
+
+# ------------------------------------------------------------------------- settings and argv
+
+
+def test_vllm_argv_is_pinned() -> None:
+    settings = ServerSettings.from_env(ENV)
+    argv = build_vllm_argv(
+        settings, "/var/lib/docmodel/base", Path("/var/lib/docmodel/adapter"), 16
+    )
+    assert argv == [
+        "vllm",
+        "serve",
+        "/var/lib/docmodel/base",
+        "--served-model-name",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--enable-lora",
+        "--lora-modules",
+        "handbook=/var/lib/docmodel/adapter",
+        "--max-lora-rank",
+        "16",
+        "--max-loras",
+        "1",
+        "--max-model-len",
+        "4096",
+        "--gpu-memory-utilization",
+        "0.85",
+        "--host",
+        "10.0.0.7",
+        "--port",
+        "8000",
+    ]
+    assert "sk-secret" not in " ".join(argv)
+
+
+def test_vllm_env_carries_the_api_key_only_as_vllm_api_key() -> None:
+    settings = ServerSettings.from_env(ENV)
+    env = build_vllm_env(settings, {"DOCMODEL_API_KEY": "sk-secret", "PATH": "/usr/bin"})
+    assert env == {"VLLM_API_KEY": "sk-secret", "PATH": "/usr/bin"}
+    no_key = ServerSettings.from_env({**ENV, "DOCMODEL_API_KEY": ""})
+    assert "VLLM_API_KEY" not in build_vllm_env(no_key, {"VLLM_API_KEY": "stale"})
+
+
+def test_lora_rank_rounds_up_to_what_vllm_accepts() -> None:
+    assert [lora_rank_for_vllm(r) for r in (1, 2, 8, 12, 16, 300, 512)] == [
+        1,
+        8,
+        8,
+        16,
+        16,
+        320,
+        512,
+    ]
+    with pytest.raises(ValueError, match="513"):
+        lora_rank_for_vllm(513)
+    settings = ServerSettings.from_env({**ENV, "DOCMODEL_MAX_LORA_RANK": "64"})
+    argv = build_vllm_argv(settings, "m", Path("/a"), 16)
+    assert argv[argv.index("--max-lora-rank") + 1] == "64"
+    small = ServerSettings.from_env({**ENV, "DOCMODEL_MAX_LORA_RANK": "8"})
+    with pytest.raises(ValueError, match="smaller than the adapter's r=16"):
+        build_vllm_argv(small, "m", Path("/a"), 16)
+
+
+def test_extra_vllm_args_are_appended() -> None:
+    settings = ServerSettings.from_env({**ENV, "DOCMODEL_VLLM_EXTRA_ARGS": "--max-num-seqs 64"})
+    assert build_vllm_argv(settings, "m", Path("/a"), 8)[-2:] == ["--max-num-seqs", "64"]
+
+
+def test_settings_defaults_and_host_from_pod_ip() -> None:
+    minimal = {"DOCMODEL_SERVED_NAME": "x", "DOCMODEL_ADAPTER_URI": "/a"}
+    settings = ServerSettings.from_env(minimal)
+    assert (settings.host, settings.port, settings.engine) == ("0.0.0.0", 8000, "auto")
+    assert settings.local_url == "http://127.0.0.1:8000"
+    assert ServerSettings.from_env({**minimal, "POD_IP": "127.0.0.5"}).host == "127.0.0.5"
+    explicit = ServerSettings.from_env({**minimal, "POD_IP": "127.0.0.5", "DOCMODEL_HOST": "::"})
+    assert explicit.host == "::"
+    assert ServerSettings.from_env(minimal, port=9000, engine="local").port == 9000
+    assert "sk-secret" not in repr(ServerSettings.from_env(ENV))
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"DOCMODEL_ADAPTER_URI": "/a"}, "DOCMODEL_SERVED_NAME"),
+        ({**ENV, "DOCMODEL_PORT": "http"}, "DOCMODEL_PORT"),
+        ({**ENV, "DOCMODEL_ENGINE": "tpu"}, "DOCMODEL_ENGINE"),
+        ({**ENV, "DOCMODEL_GPU_MEMORY_UTILIZATION": "1.5"}, "DOCMODEL_GPU_MEMORY_UTILIZATION"),
+        ({**ENV, "DOCMODEL_SERVED_NAME": "a=b"}, "DOCMODEL_SERVED_NAME"),
+    ],
+)
+def test_invalid_settings_name_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        ServerSettings.from_env(env)
+
+
+def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from docmodel_server import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "vllm_installed", lambda: True)
+    monkeypatch.setattr(vllm_engine, "gpu_present", lambda: True)
+    assert cli.choose_engine("auto")[0] == "vllm"
+    assert cli.choose_engine("local")[0] == "local"
+    monkeypatch.setattr(vllm_engine, "gpu_present", lambda: False)
+    assert cli.choose_engine("auto") == ("local", "no GPU is visible")
+    monkeypatch.setattr(vllm_engine, "vllm_installed", lambda: False)
+    assert cli.choose_engine("auto") == ("local", "vLLM is not installed")
+    with pytest.raises(SettingsError, match="not installed"):
+        cli.choose_engine("vllm")
+
+
+def test_dry_run_prints_the_vllm_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("ml/handbook/rev-1/adapter/adapter_config.json", json.dumps({"r": 12}).encode())
+    store.put_bytes("ml/handbook/rev-1/adapter/adapter_model.safetensors", b"weights")
+    monkeypatch.setattr(cli, "choose_engine", lambda requested: ("vllm", "test"))
+    for key, value in {
+        "DOCMODEL_SERVED_NAME": "handbook",
+        "DOCMODEL_ADAPTER_URI": str(tmp_path / "store/ml/handbook/rev-1/adapter"),
+        "DOCMODEL_WORKDIR": str(tmp_path / "work"),
+        "DOCMODEL_HOST": "127.0.0.9",
+    }.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["serve", "--dry-run", "--port", "8100"]) == 0
+    out = capsys.readouterr().out.split()
+    assert out[:3] == ["vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct"]
+    assert f"handbook={tmp_path / 'work/adapter'}" in out
+    assert out[out.index("--max-lora-rank") + 1] == "16"
+    assert out[out.index("--port") + 1] == "8100"
+
+
+# ------------------------------------------------------------------------- fetching
+
+
+def test_fetch_adapter_and_rank(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    config = {"r": 8, "rank_pattern": {"q_proj": 32}}
+    store.put_bytes("rev-1/adapter/adapter_config.json", json.dumps(config).encode())
+    dest = fetch_adapter(str(tmp_path / "store/rev-1/adapter"), tmp_path / "dest")
+    assert adapter_rank(dest) == 32
+
+
+def test_fetch_adapter_names_the_uri_when_missing(tmp_path: Path) -> None:
+    LocalStore(tmp_path / "store").put_bytes("rev-1/adapter/adapter_config.json", b"{}")
+    missing = str(tmp_path / "store/rev-2/adapter")
+    with pytest.raises(FetchError, match="rev-2/adapter"):
+        fetch_adapter(missing, tmp_path / "dest")
+    not_peft = tmp_path / "plain"
+    (not_peft / "sub").mkdir(parents=True)
+    (not_peft / "sub/weights.bin").write_bytes(b"x")
+    with pytest.raises(FetchError, match=r"no adapter_config\.json"):
+        fetch_adapter(str(not_peft), tmp_path / "dest")
+
+
+# ------------------------------------------------------------------------- the local server
+
+
+def test_held_back_text() -> None:
+    assert _held_back("hello", ()) == 0
+    assert _held_back("hel\ufffd", ()) == 1
+    assert _held_back("say EN", ("END",)) == 2
+    assert _held_back("say E", ("END", "E!")) == 1
+
+
+class FakeEngine:
+    """Answers every prompt with a fixed reply, one word per delta, from a worker thread."""
+
+    max_model_len = 64
+    reply = ["Thirty", " days", "."]
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        return self.encode(" ".join(m["content"] for m in messages))
+
+    def encode(self, text: str) -> list[int]:
+        return list(range(len(text.split())))
+
+    def alive(self) -> bool:
+        return True
+
+    def waiting(self) -> int:
+        return 0
+
+    def submit(self, job: Job) -> None:
+        self.jobs.append(job)
+
+        def work() -> None:
+            words = self.reply[: job.params.max_tokens]
+            for word in words:
+                job.emit(TextDelta(word))
+            finish = "length" if len(words) < len(self.reply) else "stop"
+            job.emit(Finished(finish, len(job.prompt_ids), len(words)))
+
+        threading.Thread(target=work).start()
+
+
+@pytest.fixture
+def client() -> TestClient:
+    app = create_app(FakeEngine(), served_name="handbook", base_name="base", api_key="k")
+    return TestClient(app, headers={"Authorization": "Bearer k"})
+
+
+CHAT = {"model": "handbook", "messages": [{"role": "user", "content": "How long?"}]}
+
+
+def test_chat_completion_shape(client: TestClient) -> None:
+    body = client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 8}).json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Thirty days."}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+
+
+def test_chat_stream_is_role_then_content_then_finish_then_done(client: TestClient) -> None:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={**CHAT, "stream": True, "max_tokens": 2, "stream_options": {"include_usage": True}},
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        raw = response.read().decode()
+    events = [block for block in raw.split("\n\n") if block]
+    assert all(block.startswith("data: ") for block in events)
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(block.removeprefix("data: ")) for block in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({c["id"] for c in chunks}) == 1
+    deltas = [c["choices"][0]["delta"] for c in chunks[:-1]]
+    assert deltas == [
+        {"role": "assistant", "content": ""},
+        {"content": "Thirty"},
+        {"content": " days"},
+        {},
+    ]
+    assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None, None, None, "length"]
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] == 2
+
+
+def test_completion_and_its_stream(client: TestClient) -> None:
+    request = {"model": "base", "prompt": "Logs are kept for", "max_tokens": 5}
+    body = client.post("/v1/completions", json=request).json()
+    assert body["object"] == "text_completion"
+    assert body["choices"][0]["text"] == "Thirty days."
+    raw = client.post("/v1/completions", json={**request, "stream": True}).text
+    chunks = [json.loads(b[6:]) for b in raw.split("\n\n") if b and b != "data: [DONE]"]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == "Thirty days."
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_adapter_is_used_for_the_served_name_only() -> None:
+    fake = FakeEngine()
+    app = create_app(fake, served_name="handbook", base_name="base")
+    plain = TestClient(app)
+    plain.post("/v1/chat/completions", json=CHAT)
+    plain.post("/v1/chat/completions", json={**CHAT, "model": "base"})
+    assert [job.use_adapter for job in fake.jobs] == [True, False]
+
+
+def test_models_lists_the_served_name_and_the_base(client: TestClient) -> None:
+    data = client.get("/v1/models").json()["data"]
+    assert [m["id"] for m in data] == ["handbook", "base"]
+    assert data[0]["parent"] == "base"
+
+
+def test_auth_is_required_on_v1_only(client: TestClient) -> None:
+    for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": ""}):
+        response = client.get("/v1/models", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "AuthenticationError"
+    anonymous = TestClient(client.app)
+    assert anonymous.post("/v1/chat/completions", json=CHAT).status_code == 401
+    assert anonymous.get("/health").status_code == 200
+    assert anonymous.get("/ready").json()["model"] == "handbook"
+    assert anonymous.get("/metrics").status_code == 200
+
+
+def test_unknown_model_is_404(client: TestClient) -> None:
+    response = client.post("/v1/chat/completions", json={**CHAT, "model": "other"})
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "message": "The model `other` does not exist.",
+        "type": "NotFoundError",
+        "param": "model",
+        "code": 404,
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"temperature": -1}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 100}, "max_tokens"),  # over the context length
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"model": None}, "model"),
+    ],
+)
+def test_bad_requests_are_400_naming_the_field(
+    client: TestClient, change: dict[str, object], param: str
+) -> None:
+    response = client.post("/v1/chat/completions", json={**CHAT, **change})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("BadRequestError", param, 400)
+    assert param.split(".")[0] in error["message"]
+
+
+def test_malformed_json_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/v1/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "BadRequestError"
+
+
+def test_metrics_count_requests_and_tokens(client: TestClient) -> None:
+    client.post("/v1/chat/completions", json=CHAT)
+    client.get("/v1/models", headers={"Authorization": "Bearer wrong"})
+    text = client.get("/metrics").text
+    assert (
+        'docmodel_server_requests_total{endpoint="/v1/chat/completions",status="200"} 1.0' in text
+    )
+    assert 'docmodel_server_requests_total{endpoint="/v1/models",status="401"} 1.0' in text
+    assert "docmodel_server_generated_tokens_total 3.0" in text
+    assert (
+        'docmodel_server_request_duration_seconds_count{endpoint="/v1/chat/completions"} 1.0'
+        in text
+    )
+    assert 'docmodel_server_info{revision="",served_name="handbook"} 1.0' in text
