@@ -75,7 +75,7 @@ def _chunk_section(
     path = section.heading_path or [doc.title]
     current: list[Block] = []
     size = 0
-    for block in _fit(section.blocks, max_tokens):
+    for block in _fit(section.blocks, max(8, max_tokens - overlap_tokens)):
         tokens = approx_tokens(block.text)
         if current and size + tokens > max_tokens:
             yield Passage(doc.key, list(path), current, doc.title)
@@ -88,7 +88,8 @@ def _chunk_section(
 
 
 def _fit(blocks: list[Block], max_tokens: int) -> Iterable[Block]:
-    """Blocks no larger than a passage, except code and tables, which stay whole."""
+    """Blocks no larger than `max_tokens` (a passage less its overlap), except code and tables,
+    which stay whole."""
     for block in blocks:
         if block.kind in ("code", "table") or approx_tokens(block.text) <= max_tokens:
             yield block

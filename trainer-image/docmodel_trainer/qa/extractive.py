@@ -28,12 +28,12 @@ EMPTY_CELLS = {"", "-", "—", "n/a", "na", "none", "no", "yes", "tbd", "?"}
 
 _KEY_VALUE = re.compile(r"^[-*\u2022]?\s*([A-Za-z][\w /()'&.+-]{0,48}?)\s*:\s+(\S.{0,150})$")
 _DEFINITION = re.compile(
-    r"^(?P<article>an?|the)?\s*(?P<term>[A-Za-z][\w`'/-]*(?:\s+[A-Za-z0-9][\w`'/-]*){0,4})\s+"
+    r"^(?:(?P<article>an?|the)\s+)?(?P<term>[A-Za-z][\w`'/-]*(?:\s+[A-Za-z0-9][\w`'/-]*){0,4})\s+"
     r"(?P<verb>is|are|means|refers to)\s+(?P<rest>.+)$",
     re.IGNORECASE,
 )
 _DEFAULTS_TO = re.compile(
-    r"^(?P<article>the\s+)?(?P<term>[A-Za-z`][\w`'/ -]{1,60}?)\s+defaults?\s+to\s+(?P<value>.+)$",
+    r"^(?:(?P<article>the)\s+)?(?P<term>[A-Za-z`][\w`'/ -]{1,60}?)\s+defaults?\s+to\s+(?P<value>.+)$",
     re.IGNORECASE,
 )
 _CLAUSE_SPLIT = re.compile(r";\s+|,\s+(?:and|but|while|so)\s+|\s+and\s+(?=the\s)|,\s+which\s+")
