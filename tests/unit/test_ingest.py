@@ -1,0 +1,305 @@
+"""The ingest workload end to end against local directories (source and artifact store)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from corpus import copy_corpus, write_pdf
+
+from docmodel.artifacts import RevisionLayout, read_manifest, revision_id, source_digest
+from docmodel.dataset import CHUNKS, EVAL, TRAIN, Chunk, QAPair, read_jsonl
+from docmodel.storage import LocalStore
+from docmodel_trainer import common, ingest
+from docmodel_trainer.qa import generate as generate_module
+from docmodel_trainer.qa.teacher import Teacher
+
+NAME, NAMESPACE = "handbook", "docs"
+
+
+def docmodel_file(tmp_path: Path, dataset: dict | None = None, source: dict | None = None) -> Path:
+    manifest = {
+        "apiVersion": "docmodel.dev/v1alpha1",
+        "kind": "DocModel",
+        "metadata": {"name": NAME, "namespace": NAMESPACE},
+        "spec": {
+            "source": {"bucket": "larkspur-docs", "prefix": "handbook/", **(source or {})},
+            "dataset": dataset or {},
+        },
+    }
+    path = tmp_path / "docmodel.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+class Run:
+    def __init__(self, tmp_path: Path, source: Path, dataset=None, source_spec=None):
+        self.tmp_path = tmp_path
+        self.source = source
+        self.store = tmp_path / "store"
+        self.docmodel = docmodel_file(tmp_path, dataset, source_spec)
+
+    def __call__(self, *extra: str) -> tuple[int, str]:
+        parser = argparse.ArgumentParser()
+        ingest.add_arguments(parser)
+        args = parser.parse_args(
+            [
+                "--docmodel",
+                str(self.docmodel),
+                "--store",
+                str(self.store),
+                "--source-dir",
+                str(self.source),
+                "--workdir",
+                str(self.tmp_path / "work"),
+                *extra,
+            ]
+        )
+        try:
+            return ingest.run(args), ""
+        except common.JobError as exc:
+            return exc.exit_code, str(exc)
+
+    def revision(self) -> str:
+        revs = sorted(
+            (self.store / NAMESPACE / NAME).glob("rev-*"), key=lambda p: p.stat().st_mtime
+        )
+        return revs[-1].name.removeprefix("rev-")
+
+    def dataset(self, revision: str | None = None):
+        layout = RevisionLayout(NAMESPACE, NAME, revision or self.revision())
+        manifest = read_manifest(LocalStore(self.store), layout, "dataset")
+        base = self.store / layout.dir("dataset")
+        chunks = list(read_jsonl(base / CHUNKS, Chunk))
+        train = list(read_jsonl(base / TRAIN, QAPair))
+        evals = list(read_jsonl(base / EVAL, QAPair))
+        return manifest, chunks, train, evals
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return copy_corpus(tmp_path / "docs")
+
+
+def test_sample_corpus_becomes_a_dataset_split_by_document(tmp_path, corpus, caplog):
+    caplog.set_level(logging.INFO)
+    run = Run(tmp_path, corpus)
+    rc, _ = run("--revision-file", str(tmp_path / "rev.txt"))
+    assert rc == common.EXIT_OK
+    revision = (tmp_path / "rev.txt").read_text().strip()
+    manifest, chunks, train, evals = run.dataset(revision)
+
+    objects = list(LocalStore(corpus).list())
+    docs = [o for o in objects if not o.key.endswith(".qa.jsonl")]
+    digest = source_digest(docs)
+    spec = common.load_docmodel(run.docmodel).spec
+    assert revision == revision_id(spec, digest)
+    assert manifest.kind == "dataset" and manifest.revision == revision
+    assert manifest.inputs == {"source": digest}
+    assert {f.path for f in manifest.files} == {CHUNKS, TRAIN, EVAL}
+
+    stats = manifest.details
+    assert stats["documents_listed"] == stats["documents_parsed"] == 9
+    assert stats["documents_skipped"] == []
+    assert stats["train_pairs"] == len(train) >= 50
+    assert stats["eval_pairs"] == len(evals) >= 5
+    assert stats["eval_documents"] == 2 and stats["train_documents"] == 7
+    assert stats["chunks"] == len(chunks)
+    assert stats["bytes_downloaded"] == sum(o.size for o in docs)
+
+    train_sources, eval_sources = {p.source for p in train}, {p.source for p in evals}
+    assert train_sources.isdisjoint(eval_sources)
+    split_of = {c.source: c.split for c in chunks}
+    assert {split_of[s] for s in eval_sources} == {"eval"}
+    assert {split_of[s] for s in train_sources} == {"train"}
+    chunk_ids = {c.id: c for c in chunks}
+    for pair in [*train, *evals]:
+        assert pair.generator == "extractive"
+        assert chunk_ids[pair.chunk_id].source == pair.source
+    assert "Parsed documents=9/9" in caplog.text
+    assert f"Published dataset revision={revision}" in caplog.text
+
+
+def test_rerun_without_changes_downloads_nothing_and_a_change_downloads_one_file(tmp_path, corpus):
+    run = Run(tmp_path, corpus)
+    assert run()[0] == 0
+    first = run.revision()
+    shutil.rmtree(run.store / NAMESPACE / NAME / f"rev-{first}")
+
+    assert run()[0] == 0
+    manifest, *_ = run.dataset(first)
+    assert manifest.details["bytes_downloaded"] == 0
+    assert manifest.details["cache_hits"] == 9
+
+    changed = corpus / "data" / "retention.md"
+    changed.write_text(changed.read_text() + "\nArchive owner: Records team\n")
+    assert run()[0] == 0
+    second = run.revision()
+    assert second != first
+    manifest, _, train, evals = run.dataset(second)
+    assert manifest.details["bytes_downloaded"] == changed.stat().st_size
+    assert any(p.answer == "Records team" for p in [*train, *evals])
+
+
+def test_explicit_revision_is_used(tmp_path, corpus):
+    run = Run(tmp_path, corpus)
+    assert run("--revision", "abc123")[0] == 0
+    assert (run.store / NAMESPACE / NAME / "rev-abc123" / "dataset" / "manifest.json").is_file()
+
+
+def test_bad_files_are_skipped_listed_with_reasons_and_the_run_goes_on(tmp_path, corpus):
+    (corpus / "bad").mkdir()
+    (corpus / "bad" / "corrupt.pdf").write_bytes(write_pdf(["Fine text"])[:120])
+    (corpus / "bad" / "logo.md").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    (corpus / "bad" / "empty.md").write_bytes(b"")
+    (corpus / "bad" / "huge.md").write_text("# Huge\n\n" + "Big words here. " * 200)
+    (corpus / "bad" / "legacy.txt").write_bytes(
+        "Legacy Notes\n\nCaf\u00e9 owner: Jos\u00e9 M\u00fcller \u20ac\n".encode("cp1252")
+    )
+    run = Run(tmp_path, corpus, source_spec={"maxFileBytes": 2048})
+    rc, _ = run()
+    assert rc == 0
+    manifest, _chunks, train, evals = run.dataset()
+    skipped = {s["key"]: s["reason"] for s in manifest.details["documents_skipped"]}
+    assert set(skipped) == {"bad/corrupt.pdf", "bad/logo.md", "bad/empty.md", "bad/huge.md"}
+    assert "PDF" in skipped["bad/corrupt.pdf"]
+    assert skipped["bad/logo.md"].startswith("binary content")
+    assert skipped["bad/empty.md"] == "empty file"
+    assert "over maxFileBytes=2048 (not downloaded)" in skipped["bad/huge.md"]
+    assert manifest.details["documents_parsed"] == 10
+    assert manifest.details["decoded_with_fallback"] == ["bad/legacy.txt"]
+    assert any(p.answer == "Jos\u00e9 M\u00fcller \u20ac" for p in [*train, *evals])
+    # The huge and the empty file were never read.
+    read = [p for p in corpus.rglob("*") if p.is_file() and p.name not in ("huge.md", "empty.md")]
+    read = [p for p in read if not p.name.endswith(".qa.jsonl")]
+    assert manifest.details["bytes_downloaded"] == sum(p.stat().st_size for p in read)
+
+
+def test_unusable_files_are_cached_too(tmp_path, corpus):
+    (corpus / "corrupt.pdf").write_bytes(b"%PDF-1.4 garbage")
+    run = Run(tmp_path, corpus)
+    assert run()[0] == 0
+    assert run("--revision", "again")[0] == 0
+    manifest, *_ = run.dataset("again")
+    assert manifest.details["bytes_downloaded"] == 0
+    assert [s["key"] for s in manifest.details["documents_skipped"]] == ["corrupt.pdf"]
+
+
+def test_empty_source_exits_no_data_naming_the_source(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "image.png").write_bytes(b"\x89PNG")
+    rc, message = Run(tmp_path, empty)()
+    assert rc == common.EXIT_NO_DATA
+    assert str(empty) in message and "include=" in message
+
+
+def test_nothing_usable_exits_no_data_with_the_reasons(tmp_path):
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"not a pdf")
+    (src / "b.md").write_bytes(b"")
+    rc, message = Run(tmp_path, src)()
+    assert rc == common.EXIT_NO_DATA
+    assert "no usable documents" in message and str(src) in message
+    assert "empty file" in message and "PDF" in message
+
+
+def test_identical_passages_are_kept_once_so_eval_never_repeats_train(tmp_path):
+    src = tmp_path / "docs"
+    src.mkdir()
+    shared = "## Support\n\nSupport hours: 08:00 to 18:00\n"
+    for i in range(6):
+        (src / f"service{i}.md").write_text(f"# Service {i}\n\nOwner: team {i}\n\n{shared}")
+    run = Run(tmp_path, src, dataset={"evalFraction": 0.5})
+    assert run()[0] == 0
+    manifest, chunks, train, evals = run.dataset()
+    assert sum("Support hours" in c.text for c in chunks) == 1
+    assert manifest.details["passages_deduplicated"] == 5
+    chunk_text = {c.id: c.text for c in chunks}
+    train_texts = {chunk_text[p.chunk_id] for p in train}
+    assert all(chunk_text[p.chunk_id] not in train_texts for p in evals)
+    assert manifest.details["eval_documents"] == 3
+
+
+def test_provided_pairs_beside_the_documents(tmp_path, corpus):
+    (corpus / "support" / "extra.qa.jsonl").write_text(
+        '{"question": "Who leads a SEV1?", "answer": "An incident commander"}\n'
+        "this line is broken\n"
+        '{"question": "Missing answer?"}\n'
+    )
+    run = Run(tmp_path, corpus, dataset={"generator": "provided"})
+    assert run()[0] == 0
+    manifest, _chunks, train, evals = run.dataset()
+    pairs = {p.question: p for p in [*train, *evals]}
+    assert len(pairs) == 10
+    assert pairs["Which SSO provider does Larkspur Freight use?"].source == "handbook/onboarding.md"
+    assert pairs["Which paging tool do teams use?"].source == "support/oncall.html"
+    # No document is named extra.*: the answer's passage tells where it belongs.
+    assert pairs["Who leads a SEV1?"].source == "support/oncall.html"
+    assert all(p.generator == "provided" and p.chunk_id for p in pairs.values())
+    assert manifest.details["malformed_qa_lines"] == [
+        {"file": "support/extra.qa.jsonl", "line": 2, "reason": "invalid JSON (Expecting value)"},
+        {"file": "support/extra.qa.jsonl", "line": 3, "reason": "missing or empty 'answer'"},
+    ]
+    assert manifest.details["eval_documents"] == 1
+    # QA files are inputs: changing one changes the source digest.
+    objects = list(LocalStore(corpus).list())
+    assert manifest.inputs["source"] == source_digest(objects)
+
+
+def test_provided_prefix_is_read_instead_of_files_beside_the_documents(tmp_path, corpus):
+    (corpus / "qa").mkdir()
+    (corpus / "qa" / "set.qa.jsonl").write_text(
+        '{"question": "What is the base currency?", "answer": "EUR", "source": "billing/invoice-service.txt"}\n'
+    )
+    run = Run(tmp_path, corpus, dataset={"generator": "provided", "providedPrefix": "qa"})
+    assert run()[0] == 0
+    _, _, train, evals = run.dataset()
+    assert [p.question for p in [*train, *evals]] == ["What is the base currency?"]
+
+
+TEACHER = {"generator": "teacher", "teacher": {"endpoint": "http://teacher.local/v1", "model": "m"}}
+
+
+def use_teacher(monkeypatch, handler):
+    monkeypatch.setenv("DOCMODEL_TEACHER_API_KEY", "sk-very-secret")
+
+    def factory(spec, **kwargs):
+        return Teacher(spec, transport=httpx.MockTransport(handler), sleep=lambda s: None)
+
+    monkeypatch.setattr(generate_module, "Teacher", factory)
+
+
+def answer_from_prompt(request: httpx.Request) -> httpx.Response:
+    prompt = json.loads(request.content)["messages"][1]["content"]
+    first = prompt.split("---\n")[1].split()[:3]
+    reply = {"pairs": [{"question": f"What starts with {first[0]}?", "answer": " ".join(first)}]}
+    return httpx.Response(200, json={"choices": [{"message": {"content": json.dumps(reply)}}]})
+
+
+def test_teacher_generator_writes_pairs_and_keeps_the_key_out_of_artifacts(
+    tmp_path, corpus, monkeypatch, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    use_teacher(monkeypatch, answer_from_prompt)
+    run = Run(tmp_path, corpus, dataset=TEACHER)
+    assert run()[0] == 0
+    manifest, chunks, train, evals = run.dataset()
+    assert {p.generator for p in [*train, *evals]} == {"teacher"}
+    assert manifest.details["teacher_requests"] == len(chunks)
+    published = "".join(p.read_text() for p in run.store.rglob("*") if p.is_file())
+    assert "sk-very-secret" not in published and "sk-very-secret" not in caplog.text
+
+
+def test_teacher_failure_exits_upstream(tmp_path, corpus, monkeypatch):
+    use_teacher(monkeypatch, lambda r: httpx.Response(500))
+    rc, message = Run(tmp_path, corpus, dataset=TEACHER)()
+    assert rc == common.EXIT_UPSTREAM
+    assert "http://teacher.local/v1" in message and "HTTP 500" in message
