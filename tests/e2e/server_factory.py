@@ -1,0 +1,135 @@
+"""A tiny Llama, a LoRA adapter that changes its outputs, and the real server as a subprocess.
+
+Shared by the end-to-end server tests and `bench/serve_latency.py`. Everything stays on the
+loopback interface.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from docmodel.artifacts import RevisionLayout
+from docmodel.storage import LocalStore, upload_tree
+
+SERVED_NAME = "handbook"
+LAYOUT = RevisionLayout("ml", SERVED_NAME, "e2e0000001")
+
+
+def build_model_and_adapter(root: Path, rank: int = 8) -> tuple[Path, str]:
+    """Write a tiny base model and publish a LoRA adapter for it to a local artifact store.
+
+    Returns (base model directory, adapter URI). LoRA B matrices start at zero (the adapter
+    would be a no-op), so they are perturbed: the adapter then changes what the model says.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from docmodel_trainer.tinymodel import build_tiny_llama
+
+    base = build_tiny_llama(root / "base")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj"]
+    )
+    with warnings.catch_warnings():
+        # peft reads transformers 5's deprecated `is_gradient_checkpointing` while wrapping.
+        warnings.filterwarnings(
+            "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
+        )
+        peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    adapter_dir = root / "adapter-build"
+    peft_model.save_pretrained(adapter_dir)
+    store = LocalStore(root / "store")
+    upload_tree(adapter_dir, store, LAYOUT.dir("adapter"))
+    return base, LAYOUT.uri(store.uri, "adapter")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(
+    base: Path | str, adapter_uri: str, port: int, workdir: Path, **extra: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCMODEL_")}
+    env.update(
+        {
+            "DOCMODEL_SERVED_NAME": SERVED_NAME,
+            "DOCMODEL_BASE_MODEL": str(base),
+            "DOCMODEL_ADAPTER_URI": adapter_uri,
+            "DOCMODEL_HOST": "127.0.0.1",
+            "DOCMODEL_PORT": str(port),
+            "DOCMODEL_WORKDIR": str(workdir),
+            "DOCMODEL_REVISION": LAYOUT.revision,
+            "HF_HUB_OFFLINE": "1",
+            **extra,
+        }
+    )
+    return env
+
+
+def is_ready(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url + "/ready", timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(env: dict[str, str], log_path: Path, timeout: float = 300.0) -> RunningServer:
+    """Start `docmodel-server serve --engine local` and wait until /ready answers 200."""
+    url = f"http://127.0.0.1:{env['DOCMODEL_PORT']}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "docmodel_server", "serve", "--engine", "local"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = RunningServer(url, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        if is_ready(url):
+            return server
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()}")
