@@ -1,0 +1,102 @@
+"""Fetching the artifacts a workload reads: the dataset, an adapter, training checkpoints.
+
+Every error names the URI that was looked at. An artifact without its manifest is incomplete
+(its writer died mid-upload) and counts as missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from docmodel.artifacts import MANIFEST, Manifest, RevisionLayout
+from docmodel.dataset import CHUNKS, EVAL, TRAIN
+from docmodel.storage import NotFound, ObjectStore, download_tree, open_store
+from docmodel_trainer.common import EXIT_NO_DATA, JobError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+COMPLETE = "COMPLETE"
+
+
+def manifest_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def fetch_dataset(
+    store: ObjectStore, layout: RevisionLayout, dest: Path
+) -> tuple[Path, Manifest, str]:
+    """Download the revision's dataset; return (directory, manifest, manifest digest)."""
+    uri = layout.uri(store.uri, "dataset")
+    key = layout.key("dataset", MANIFEST)
+    if not store.exists(key):
+        raise JobError(
+            f"no dataset at {uri} (manifest.json missing: run ingest for revision "
+            f"{layout.revision} first)",
+            "DatasetMissing",
+            EXIT_NO_DATA,
+        )
+    raw = store.get_bytes(key)
+    manifest = Manifest.model_validate_json(raw)
+    for name in (CHUNKS, TRAIN, EVAL):
+        try:
+            store.download_file(layout.key("dataset", name), dest / name)
+        except NotFound:
+            raise JobError(
+                f"dataset at {uri} is missing {name}", "DatasetIncomplete", EXIT_NO_DATA
+            ) from None
+    log.info("Fetched dataset uri=%s", uri)
+    return dest, manifest, manifest_digest(raw)
+
+
+def fetch_adapter(uri: str, dest: Path) -> tuple[Path, Manifest]:
+    """Download an adapter artifact (any store URI: s3://... or a directory)."""
+    try:
+        store = open_store(uri)
+        raw = store.get_bytes(MANIFEST)
+    except (NotFound, ValueError):
+        raise JobError(
+            f"no adapter at {uri} (manifest.json missing: has the revision been trained?)",
+            "AdapterMissing",
+            EXIT_NO_DATA,
+        ) from None
+    download_tree(store, "", dest)
+    if not (dest / "adapter_config.json").is_file():
+        raise JobError(f"adapter at {uri} has no adapter_config.json", "AdapterIncomplete", 3)
+    log.info("Fetched adapter uri=%s", uri)
+    return dest, Manifest.model_validate_json(raw)
+
+
+def checkpoint_prefix(layout: RevisionLayout) -> str:
+    return f"{layout.root}/{CHECKPOINTS}"
+
+
+def upload_checkpoint(store: ObjectStore, layout: RevisionLayout, local: Path, step: int) -> None:
+    """Copy a checkpoint directory to the store; the completion marker goes last."""
+    prefix = f"{checkpoint_prefix(layout)}/checkpoint-{step}"
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        store.upload_file(path, f"{prefix}/{path.relative_to(local).as_posix()}")
+    store.put_bytes(f"{prefix}/{COMPLETE}", b"")
+    log.info("Saved checkpoint step=%d uri=%s/%s", step, store.uri, prefix)
+
+
+def restore_checkpoint(store: ObjectStore, layout: RevisionLayout, output_dir: Path) -> Path | None:
+    """Download the newest complete checkpoint of the revision into `output_dir`, if any."""
+    prefix = checkpoint_prefix(layout)
+    steps = sorted(
+        {
+            int(obj.key.split("/")[-2].removeprefix("checkpoint-"))
+            for obj in store.list(prefix)
+            if obj.key.endswith(f"/{COMPLETE}")
+        }
+    )
+    if not steps:
+        return None
+    name = f"checkpoint-{steps[-1]}"
+    local = output_dir / name
+    download_tree(store, f"{prefix}/{name}", local)
+    (local / COMPLETE).unlink(missing_ok=True)
+    log.info("Restored checkpoint step=%d uri=%s/%s/%s", steps[-1], store.uri, prefix, name)
+    return local

@@ -1,0 +1,131 @@
+"""`report.html`: the evaluation report for people, one self-contained file.
+
+The verdict and its reason on top, a bar chart of every system's scores (inline SVG), the
+bootstrap confidence intervals of the differences, then every question with each system's answer
+side by side. No scripts, no external assets; every string from the data is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from docmodel.gate import Verdict
+from docmodel.report import METRICS, EvalReport, SystemName
+
+COLORS: dict[str, str] = {"candidate": "#2f6fb3", "baseline": "#c9792c", "serving": "#5b9a55"}
+LABELS = {"exact_match": "Exact match", "token_f1": "Token F1", "rouge_l": "ROUGE-L"}
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#222;max-width:1200px}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
+.verdict{padding:.8rem 1rem;border-radius:6px;font-weight:600}
+.Promoted{background:#e3f4e1;border:1px solid #5b9a55}.Rejected{background:#fbe7e5;border:1px solid #c0463b}
+table{border-collapse:collapse;width:100%;font-size:.9rem}
+th,td{border:1px solid #ddd;padding:.4rem .5rem;vertical-align:top;text-align:left}
+th{background:#f5f5f5}.num{text-align:right;font-variant-numeric:tabular-nums}
+.meta{color:#555;font-size:.9rem}.score{color:#555;font-size:.8rem;display:block;margin-top:.3rem}
+"""
+
+
+def systems_of(report: EvalReport) -> list[SystemName]:
+    order: list[SystemName] = ["candidate", "baseline", "serving"]
+    return [s for s in order if s in report.aggregate]
+
+
+def score_chart(report: EvalReport, width: int = 560, height: int = 240) -> str:
+    """Grouped bars: one group per metric, one bar per system, on a 0-1 axis."""
+    systems = systems_of(report)
+    left, bottom, top = 40, 40, 20
+    plot_w, plot_h = width - left - 10, height - bottom - top
+    group_w = plot_w / len(METRICS)
+    bar_w = group_w * 0.7 / max(len(systems), 1)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="Scores per metric and system">'
+    ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = top + plot_h * (1 - tick)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e5e5e5"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{tick:.2f}</text>'
+        )
+    for g, metric in enumerate(METRICS):
+        x0 = left + g * group_w + group_w * 0.15
+        for i, system in enumerate(systems):
+            value = report.aggregate[system].get(metric)
+            h = plot_h * value
+            x, y = x0 + i * bar_w, top + plot_h - h
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" height="{h:.1f}" '
+                f'fill="{COLORS[system]}"><title>{system} {metric} {value:.3f}</title></rect>'
+                f'<text x="{x + (bar_w - 2) / 2:.1f}" y="{y - 3:.1f}" font-size="10" '
+                f'text-anchor="middle">{value:.2f}</text>'
+            )
+        parts.append(
+            f'<text x="{left + g * group_w + group_w / 2:.1f}" y="{height - bottom + 18}" '
+            f'font-size="12" text-anchor="middle">{LABELS[metric]}</text>'
+        )
+    for i, system in enumerate(systems):
+        x = left + i * 110
+        parts.append(
+            f'<rect x="{x}" y="{height - 14}" width="10" height="10" fill="{COLORS[system]}"/>'
+            f'<text x="{x + 14}" y="{height - 5}" font-size="11">{system}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render(report: EvalReport, verdict: Verdict) -> str:
+    systems = systems_of(report)
+    rows = []
+    for s in systems:
+        cells = "".join(f'<td class="num">{report.aggregate[s].get(m):.4f}</td>' for m in METRICS)
+        rows.append(f"<tr><th>{s}</th>{cells}</tr>")
+    diffs = []
+    for name, per_metric in report.differences.items():
+        for metric, d in per_metric.items():
+            diffs.append(
+                f"<tr><td>{escape(name)}</td><td>{LABELS[metric]}</td>"
+                f'<td class="num">{d.mean:+.4f}</td>'
+                f'<td class="num">[{d.ci_low:+.4f}, {d.ci_high:+.4f}]</td></tr>'
+            )
+    questions = []
+    for q in report.questions:
+        answers = "".join(
+            f"<td>{escape(q.answers.get(s, ''))}"
+            f'<span class="score">F1 {q.scores[s].token_f1:.2f} · EM {q.scores[s].exact_match:.0f}'
+            f" · ROUGE-L {q.scores[s].rouge_l:.2f}</span></td>"
+            if s in q.scores
+            else "<td></td>"
+            for s in systems
+        )
+        retrieved = escape(", ".join(q.retrieved)) or "none"
+        questions.append(
+            f"<tr><td>{escape(q.question)}<span class='score'>{escape(q.source)}"
+            f" · retrieved: {retrieved}</span></td><td>{escape(q.reference)}</td>{answers}</tr>"
+        )
+    header = "".join(f"<th>{s}</th>" for s in systems)
+    serving = (
+        f" · serving adapter <code>{escape(report.serving_adapter_uri)}</code>"
+        if report.serving_adapter_uri
+        else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>DocModel evaluation · revision {escape(report.revision)}</title>
+<style>{STYLE}</style></head><body>
+<h1>Evaluation of revision {escape(report.revision)}</h1>
+<p class="meta">Base model <code>{escape(report.base_model)}</code> · adapter
+<code>{escape(report.adapter_uri)}</code>{serving} · baseline {escape(report.retriever)} top-{report.top_k}
+· greedy, max {report.decoding.max_new_tokens} new tokens ({escape(report.decoding.engine)})
+· {len(report.questions)} questions · {report.created_at:%Y-%m-%d %H:%M} UTC</p>
+<p class="verdict {verdict.name}">{verdict.name} ({escape(verdict.reason)}): {escape(verdict.message)}</p>
+<h2>Scores</h2>
+{score_chart(report)}
+<table><tr><th>system</th>{"".join(f"<th>{LABELS[m]}</th>" for m in METRICS)}</tr>{"".join(rows)}</table>
+<h2>Differences (paired bootstrap, 95% CI)</h2>
+<table><tr><th>comparison</th><th>metric</th><th>mean</th><th>95% CI</th></tr>{"".join(diffs)}</table>
+<h2>Answers</h2>
+<table><tr><th>question</th><th>reference</th>{header}</tr>{"".join(questions)}</table>
+</body></html>
+"""

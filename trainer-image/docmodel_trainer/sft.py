@@ -1,0 +1,212 @@
+"""The supervised fine-tuning loop: TRL's SFTTrainer with LoRA, and the callbacks around it.
+
+Shared by `docmodel-trainer train` and `bench/train_throughput.py`, so the benchmark measures
+the code that trains real adapters.
+
+How the batch is built (why it is fast and trains on no padding):
+- Examples are packed best-fit-decreasing into rows of `max_seq_length` (TRL `packing_strategy
+  ="bfd"`), which turns on padding-free batches: the rows of a batch are flattened into one
+  sequence with per-example `position_ids` and `cu_seq_lens`. FlashAttention 2 runs it as
+  varlen attention; SDPA gets a block-diagonal mask from the position ids. Either way no token
+  attends across examples and no padding token is computed.
+- Loss only on the answer: the chat template's `{% generation %}` markers give the assistant
+  mask (`assistant_only_loss`); TRL swaps in a marked template for stock Llama 3.1.
+- TRL's fused LM head computes log-probs in chunks, so the 128k-vocabulary logits are never
+  materialised; gradient checkpointing keeps activations small.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+
+from docmodel_trainer import modeling  # before peft loads: quiets bitsandbytes on CPU
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of one training run; saved as `train_config.json` beside the adapter."""
+
+    base_model: str
+    method: str = "qlora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=list)
+    epochs: float = 3.0
+    max_steps: int = -1
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.03
+    max_seq_length: int = 2048
+    packing: bool = True
+    batch_size: int = 2
+    gradient_accumulation_steps: int = 8
+    gradient_checkpointing: bool = True
+    seed: int = 1234
+    logging_steps: int = 10
+    save_steps: int = 200
+
+
+@dataclass
+class TokenCounts:
+    """Positions the model computed, real (non-padding) tokens among them, and loss tokens."""
+
+    positions: int = 0
+    tokens: int = 0
+    loss_tokens: int = 0
+
+    @property
+    def non_padding_fraction(self) -> float:
+        return self.tokens / self.positions if self.positions else 0.0
+
+    @property
+    def loss_token_fraction(self) -> float:
+        return self.loss_tokens / self.tokens if self.tokens else 0.0
+
+
+def sft_config(cfg: TrainConfig, output_dir: Path, *, cuda: bool, assistant_only_loss: bool) -> Any:
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_ratio,
+        max_length=cfg.max_seq_length,
+        packing=cfg.packing,
+        packing_strategy="bfd",
+        assistant_only_loss=assistant_only_loss,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        bf16=cuda,
+        use_cpu=not cuda,
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        seed=cfg.seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=cuda,
+    )
+
+
+def lora_config(cfg: TrainConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Any,
+    cfg: TrainConfig,
+    output_dir: Path,
+    *,
+    cuda: bool,
+    assistant_only_loss: bool = True,
+    callbacks: list[TrainerCallback] | None = None,
+) -> Any:
+    """An SFTTrainer that wraps `model` in a LoRA adapter and counts the tokens it trains on."""
+    from trl import SFTTrainer
+
+    class CountingSFTTrainer(SFTTrainer):  # type: ignore[misc]
+        """Counts computed positions, real tokens and loss tokens of every training micro-batch."""
+
+        counts: TokenCounts
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+            if model.training:
+                ids = inputs["input_ids"]
+                self.counts.positions += ids.numel()
+                mask = inputs.get("attention_mask")
+                # Padding-free batches carry no attention mask: every position is a real token.
+                self.counts.tokens += int(mask.sum()) if mask is not None else ids.numel()
+                self.counts.loss_tokens += int((inputs["labels"] != -100).sum())
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    counts = TokenCounts()
+    progress = ProgressLogger(counts)
+    args = sft_config(cfg, output_dir, cuda=cuda, assistant_only_loss=assistant_only_loss)
+    with modeling.peft_compat():
+        trainer = CountingSFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+            peft_config=lora_config(cfg),
+            callbacks=[progress, *(callbacks or [])],
+        )
+    # The log lines come from ProgressLogger; Trainer's own printer would repeat them as dicts.
+    trainer.remove_callback(PrinterCallback)
+    trainer.counts = counts
+    trainer.progress = progress
+    return trainer
+
+
+class ProgressLogger(TrainerCallback):  # type: ignore[misc]
+    """Logs `Trained step=10/120 loss=2.3141 tokens_per_s=1234 eta_s=40` and keeps the curve."""
+
+    def __init__(self, counts: TokenCounts):
+        self.counts = counts
+        self.curve: list[tuple[int, float]] = []
+        self._start = time.monotonic()
+        self._start_step = 0
+        self._start_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        self._start, self._start_step = time.monotonic(), state.global_step
+        self._start_tokens = self.counts.tokens
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+        if not logs or "loss" not in logs:
+            return
+        loss = float(logs["loss"])
+        self.curve.append((state.global_step, loss))
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        done = max(state.global_step - self._start_step, 1)
+        eta = elapsed / done * max(state.max_steps - state.global_step, 0)
+        log.info(
+            "Trained step=%d/%d loss=%.4f tokens_per_s=%.0f eta_s=%.0f",
+            state.global_step,
+            state.max_steps,
+            loss,
+            (self.counts.tokens - self._start_tokens) / elapsed,
+            eta,
+        )
+
+
+class CheckpointSync(TrainerCallback):  # type: ignore[misc]
+    """Copies each saved checkpoint to the artifact store, so a restarted pod can resume.
+
+    `upload(local_dir, step)` does the copy; it writes a completion marker last.
+    """
+
+    def __init__(self, upload: Callable[[Path, int], None]):
+        self.upload = upload
+
+    def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            self.upload(checkpoint, state.global_step)

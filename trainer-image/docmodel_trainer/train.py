@@ -1,0 +1,224 @@
+"""Fine-tune a LoRA (CPU) or QLoRA (CUDA) adapter on the revision's QA dataset.
+
+    docmodel-trainer train --docmodel dm.yaml --store ./artifacts --revision <rev>
+    docmodel-trainer train --docmodel dm.yaml --store ./artifacts --revision <rev> \\
+        --method lora --max-steps 30 --learning-rate 5e-3        # a quick CPU run
+
+Reads   <store>/<ns>/<name>/rev-<rev>/dataset/train.jsonl   (QAPair: user = question,
+        assistant = answer, rendered with the base model's chat template)
+Writes  <store>/<ns>/<name>/rev-<rev>/adapter/   adapter_model.safetensors, adapter_config.json,
+        tokenizer files, train_config.json (every resolved setting), metrics.json, manifest.json
+        <store>/<ns>/<name>/rev-<rev>/checkpoints/   every --save-steps, for resuming
+
+Settings come from the DocModel's spec.training; flags (or --config YAML) override them. A pod
+that restarts resumes from the newest checkpoint in the workdir or, failing that, the store. An
+adapter that already has a manifest is not trained again (unless --force).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from docmodel.artifacts import Manifest, publish_dir, read_manifest, software_versions
+from docmodel.dataset import TRAIN, QAPair, read_jsonl
+from docmodel_trainer import fetch, modeling, sft
+from docmodel_trainer.common import (
+    EXIT_BAD_INPUT,
+    EXIT_NO_DATA,
+    EXIT_OK,
+    JobContext,
+    JobError,
+    add_job_arguments,
+    job_context,
+)
+
+log = logging.getLogger(__name__)
+
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "datasets")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_job_arguments(parser)
+    group = parser.add_argument_group("training (override spec.training)")
+    group.add_argument("--method", choices=["qlora", "lora"])
+    group.add_argument("--epochs", type=float)
+    group.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps")
+    group.add_argument("--learning-rate", type=float)
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--gradient-accumulation-steps", type=int)
+    group.add_argument("--max-seq-length", type=int)
+    group.add_argument("--no-packing", action="store_true", help="pad instead of packing")
+    group.add_argument("--no-gradient-checkpointing", action="store_true")
+    group.add_argument("--logging-steps", type=int, default=10)
+    group.add_argument("--save-steps", type=int, default=200)
+    group.add_argument("--seed", type=int)
+    group.add_argument("--force", action="store_true", help="train even if the adapter exists")
+
+
+def resolve_config(args: argparse.Namespace, ctx: JobContext) -> sft.TrainConfig:
+    """spec.training, overridden by flags; invalid combinations rejected here, before any work."""
+    spec = ctx.docmodel.spec
+    t = spec.training
+
+    def pick(flag: Any, default: Any) -> Any:
+        return default if flag is None else flag
+
+    cfg = sft.TrainConfig(
+        base_model=spec.base_model.name,
+        method=pick(args.method, t.method),
+        lora_r=t.lora.r,
+        lora_alpha=t.lora.alpha,
+        lora_dropout=t.lora.dropout,
+        target_modules=list(t.lora.target_modules),
+        epochs=pick(args.epochs, float(t.epochs)),
+        max_steps=args.max_steps,
+        learning_rate=pick(args.learning_rate, t.learning_rate),
+        max_seq_length=pick(args.max_seq_length, t.max_seq_length),
+        packing=t.packing and not args.no_packing,
+        batch_size=pick(args.batch_size, t.batch_size),
+        gradient_accumulation_steps=pick(
+            args.gradient_accumulation_steps, t.gradient_accumulation_steps
+        ),
+        gradient_checkpointing=not args.no_gradient_checkpointing,
+        seed=pick(args.seed, spec.dataset.seed),
+        logging_steps=args.logging_steps,
+        save_steps=args.save_steps,
+    )
+    problems = []
+    if cfg.method == "qlora" and not modeling.has_cuda():
+        problems.append(
+            "method qlora needs a CUDA GPU (4-bit NF4 via bitsandbytes) and none is visible; "
+            "use --method lora (or spec.training.method: lora) to train on CPU"
+        )
+    if cfg.epochs <= 0 and cfg.max_steps <= 0:
+        problems.append("give a positive --epochs or --max-steps")
+    for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name} must be at least 1")
+    if cfg.max_seq_length < 16:
+        problems.append("max_seq_length must be at least 16")
+    if problems:
+        raise JobError("; ".join(problems), "InvalidTrainingConfig", EXIT_BAD_INPUT)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    # -- setup ---------------------------------------------------------------------------------
+    ctx = job_context(args)
+    cfg = resolve_config(args, ctx)
+    modeling.quiet_progress_bars()
+    layout = ctx.layout()
+    adapter_uri = layout.uri(ctx.store_uri, "adapter")
+    if not args.force and read_manifest(ctx.store, layout, "adapter") is not None:
+        log.info("Found adapter uri=%s; skipped training (use --force to retrain)", adapter_uri)
+        return EXIT_OK
+
+    data_dir, _, dataset_digest = fetch.fetch_dataset(ctx.store, layout, ctx.workdir / "dataset")
+    pairs = list(read_jsonl(data_dir / TRAIN, QAPair))
+    if not pairs:
+        raise JobError(
+            f"dataset at {layout.uri(ctx.store_uri, 'dataset')} has no training pairs",
+            "NoTrainingData",
+            EXIT_NO_DATA,
+        )
+
+    from datasets import Dataset
+
+    train_dataset = Dataset.from_list(
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": p.question},
+                    {"role": "assistant", "content": p.answer},
+                ]
+            }
+            for p in pairs
+        ]
+    )
+    base_path = modeling.resolve_base_model(ctx.docmodel.spec.base_model, ctx.workdir)
+    tokenizer = modeling.load_tokenizer(base_path)
+    model = modeling.load_model(base_path, quantize_4bit=cfg.method == "qlora")
+    cuda = modeling.has_cuda()
+
+    output_dir = ctx.workdir / "output"
+    trainer = sft.build_trainer(
+        model,
+        tokenizer,
+        train_dataset,
+        cfg,
+        output_dir,
+        cuda=cuda,
+        callbacks=[
+            sft.CheckpointSync(
+                lambda local, step: fetch.upload_checkpoint(ctx.store, layout, local, step)
+            )
+        ],
+    )
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = (
+        get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    ) or fetch.restore_checkpoint(ctx.store, layout, output_dir)
+    log.info(
+        "Started training revision=%s method=%s pairs=%d epochs=%s max_steps=%d resume=%s",
+        layout.revision,
+        cfg.method,
+        len(pairs),
+        cfg.epochs,
+        cfg.max_steps,
+        resume or "none",
+    )
+
+    # -- train ---------------------------------------------------------------------------------
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    # -- save ----------------------------------------------------------------------------------
+    adapter_dir = ctx.workdir / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    metrics = training_metrics(trainer, result, cuda=cuda)
+    (adapter_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    (adapter_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    manifest = Manifest(
+        kind="adapter",
+        revision=layout.revision,
+        inputs={"dataset": dataset_digest, "base_model": cfg.base_model},
+        spec={"training": asdict(cfg)},
+        versions=software_versions(PACKAGES),
+        metrics=metrics,
+    )
+    uri = publish_dir(adapter_dir, ctx.store, layout, manifest)
+    log.info(
+        "Published adapter uri=%s final_loss=%.4f tokens_per_s=%.0f",
+        uri,
+        metrics["final_loss"],
+        metrics["tokens_per_s"],
+    )
+    return EXIT_OK
+
+
+def training_metrics(trainer: Any, result: Any, *, cuda: bool) -> dict[str, Any]:
+    counts: sft.TokenCounts = trainer.counts
+    curve = trainer.progress.curve
+    runtime = float(result.metrics.get("train_runtime", 0.0)) or 1e-9
+    metrics: dict[str, Any] = {
+        "steps": int(trainer.state.global_step),
+        "initial_loss": curve[0][1] if curve else None,
+        "final_loss": curve[-1][1] if curve else float(result.training_loss),
+        "mean_loss": float(result.training_loss),
+        "loss_curve": [{"step": s, "loss": v} for s, v in curve],
+        "train_runtime_s": round(runtime, 3),
+        "tokens": counts.tokens,
+        "tokens_per_s": counts.tokens / runtime,
+        "non_padding_fraction": counts.non_padding_fraction,
+        "loss_token_fraction": counts.loss_token_fraction,
+    }
+    if cuda:
+        import torch
+
+        metrics["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return metrics
