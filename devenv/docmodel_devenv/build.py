@@ -150,6 +150,20 @@ def find(family: Family) -> dict[str, Path] | None:
     return None
 
 
+def gomodcache() -> Path:
+    """Where Go keeps downloaded modules (``go env GOMODCACHE``)."""
+    go = shutil.which("go")
+    if go is not None:
+        result = subprocess.run(
+            [go, "env", "GOMODCACHE"], capture_output=True, text=True, check=False
+        )
+        if result.returncode == 0 and result.stdout.strip():
+            return Path(result.stdout.strip())
+    if os.environ.get("GOMODCACHE"):
+        return Path(os.environ["GOMODCACHE"])
+    return Path(os.environ.get("GOPATH", Path.home() / "go")) / "pkg" / "mod"
+
+
 def _go() -> str:
     go = shutil.which("go")
     if go is None:
@@ -158,6 +172,26 @@ def _go() -> str:
             "to build kube-apiserver, etcd, kwok and MinIO."
         )
     return go
+
+
+def _run_with_progress(command: list[str], family: Family, env: dict[str, str]) -> int:
+    """Run ``go build``; its errors go to stderr, and a progress line every 30 seconds."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=family.module_dir, env=env)
+    try:
+        while True:
+            try:
+                return process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log.info(
+                    "Still building family=%s elapsed=%.0fs",
+                    family.name,
+                    time.monotonic() - started,
+                )
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def build_family(family: Family) -> dict[str, Path]:
@@ -178,7 +212,12 @@ def build_family(family: Family) -> dict[str, Path]:
         staging = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        env = dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local", GOFLAGS="-mod=mod")
+        env = dict(
+            os.environ,
+            CGO_ENABLED="0",
+            GOTOOLCHAIN="local",
+            GOFLAGS="-mod=readonly -buildvcs=false",
+        )
         command = [
             go,
             "build",
@@ -190,15 +229,13 @@ def build_family(family: Family) -> dict[str, Path]:
             *family.packages,
         ]
         log.info(
-            "Started building family=%s version=%s (a cold Kubernetes build takes tens of minutes)",
-            family.name,
-            family.version(),
+            "Started building family=%s version=%s dir=%s", family.name, family.version(), directory
         )
         started = time.monotonic()
-        result = subprocess.run(command, cwd=family.module_dir, env=env, check=False)
-        if result.returncode != 0:
+        returncode = _run_with_progress(command, family, env)
+        if returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
-            raise BuildError(f"go build failed for family={family.name} exit={result.returncode}")
+            raise BuildError(f"go build failed for family={family.name} exit={returncode}")
         for binary in family.binaries:
             target = _target_name(family, binary)
             if binary != target:

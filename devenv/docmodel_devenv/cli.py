@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     handlers = {"build": _build, "up": _up, "down": _down}
     try:
         return handlers[args.command](args)

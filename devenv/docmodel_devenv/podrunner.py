@@ -80,7 +80,7 @@ class PodRunner:
         for worker in list(self.workers.values()):
             worker.join(15)
         for thread in self._threads:
-            thread.join(5)
+            thread.join(1)  # the watch thread may sit in a long poll; it is a daemon
         log.info("Stopped pod runner node=%s", self.node_name)
 
     # --- the Node and its heartbeats ---------------------------------------------------------

@@ -1,0 +1,133 @@
+"""Pytest fixtures for tests against the real local cluster and S3.
+
+One dev environment (etcd, kube-apiserver, controller manager, scheduler, kwok
+nodes, the local node's pod runner, MinIO) per test session, started only when
+a test first asks for it. Import the fixtures into a conftest::
+
+    from docmodel_devenv.pytest_plugin import devenv, kube, namespace, s3_bucket  # noqa: F401
+
+Set ``DOCMODEL_DEVENV_KEEP=1`` to keep the working directory (logs, kubeconfig).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .build import BuildError
+from .kubeapi import ApiError
+from .minio import S3Credentials, put_secret
+from .stack import DevEnv
+
+
+@pytest.fixture(scope="session")
+def devenv() -> Iterator[DevEnv]:
+    """The running dev environment (started once per session)."""
+    try:
+        env = DevEnv.create(keep_workdir=os.environ.get("DOCMODEL_DEVENV_KEEP") == "1")
+    except BuildError as error:
+        pytest.fail(str(error), pytrace=False)
+    env.start()
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+@dataclass
+class Kube:
+    """Clients of the official ``kubernetes`` package, bound to the dev cluster."""
+
+    kubeconfig: Path
+    api_client: Any
+    core: Any
+    apps: Any
+    batch: Any
+    custom: Any
+    apiextensions: Any
+
+
+@pytest.fixture(scope="session")
+def kube(devenv: DevEnv) -> Iterator[Kube]:
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(devenv.kubeconfig))
+    try:
+        yield Kube(
+            kubeconfig=devenv.kubeconfig,
+            api_client=api_client,
+            core=client.CoreV1Api(api_client),
+            apps=client.AppsV1Api(api_client),
+            batch=client.BatchV1Api(api_client),
+            custom=client.CustomObjectsApi(api_client),
+            apiextensions=client.ApiextensionsV1Api(api_client),
+        )
+    finally:
+        api_client.close()
+
+
+def _name_for(request: pytest.FixtureRequest, limit: int) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    suffix = secrets.token_hex(3)
+    return f"{base[: limit - len(suffix) - 1].strip('-')}-{suffix}"
+
+
+@pytest.fixture
+def namespace(devenv: DevEnv, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace (with its default ServiceAccount), deleted after the test."""
+    assert devenv.api is not None
+    api = devenv.api
+    name = _name_for(request, 63)
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, "namespaces")
+    # Pods are refused until the controller manager has created the default ServiceAccount.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            api.get("v1", "serviceaccounts", "default", namespace=name)
+            break
+        except ApiError as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield name
+    api.delete("v1", "namespaces", name)
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    """A fresh bucket in the dev environment's MinIO."""
+
+    name: str
+    credentials: S3Credentials
+
+    @property
+    def endpoint(self) -> str:
+        return self.credentials.endpoint
+
+    def client(self) -> Any:
+        return self.credentials.client()
+
+    def env(self) -> dict[str, str]:
+        return self.credentials.env()
+
+    def put_secret(self, devenv: DevEnv, namespace: str, name: str = "docmodel-s3") -> str:
+        """Write the credentials into ``namespace`` as a Secret; return its name."""
+        assert devenv.api is not None
+        put_secret(devenv.api, self.credentials, namespace, name)
+        return name
+
+
+@pytest.fixture
+def s3_bucket(devenv: DevEnv, request: pytest.FixtureRequest) -> S3Bucket:
+    assert devenv.minio is not None and devenv.s3 is not None
+    name = _name_for(request, 63)
+    devenv.minio.create_bucket(name)
+    return S3Bucket(name, devenv.s3)

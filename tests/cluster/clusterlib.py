@@ -1,0 +1,36 @@
+"""Helpers shared by the cluster tests."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from docmodel_devenv.stack import DevEnv
+
+
+def kubectl(env: DevEnv, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the built kubectl against the dev cluster; fail with its stderr."""
+    result = subprocess.run(
+        [str(env.binaries["kubectl"]), f"--kubeconfig={env.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll until ``predicate()`` returns something truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
