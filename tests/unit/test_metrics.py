@@ -1,0 +1,97 @@
+"""Answer metrics (known values) and the paired bootstrap."""
+
+from __future__ import annotations
+
+import pytest
+
+from docmodel.report import Scores
+from docmodel_trainer import metrics
+
+NORMALISED = [
+    ("The Cat", "cat"),
+    ("  a  quick,  brown fox! ", "quick brown fox"),
+    ("An apple; THE pear.", "apple pear"),
+    ("theatre", "theatre"),  # articles only as whole words
+    ("", ""),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), NORMALISED)
+def test_normalize_answer(text: str, expected: str) -> None:
+    assert metrics.normalize_answer(text) == expected
+
+
+# prediction, reference, exact_match, token_f1, rouge_l
+KNOWN = [
+    ("Port 8105.", "port 8105", 1.0, 1.0, 1.0),
+    ("8105", "Port 8105.", 0.0, 2 / 3, 2 / 3),
+    ("the cat sat on the mat", "the cat is on the mat", 0.0, 0.75, 0.75),
+    # Same bag of words, reversed order: F1 ignores order, ROUGE-L does not.
+    ("mat on cat", "cat on mat", 0.0, 1.0, 1 / 3),
+    ("thirty days thirty", "thirty days", 0.0, 0.8, 0.8),
+    ("nothing alike", "thirty days", 0.0, 0.0, 0.0),
+    ("", "", 1.0, 1.0, 1.0),
+    ("", "thirty days", 0.0, 0.0, 0.0),
+    ("The.", "", 1.0, 1.0, 1.0),  # both normalise to empty
+]
+
+
+@pytest.mark.parametrize(("prediction", "reference", "em", "f1", "rl"), KNOWN)
+def test_known_values(prediction: str, reference: str, em: float, f1: float, rl: float) -> None:
+    assert metrics.exact_match(prediction, reference) == em
+    assert metrics.token_f1(prediction, reference) == pytest.approx(f1)
+    assert metrics.rouge_l(prediction, reference) == pytest.approx(rl)
+    s = metrics.score(prediction, reference)
+    assert (s.exact_match, s.token_f1, s.rouge_l) == pytest.approx((em, f1, rl))
+
+
+def test_lcs_is_symmetric_and_bounded() -> None:
+    a, b = ["a", "b", "c", "d", "e", "f"], ["x", "b", "y", "d", "z", "f"]
+    assert metrics._lcs_length(a, b) == metrics._lcs_length(b, a) == 3
+    assert metrics._lcs_length(a, []) == 0
+
+
+def test_aggregate_is_the_mean() -> None:
+    agg = metrics.aggregate(
+        [
+            Scores(exact_match=1, token_f1=1, rouge_l=0.5),
+            Scores(exact_match=0, token_f1=0.5, rouge_l=0),
+        ]
+    )
+    assert (agg.exact_match, agg.token_f1, agg.rouge_l) == pytest.approx((0.5, 0.75, 0.25))
+    with pytest.raises(ValueError, match="no scores"):
+        metrics.aggregate([])
+
+
+def test_bootstrap_of_a_constant_difference_is_exact() -> None:
+    d = metrics.paired_bootstrap([0.8] * 10, [0.3] * 10, resamples=200)
+    assert (d.mean, d.ci_low, d.ci_high) == pytest.approx((0.5, 0.5, 0.5))
+    assert d.resamples == 200 and d.confidence == 0.95
+
+
+def test_bootstrap_is_reproducible_and_brackets_the_mean() -> None:
+    a = [1, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0, 1]
+    b = [0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1]
+    first = metrics.paired_bootstrap(a, b, seed=7)
+    assert first == metrics.paired_bootstrap(a, b, seed=7)
+    assert first.ci_low <= first.mean <= first.ci_high
+    assert first.mean == pytest.approx(4 / 12)
+    assert 0.0 <= first.ci_low < first.ci_high <= 1.0
+    # Pairing matters: identical systems give a zero-width interval at zero.
+    same = metrics.paired_bootstrap(a, a)
+    assert (same.mean, same.ci_low, same.ci_high) == (0.0, 0.0, 0.0)
+
+
+def test_bootstrap_rejects_unpaired_input() -> None:
+    with pytest.raises(ValueError, match="equally long"):
+        metrics.paired_bootstrap([1, 0], [1])
+    with pytest.raises(ValueError, match="non-empty"):
+        metrics.paired_bootstrap([], [])
+
+
+def test_compare_covers_every_metric() -> None:
+    a = [metrics.score("Port 8105", "port 8105"), metrics.score("x", "y")]
+    b = [metrics.score("8105", "port 8105"), metrics.score("x", "y")]
+    diffs = metrics.compare(a, b, resamples=100)
+    assert set(diffs) == {"exact_match", "token_f1", "rouge_l"}
+    assert diffs["exact_match"].mean == pytest.approx(0.5)
