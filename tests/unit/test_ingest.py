@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import shutil
@@ -294,8 +295,10 @@ def test_teacher_generator_writes_pairs_and_keeps_the_key_out_of_artifacts(
     manifest, chunks, train, evals = run.dataset()
     assert {p.generator for p in [*train, *evals]} == {"teacher"}
     assert manifest.details["teacher_requests"] == len(chunks)
-    published = "".join(p.read_text() for p in run.store.rglob("*") if p.is_file())
-    assert "sk-very-secret" not in published and "sk-very-secret" not in caplog.text
+    for path in (p for p in run.store.rglob("*") if p.is_file()):
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        assert b"sk-very-secret" not in data, path
+    assert "sk-very-secret" not in caplog.text
 
 
 def test_teacher_failure_exits_upstream(tmp_path, corpus, monkeypatch):
@@ -303,3 +306,24 @@ def test_teacher_failure_exits_upstream(tmp_path, corpus, monkeypatch):
     rc, message = Run(tmp_path, corpus, dataset=TEACHER)()
     assert rc == common.EXIT_UPSTREAM
     assert "http://teacher.local/v1" in message and "HTTP 500" in message
+
+
+def test_a_corrupt_cache_pack_falls_back_to_the_per_document_cache(tmp_path, corpus):
+    run = Run(tmp_path, corpus)
+    assert run("--revision", "one")[0] == 0
+    pack = run.store / NAMESPACE / NAME / "cache" / "parsed" / "pack.json.gz"
+    assert pack.is_file()
+    pack.write_bytes(b"not gzip")
+    assert run("--revision", "two")[0] == 0
+    manifest, *_ = run.dataset("two")
+    assert manifest.details["bytes_downloaded"] == 0 and manifest.details["cache_hits"] == 9
+    # The pack was rewritten: a third run reads it again.
+    assert gzip.decompress(pack.read_bytes())
+
+
+def test_no_cache_reads_and_parses_everything(tmp_path, corpus):
+    run = Run(tmp_path, corpus)
+    assert run("--revision", "one")[0] == 0
+    assert run("--revision", "two", "--no-cache")[0] == 0
+    manifest, *_ = run.dataset("two")
+    assert manifest.details["cache_hits"] == 0 and manifest.details["bytes_downloaded"] > 0

@@ -14,6 +14,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from docmodel.dataset import Chunk
 from docmodel_trainer.parsing import Block, ParsedDocument, Section
@@ -47,8 +48,9 @@ class Passage:
     def text(self) -> str:
         return "\n\n".join(b.text for b in self.blocks)
 
-    @property
+    @cached_property
     def id(self) -> str:
+        """Stable id; read once the passage is complete (blocks are not changed after that)."""
         raw = "\x1f".join([self.source, *self.heading_path, self.text])
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 

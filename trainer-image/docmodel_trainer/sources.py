@@ -1,7 +1,8 @@
 """Listing, fetching and parsing the source documents, with a parsed-document cache.
 
 The cache lives in the artifact store at `<namespace>/<name>/cache/parsed/<digest>.json`, the
-digest covering the parser version, the object key and its ETag. A re-run over unchanged
+digest covering the parser version, the object key and its ETag, plus one `pack.json.gz` of
+the last run's entries. A re-run over unchanged
 documents reads only the cache (small JSON), never the documents; a failed parse is cached
 too, so a corrupt file is not downloaded again until it changes.
 
@@ -12,12 +13,15 @@ type, unreadable (corrupt PDF, binary content), or denied to us.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -36,6 +40,7 @@ from docmodel_trainer.qa.provided import ProvidedFile, is_qa_file, parse_qa_file
 log = logging.getLogger("docmodel.trainer.ingest")
 
 PROGRESS_EVERY = 100
+PACK = "pack.json.gz"
 
 
 @dataclass
@@ -100,7 +105,12 @@ class Fetched:
 
 
 class Fetcher:
-    """Fetches and parses objects, reading and filling the parsed-document cache."""
+    """Fetches and parses objects, reading and filling the parsed-document cache.
+
+    The cache has two layers: one object per parsed document (written as documents are
+    parsed) and a pack of all of a run's entries (`pack.json.gz`, written at the end), so a
+    re-run reads one object instead of one per document. Unreadable cache data is ignored.
+    """
 
     def __init__(
         self,
@@ -117,7 +127,14 @@ class Fetcher:
         self.max_file_bytes = max_file_bytes
         self.workers = workers
         self._lock = threading.Lock()
-        self._cached: set[str] = set()
+        self._listed: set[str] | None = None
+        self._pack: dict[str, Any] = {}
+        self._used: dict[str, CacheEntry] = {}
+        self._out = Fetched()
+
+    @property
+    def pack_key(self) -> str:
+        return f"{self.cache_prefix}/{PACK}"
 
     def cache_key(self, obj: ObjectInfo) -> str:
         raw = f"{PARSER_VERSION}\x1f{obj.key}\x1f{obj.etag}"
@@ -126,13 +143,8 @@ class Fetcher:
     def fetch(
         self, documents: list[ObjectInfo], qa_files: list[ObjectInfo], qa_source: ObjectStore
     ) -> Fetched:
-        out = Fetched()
-        if self.cache is not None:
-            try:
-                self._cached = {o.key for o in self.cache.list(self.cache_prefix)}
-            except StorageError as exc:
-                log.warning("Skipped the parsed-document cache reason=%s: %s", exc.reason, exc)
-                self.cache = None
+        out = self._out = Fetched()
+        self._load_pack()
         total = len(documents)
         done = 0
 
@@ -155,22 +167,69 @@ class Fetcher:
                         out.bytes_downloaded,
                     )
 
-        self._out = out
-        self._map(document, documents)
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for _ in pool.map(document, documents):
+                pass
         for obj in qa_files:
             entry = self._entry(obj, qa_source, _parse_qa)
             if entry.qa is not None:
                 out.qa_files.append(entry.qa)
             else:
                 out.skipped.append(SkippedFile(key=obj.key, reason=entry.skipped or "unusable"))
+        self._save_pack()
         out.documents = dict(sorted(out.documents.items()))
         out.skipped.sort(key=lambda s: s.key)
         return out
 
-    def _map(self, fn: Callable[[ObjectInfo], None], items: Iterable[ObjectInfo]) -> None:
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for _ in pool.map(fn, items):
-                pass
+    def _load_pack(self) -> None:
+        if self.cache is None:
+            return
+        try:
+            data = self.cache.get_bytes(self.pack_key)
+        except NotFound:
+            return
+        except StorageError as exc:
+            log.warning("Skipped the parsed-document cache reason=%s: %s", exc.reason, exc)
+            self.cache = None
+            return
+        try:
+            pack = json.loads(gzip.decompress(data))
+            if isinstance(pack, dict) and pack.get("parser") == PARSER_VERSION:
+                self._pack = pack.get("entries") or {}
+        except (OSError, ValueError) as exc:
+            log.warning("Ignored the parsed-document cache pack reason=%s", type(exc).__name__)
+
+    def _save_pack(self) -> None:
+        if self.cache is None or set(self._used) == set(self._pack):
+            return
+        entries = {k: e.model_dump(mode="json") for k, e in sorted(self._used.items())}
+        data = gzip.compress(
+            json.dumps({"parser": PARSER_VERSION, "entries": entries}).encode(), mtime=0
+        )
+        try:
+            self.cache.put_bytes(self.pack_key, data, "application/gzip")
+        except StorageError as exc:
+            log.warning("Failed to write the cache pack reason=%s", exc.reason)
+
+    def _cached(self, key: str) -> CacheEntry | None:
+        raw = self._pack.get(key)
+        try:
+            if raw is not None:
+                return CacheEntry.model_validate(raw)
+            if self.cache is None:
+                return None
+            with self._lock:
+                if self._listed is None:
+                    try:
+                        self._listed = {o.key for o in self.cache.list(self.cache_prefix)}
+                    except StorageError as exc:
+                        log.warning("Skipped the parsed-document cache reason=%s", exc.reason)
+                        self._listed = set()
+            if key in self._listed:
+                return CacheEntry.model_validate_json(self.cache.get_bytes(key))
+        except (StorageError, ValidationError, ValueError) as exc:
+            log.warning("Ignored a cache entry reason=%s", type(exc).__name__)
+        return None
 
     def _entry(
         self,
@@ -179,14 +238,12 @@ class Fetcher:
         parse: Callable[[ObjectInfo, bytes], CacheEntry],
     ) -> CacheEntry:
         key = self.cache_key(obj)
-        if self.cache is not None and key in self._cached:
-            try:
-                entry = CacheEntry.model_validate_json(self.cache.get_bytes(key))
-                with self._lock:
-                    self._out.cache_hits += 1
-                return entry
-            except (StorageError, ValidationError, ValueError) as exc:
-                log.warning("Ignored a cache entry key=%s reason=%s", obj.key, type(exc).__name__)
+        entry = self._cached(key)
+        if entry is not None:
+            with self._lock:
+                self._out.cache_hits += 1
+                self._used[key] = entry
+            return entry
         try:
             data = store.get_bytes(obj.key)
         except (AccessDenied, NotFound) as exc:
@@ -203,6 +260,8 @@ class Fetcher:
             )
         else:
             entry = parse(obj, data)
+        with self._lock:
+            self._used[key] = entry
         if self.cache is not None:
             try:
                 self.cache.put_bytes(key, entry.model_dump_json().encode(), "application/json")

@@ -111,7 +111,7 @@ def _prose(block: Block, passage: Passage) -> Iterator[tuple[str, str]]:
 def _key_values(block: Block) -> list[tuple[str, str]]:
     out = []
     for line in block.text.split("\n"):
-        kv = _KEY_VALUE.match(line.strip())
+        kv = _KEY_VALUE.match(line.strip()) if ": " in line else None
         if kv and _key_value_ok(kv.group(1), kv.group(2)):
             out.append((kv.group(1).strip(), kv.group(2).strip().rstrip(".")))
     return out
@@ -120,7 +120,7 @@ def _key_values(block: Block) -> list[tuple[str, str]]:
 def _running_text(block: Block) -> str:
     """The block's prose without its key/value lines, line breaks joined."""
     lines = [line.strip() for line in block.text.split("\n")]
-    kept = [line for line in lines if not (_KEY_VALUE.match(line) and _key_values(_line(line)))]
+    kept = [line for line in lines if ": " not in line or not _key_values(_line(line))]
     return " ".join(kept)
 
 
@@ -145,19 +145,25 @@ def _sentence(sentence: str) -> Iterator[tuple[str, str]]:
     sentence = sentence.rstrip(".!").strip()
     if not sentence or sentence.endswith("?"):
         return
-    clauses = [c.strip() for c in _CLAUSE_SPLIT.split(sentence) if c.strip()]
+    if "," in sentence or ";" in sentence or " and " in sentence:
+        clauses = [c.strip() for c in _CLAUSE_SPLIT.split(sentence) if c.strip()]
+    else:
+        clauses = [sentence]
     for index, clause in enumerate(clauses):
         if index == 0 or len(clauses) > 1:
             yield from _clause(clause, whole=len(clauses) == 1)
 
 
 def _clause(clause: str, whole: bool) -> Iterator[tuple[str, str]]:
-    default = _DEFAULTS_TO.match(clause)
+    lowered = f" {clause.lower()} "
+    default = _DEFAULTS_TO.match(clause) if " default" in lowered else None
     if default and _term_ok(default.group("term")):
         term = default.group("term").strip()
         value = default.group("value").strip()
         if len(value.split()) <= 8:
             yield f"What is the default {_soft_lower(term)}?", value
+        return
+    if not any(verb in lowered for verb in (" is ", " are ", " means ", " refers to ")):
         return
     match = _DEFINITION.match(clause)
     if not match:
