@@ -13,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +40,15 @@ def _memory() -> str:
     return "8Gi"
 
 
+def _can_bind(address: str) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
 def image_envs_from_environ() -> dict[str, Path]:
     """``DOCMODEL_DEVENV_IMAGE_ENVS="prefix=/env/dir,prefix2=/other"`` as a dict."""
     value = os.environ.get("DOCMODEL_DEVENV_IMAGE_ENVS", "")
@@ -51,7 +62,9 @@ class PodRunner:
     workdir: Path
     node_name: str = NODE_NAME
     gpus: int = 1
-    pod_network: str = "127.0.0.0/24"
+    pod_network: str = field(
+        default_factory=lambda: os.environ.get("DOCMODEL_DEVENV_POD_NETWORK", "127.0.0.0/24")
+    )
     default_env: Path = REPO_ROOT / ".venv"
     image_envs: dict[str, Path] = field(default_factory=image_envs_from_environ)
     kubernetes_version: str = ""
@@ -60,11 +73,13 @@ class PodRunner:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _ip_cursor: int = -1
+    _added_route: bool = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._ensure_local_network()
         self._register_node()
         self._heartbeat()
         for target, name in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "watch")):
@@ -81,7 +96,29 @@ class PodRunner:
             worker.join(15)
         for thread in self._threads:
             thread.join(1)  # the watch thread may sit in a long poll; it is a daemon
+        if self._added_route:
+            subprocess.run(
+                ["ip", "route", "del", "local", self.pod_network, "dev", "lo"], check=False
+            )
+            self._added_route = False
         log.info("Stopped pod runner node=%s", self.node_name)
+
+    def _ensure_local_network(self) -> None:
+        """Pod addresses must be local. 127.0.0.0/8 always is; another range (which, unlike
+        loopback, EndpointSlices accept) needs a local route, added here when we may."""
+        network = ipaddress.ip_network(self.pod_network)
+        if network.is_loopback or _can_bind(str(next(network.hosts()))):
+            return
+        command = ["ip", "route", "add", "local", str(network), "dev", "lo"]
+        try:
+            subprocess.run(command, check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise RuntimeError(
+                f"Pod network {network} is not local and the route could not be added ({error}); "
+                f"run as root or `{' '.join(command)}` first"
+            ) from error
+        self._added_route = True
+        log.info("Added local route for pod network network=%s", network)
 
     # --- the Node and its heartbeats ---------------------------------------------------------
 

@@ -3,12 +3,14 @@ Deployment as real processes on the local node, S3 writes, garbage collection.""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import urllib.request
 from typing import Any
 
 import pytest
 from clusterlib import kubectl, wait_for
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
@@ -93,7 +95,10 @@ def test_local_job_writes_an_object_to_s3(
     assert wait_for(lambda: job_condition(kube, namespace, "write"), 90, "Job write") == "Complete"
     (pod,) = job_pods(kube, namespace, "write")
     assert pod.spec.node_name == "docmodel-local"
-    assert pod.status.pod_ip.startswith("127.0.0.")
+    assert devenv.runner is not None
+    assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(
+        devenv.runner.pod_network
+    )
     body = s3_bucket.client().get_object(Bucket=s3_bucket.name, Key="out/hello.txt")["Body"].read()
     assert body.decode() == f"{pod.metadata.name} {pod.status.pod_ip}"
 
@@ -141,14 +146,15 @@ def http_get(url: str) -> int:
         return int(response.status)
 
 
-def test_deployment_on_the_local_node_becomes_available(kube: Kube, namespace: str) -> None:
-    labels = {"app": "web"}
-    deployment = {
+def web_deployment(name: str, replicas: int) -> dict[str, Any]:
+    """``python -m http.server`` on the pod's own address, with HTTP probes."""
+    labels = {"app": name}
+    return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "web"},
+        "metadata": {"name": name},
         "spec": {
-            "replicas": 2,
+            "replicas": replicas,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
@@ -187,6 +193,10 @@ def test_deployment_on_the_local_node_becomes_available(kube: Kube, namespace: s
             },
         },
     }
+
+
+def test_deployment_on_the_local_node_becomes_available(kube: Kube, namespace: str) -> None:
+    deployment = web_deployment("web", replicas=2)
     kube.apps.create_namespaced_deployment(namespace, deployment)
 
     def available() -> bool:
@@ -229,3 +239,38 @@ def test_kubectl_sees_every_node(devenv: DevEnv) -> None:
     for node in nodes:
         ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True", node["metadata"]["name"]
+
+
+def test_service_endpoint_slices_point_at_local_pods(
+    devenv: DevEnv, kube: Kube, namespace: str
+) -> None:
+    assert devenv.runner is not None
+    if ipaddress.ip_network(devenv.runner.pod_network).is_loopback:
+        pytest.skip(
+            "EndpointSlices reject loopback pod addresses: set DOCMODEL_DEVENV_POD_NETWORK "
+            "(e.g. 10.245.0.0/24) to give local pods routable addresses"
+        )
+    kube.apps.create_namespaced_deployment(namespace, web_deployment("api", replicas=1))
+    service = {
+        "metadata": {"name": "api"},
+        "spec": {"selector": {"app": "api"}, "ports": [{"port": 80, "targetPort": "http"}]},
+    }
+    kube.core.create_namespaced_service(namespace, service)
+
+    discovery = client.DiscoveryV1Api(kube.api_client)
+
+    def ready_addresses() -> list[tuple[str, int]]:
+        slices = discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector="kubernetes.io/service-name=api"
+        ).items
+        return [
+            (address, port.port)
+            for item in slices
+            for endpoint in item.endpoints or []
+            if endpoint.conditions.ready
+            for address in endpoint.addresses
+            for port in item.ports or []
+        ]
+
+    ((address, port),) = wait_for(ready_addresses, 60, "a ready endpoint of Service api")
+    assert http_get(f"http://{address}:{port}/") == 200
