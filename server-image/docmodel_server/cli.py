@@ -100,7 +100,9 @@ def serve_local(settings: ServerSettings, model: str, adapter_dir: Path) -> int:
     from docmodel_server.local import create_app
 
     try:
-        engine = LocalEngine.load(model, adapter_dir, settings.max_model_len)
+        engine = LocalEngine.load(
+            model, adapter_dir, settings.max_model_len, settings.max_batch_size
+        )
     except (OSError, ValueError) as exc:
         log.error("Failed to load model base=%s adapter=%s error=%s", model, adapter_dir, exc)
         return EXIT_UNEXPECTED

@@ -1,14 +1,17 @@
 """The local generation engine: a base model plus a LoRA adapter, with transformers and peft.
 
 For CPU laptops, local mode and tests (vLLM serves on GPUs). One worker thread owns the model
-and runs one request at a time from a queue, so concurrent requests never share a KV cache or
-interleave on the model; callers receive events (text deltas, then a finish) through a callback
-that is called from the worker thread.
+and takes jobs from a queue; callers receive events (text deltas, then a finish) through a
+callback that is called from the worker thread.
 
-Decoding is a plain loop over the model with its KV cache: greedy when temperature is 0,
-otherwise temperature and top-p sampling (seeded per request when `seed` is given). Text is
-emitted only once it can no longer change: an incomplete UTF-8 sequence or the beginning of a
-stop string is held back, so streamed deltas always add up to the final text.
+Jobs waiting in the queue are decoded together, up to `max_batch_size` at a time (all with the
+adapter on, or all off): prompts are left-padded, and one forward pass per step serves every
+row, each with its own KV cache row, sampling settings and stop conditions. A row finishes (and
+its caller is answered) as soon as it is done; jobs that arrive meanwhile wait for the next
+batch. Each row is greedy when its temperature is 0, otherwise temperature and top-p sampling
+(seeded per request when `seed` is given). Text is emitted only once it can no longer change:
+an incomplete UTF-8 sequence or the beginning of a stop string is held back, so streamed
+deltas always add up to the final text.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import queue
 import threading
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +59,7 @@ class Failed:
 Event = TextDelta | Finished | Failed
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     prompt_ids: list[int]
     params: SamplingParams
@@ -78,13 +82,17 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
 
 
 class LocalEngine:
-    """Owns the model; `submit` queues a job, the worker thread runs jobs one by one."""
+    """Owns the model; `submit` queues a job, the worker thread decodes queued jobs in batches."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_model_len: int):
+    def __init__(self, model: Any, tokenizer: Any, max_model_len: int, max_batch_size: int = 8):
         self.model = model
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
+        self.max_batch_size = max_batch_size
         self.eos_ids = self._eos_ids(model, tokenizer)
+        self.pad_id = next(
+            i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None
+        )
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._loop, name="docmodel-generate", daemon=True)
         self.ready = False
@@ -95,7 +103,9 @@ class LocalEngine:
     # ---------------------------------------------------------------- loading
 
     @classmethod
-    def load(cls, base: str | Path, adapter_dir: Path, max_model_len: int) -> LocalEngine:
+    def load(
+        cls, base: str | Path, adapter_dir: Path, max_model_len: int, max_batch_size: int = 8
+    ) -> LocalEngine:
         """Load base + adapter on the CPU (float32), ready to `start`."""
         import torch
         from peft import PeftModel
@@ -114,7 +124,7 @@ class LocalEngine:
             model = PeftModel.from_pretrained(model, str(adapter_dir))
         model.eval()
         limit = getattr(model.config, "max_position_embeddings", None) or max_model_len
-        engine = cls(model, tokenizer, min(max_model_len, int(limit)))
+        engine = cls(model, tokenizer, min(max_model_len, int(limit)), max_batch_size)
         log.info(
             "Loaded model base=%s adapter=%s maxModelLen=%d",
             base,
@@ -188,60 +198,80 @@ class LocalEngine:
         self._queue.put(None)
 
     def _loop(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            if job.cancelled.is_set():
+        pending: deque[Job] = deque()
+        stopping = False
+        while pending or not stopping:
+            if not pending:
+                first = self._queue.get()
+                if first is None:
+                    return
+                pending.append(first)
+            while True:  # everything queued meanwhile joins the choice of the next batch
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                else:
+                    pending.append(more)
+            batch = self._next_batch(pending)
+            if not batch:
                 continue
             try:
-                self._generate(job)
+                self._generate(batch)
             except Exception as exc:
-                log.exception("Failed generation error=%s", type(exc).__name__)
-                with contextlib.suppress(Exception):
-                    job.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
+                log.exception("Failed generation error=%s batch=%d", type(exc).__name__, len(batch))
+                for job in batch:
+                    with contextlib.suppress(Exception):
+                        job.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
 
-    def _generate(self, job: Job) -> None:
+    def _next_batch(self, pending: deque[Job]) -> list[Job]:
+        """Up to `max_batch_size` queued jobs, oldest first, that all want the adapter on (or off)."""
+        live = [job for job in pending if not job.cancelled.is_set()]
+        pending.clear()
+        if not live:
+            return []
+        adapter = live[0].use_adapter
+        batch = [job for job in live if job.use_adapter == adapter][: self.max_batch_size]
+        chosen = {id(job) for job in batch}
+        pending.extend(job for job in live if id(job) not in chosen)
+        return batch
+
+    def _generate(self, jobs: list[Job]) -> None:
+        """Decode `jobs` together: prompts left-padded, one forward pass per step for all rows."""
         import torch
 
-        params = job.params
-        generator = None
-        if params.temperature > 0 and params.seed is not None:
-            generator = torch.Generator().manual_seed(params.seed)
-        adapter_off = contextlib.nullcontext() if job.use_adapter else self.model.disable_adapter()
-        generated: list[int] = []
-        emitted = 0
-        finish = "length"
+        rows = [_Row(job, self._decode) for job in jobs]
+        width = max(len(job.prompt_ids) for job in jobs)
+        pad = self.pad_id
+        input_ids = torch.tensor([[pad] * (width - len(j.prompt_ids)) + j.prompt_ids for j in jobs])
+        mask = torch.tensor(
+            [[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs]
+        )
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        adapter_off = (
+            contextlib.nullcontext() if jobs[0].use_adapter else self.model.disable_adapter()
+        )
         with torch.inference_mode(), adapter_off:
-            out = self.model(input_ids=torch.tensor([job.prompt_ids]), use_cache=True)
-            while len(generated) < params.max_tokens and not job.cancelled.is_set():
-                token = self._pick(out.logits[0, -1], params, generator)
-                if token in self.eos_ids:
-                    finish = "stop"
-                    break
-                generated.append(token)
-                text = self._decode(generated)
-                cut = min((i for s in params.stop if (i := text.find(s)) >= 0), default=-1)
-                if cut >= 0:
-                    if cut > emitted:
-                        job.emit(TextDelta(text[emitted:cut]))
-                    job.emit(Finished("stop", len(job.prompt_ids), len(generated)))
+            out = self.model(
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True
+            )
+            next_position = positions[:, -1:] + 1
+            while True:
+                logits = out.logits[:, -1]
+                tokens = [row.step(logits[i], self.eos_ids) for i, row in enumerate(rows)]
+                if all(row.done for row in rows):
                     return
-                safe = len(text) - _held_back(text, params.stop)
-                if safe > emitted:
-                    job.emit(TextDelta(text[emitted:safe]))
-                    emitted = safe
-                if len(generated) < params.max_tokens:
-                    out = self.model(
-                        input_ids=torch.tensor([[token]]),
-                        past_key_values=out.past_key_values,
-                        use_cache=True,
-                    )
-        # What was held back can no longer change: the generation is over.
-        text = self._decode(generated)
-        if len(text) > emitted:
-            job.emit(TextDelta(text[emitted:]))
-        job.emit(Finished(finish, len(job.prompt_ids), len(generated)))
+                mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
+                out = self.model(
+                    input_ids=torch.tensor([[pad if t is None else t] for t in tokens]),
+                    attention_mask=mask,
+                    position_ids=next_position,
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                )
+                next_position = next_position + 1
 
     def _decode(self, ids: list[int]) -> str:
         if not ids:
@@ -252,16 +282,71 @@ class LocalEngine:
             )
         return text
 
-    @staticmethod
-    def _pick(logits: Any, params: SamplingParams, generator: Any) -> int:
+
+def _pick(logits: Any, params: SamplingParams, generator: Any) -> int:
+    import torch
+
+    if params.temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
+        sorted_probs = sorted_probs * keep
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class _Row:
+    """One job's decoding state inside a batch: tokens so far, text sent, whether it is done."""
+
+    def __init__(self, job: Job, decode: Callable[[list[int]], str]):
         import torch
 
-        if params.temperature == 0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-        if params.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
-            sorted_probs = sorted_probs * keep
-            probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-        return int(torch.multinomial(probs, 1, generator=generator))
+        self.job = job
+        self.decode = decode
+        self.generated: list[int] = []
+        self.emitted = 0
+        self.done = False
+        params = job.params
+        self.generator = None
+        if params.temperature > 0 and params.seed is not None:
+            self.generator = torch.Generator().manual_seed(params.seed)
+
+    def step(self, logits: Any, eos_ids: set[int]) -> int | None:
+        """Take the next token from `logits`; returns it, or None once the row is done."""
+        if self.done:
+            return None
+        job, params = self.job, self.job.params
+        if job.cancelled.is_set():  # nobody is listening any more
+            self.done = True
+            return None
+        token = _pick(logits, params, self.generator)
+        if token in eos_ids:
+            self._finish("stop")
+            return None
+        self.generated.append(token)
+        text = self.decode(self.generated)
+        cut = min((i for s in params.stop if (i := text.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            if cut > self.emitted:
+                job.emit(TextDelta(text[self.emitted : cut]))
+            self.emitted = len(text)  # the rest is never sent
+            self._finish("stop")
+            return None
+        safe = len(text) - _held_back(text, params.stop)
+        if safe > self.emitted:
+            job.emit(TextDelta(text[self.emitted : safe]))
+            self.emitted = safe
+        if len(self.generated) >= params.max_tokens:
+            self._finish("length")
+            return None
+        return token
+
+    def _finish(self, reason: str) -> None:
+        # What was held back can no longer change: the generation is over.
+        text = self.decode(self.generated)
+        if len(text) > self.emitted:
+            self.job.emit(TextDelta(text[self.emitted :]))
+        self.done = True
+        self.job.emit(Finished(reason, len(self.job.prompt_ids), len(self.generated)))

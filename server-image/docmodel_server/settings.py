@@ -14,6 +14,7 @@
 | `DOCMODEL_PORT`                   | `8000`                               | Port to bind. |
 | `DOCMODEL_API_KEY`                | unset (no auth)                      | Bearer token clients must send on `/v1/*` (from a Secret; never logged). |
 | `DOCMODEL_ENGINE`                 | `auto`                               | `vllm`, `local` (transformers + peft on CPU), or `auto`: vLLM when it is installed and a GPU is present. |
+| `DOCMODEL_MAX_BATCH_SIZE`         | `8`                                  | Local engine only: requests decoded together at most. |
 | `DOCMODEL_WORKDIR`                | `/tmp/docmodel-server`               | Where the adapter and the base model mirror are downloaded. |
 | `DOCMODEL_VLLM_EXTRA_ARGS`        | unset                                | Extra `vllm serve` flags, split like a shell would (for example `--max-num-seqs 64`). |
 
@@ -61,6 +62,7 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: SecretStr | None = None
     engine: Engine = "auto"
+    max_batch_size: int = Field(default=8, ge=1, le=256)
     workdir: Path = Path("/tmp/docmodel-server")
     vllm_extra_args: list[str] = Field(default_factory=list)
 

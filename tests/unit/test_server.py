@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,28 @@ def test_held_back_text() -> None:
     assert _held_back("hel\ufffd", ()) == 1
     assert _held_back("say EN", ("END",)) == 2
     assert _held_back("say E", ("END", "E!")) == 1
+
+
+def test_next_batch_takes_the_oldest_jobs_with_the_same_adapter_setting() -> None:
+    from types import SimpleNamespace
+
+    from docmodel_server.engine import LocalEngine, SamplingParams
+
+    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=1)
+    engine = LocalEngine(SimpleNamespace(), tokenizer, max_model_len=64, max_batch_size=2)
+
+    def job(adapter: bool) -> Job:
+        return Job([1], SamplingParams(max_tokens=1), adapter, lambda event: None)
+
+    a, b, c, d = job(True), job(False), job(True), job(True)
+    gone = job(True)
+    gone.cancelled.set()
+    pending = deque([a, gone, b, c, d])
+    assert engine._next_batch(pending) == [a, c]
+    assert list(pending) == [b, d]
+    assert engine._next_batch(pending) == [b]
+    assert engine._next_batch(pending) == [d]
+    assert engine._next_batch(pending) == []
 
 
 class FakeEngine:
