@@ -116,3 +116,9 @@ def test_non_utf8_text_decodes_with_a_fallback():
 def test_utf8_bom_and_utf16_are_read():
     assert decode_text("\ufeffhello".encode()) == ("hello", "utf-8")
     assert decode_text("hello".encode("utf-16")) == ("hello", "utf-16")
+
+
+def test_hostile_html_nesting_keeps_the_text():
+    html = b"<html><body>" + b"<div>" * 5000 + b"<p>Deep text survives.</p>" + b"</div>" * 5000
+    doc = parse_document("deep.html", html + b"</body></html>")
+    assert "Deep text survives." in doc.sections[-1].blocks[-1].text

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from docmodel.api import DocModelSpec
@@ -31,11 +32,12 @@ from docmodel.artifacts import (
     software_versions,
     source_digest,
 )
-from docmodel.dataset import CHUNKS, EVAL, TRAIN, DatasetStats, write_jsonl
+from docmodel.dataset import CHUNKS, EVAL, TRAIN, DatasetStats, SkippedFile, write_jsonl
 from docmodel.storage import LocalStore, ObjectStore, S3Store, StorageError
 from docmodel_trainer import common
 from docmodel_trainer.chunking import Passage, chunk_document, deduplicate
 from docmodel_trainer.common import JobError
+from docmodel_trainer.parsing import ParsedDocument
 from docmodel_trainer.qa.generate import generate
 from docmodel_trainer.qa.teacher import TeacherError
 from docmodel_trainer.sources import Fetcher, list_sources
@@ -195,12 +197,12 @@ def run(args: argparse.Namespace) -> int:
     return common.EXIT_OK
 
 
-def _passages(documents: object, spec: DocModelSpec) -> tuple[list[Passage], int]:
+def _passages(documents: Iterable[ParsedDocument], spec: DocModelSpec) -> tuple[list[Passage], int]:
     chunking = spec.dataset.chunking
     seen: set[str] = set()
     passages: list[Passage] = []
     dropped = 0
-    for doc in documents:  # type: ignore[attr-defined]
+    for doc in documents:
         kept, gone = deduplicate(
             chunk_document(doc, chunking.max_tokens, chunking.overlap_tokens), seen
         )
@@ -240,9 +242,9 @@ def _describe(store: ObjectStore) -> str:
     return f"directory {store.uri}"
 
 
-def _reasons(skipped: list[object]) -> str:
+def _reasons(skipped: list[SkippedFile]) -> str:
     counts: dict[str, int] = {}
     for item in skipped:
-        reason = str(getattr(item, "reason", "")).split(" (")[0]
+        reason = item.reason.split(" (")[0]
         counts[reason] = counts.get(reason, 0) + 1
     return ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) or "none"

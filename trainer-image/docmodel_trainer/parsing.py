@@ -15,7 +15,7 @@ import logging
 import re
 import warnings
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -171,7 +171,7 @@ def render_table(rows: list[list[str]]) -> str:
 # Markdown (markdown-it-py, CommonMark plus GFM tables)
 
 
-def _inline_text(token: object) -> str:
+def _inline_text(token: Any) -> str:
     out = []
     for child in getattr(token, "children", None) or []:
         if child.type in ("text", "code_inline"):
@@ -294,18 +294,7 @@ def _all_caps(line: str) -> bool:
 
 _SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "nav", "header", "footer", "head"}
 _BLOCK_TAGS = {"p", "blockquote", "figcaption", "caption", "address", "summary"}
-_CONTAINER_TAGS = {
-    "div",
-    "section",
-    "article",
-    "main",
-    "body",
-    "aside",
-    "details",
-    "figure",
-    "form",
-    "span",
-}
+MAX_HTML_DEPTH = 200
 
 
 def _parse_html(text: str) -> list[Section]:
@@ -325,11 +314,14 @@ def _parse_html(text: str) -> list[Section]:
     return b.sections
 
 
-def _node_text(node: object) -> str:
-    return _clean(node.text(deep=True, separator=" "))  # type: ignore[attr-defined]
+def _node_text(node: Any) -> str:
+    return _clean(node.text(deep=True, separator=" "))
 
 
-def _walk_html(node: object, b: _Builder) -> None:
+def _walk_html(node: Any, b: _Builder, depth: int = 0) -> None:
+    if depth > MAX_HTML_DEPTH:  # hostile nesting: keep the text, drop the structure
+        b.add("paragraph", node.text(deep=True, separator=" "))
+        return
     loose: list[str] = []
 
     def flush() -> None:
@@ -337,7 +329,7 @@ def _walk_html(node: object, b: _Builder) -> None:
             b.add("paragraph", " ".join(loose))
             loose.clear()
 
-    for child in node.iter(include_text=True):  # type: ignore[attr-defined]
+    for child in node.iter(include_text=True):
         if child.is_text_node:
             text = _clean(child.text(deep=False))
             if text:
@@ -387,7 +379,7 @@ def _walk_html(node: object, b: _Builder) -> None:
         elif tag == "br":
             continue
         else:
-            _walk_html(child, b)
+            _walk_html(child, b, depth + 1)
     flush()
 
 
