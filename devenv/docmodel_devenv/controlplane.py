@@ -141,7 +141,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         for name in reversed(list(self.processes)):
-            procs.stop(self.processes.pop(name))
+            procs.stop(self.processes.pop(name), grace=3.0)
         log.info("Control plane stopped workdir=%s", self.workdir)
 
     def _run(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:

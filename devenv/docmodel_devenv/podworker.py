@@ -130,6 +130,14 @@ class PodWorker(threading.Thread):
         self.containers = [
             Container(spec, workdir / f"{spec['name']}.log") for spec in pod["spec"]["containers"]
         ]
+        self.init_containers = [
+            Container(spec, workdir / f"{spec['name']}.log")
+            for spec in pod["spec"].get("initContainers", [])
+        ]
+        self.initialized = not self.init_containers
+        if self.init_containers:
+            for container in self.containers:
+                container.state = {"waiting": {"reason": "PodInitializing"}}
         self.transitions: dict[str, tuple[str, str]] = {}
         self._last_status: Obj | None = None
 
@@ -143,7 +151,7 @@ class PodWorker(threading.Thread):
         except Exception:
             log.exception("Pod worker failed pod=%s", self.key)
         finally:
-            for container in self.containers:
+            for container in [*self.init_containers, *self.containers]:
                 if container.process is not None:
                     procs.stop(container.process, grace=0.5)
             self.finished.set()
@@ -152,6 +160,8 @@ class PodWorker(threading.Thread):
         self.workdir.mkdir(parents=True, exist_ok=True)
         policy = self.pod["spec"].get("restartPolicy", "Always")
         self._push("Pending")
+        if not self._run_init_containers(policy):
+            return
         while not (self.deleting.is_set() or self.killed.is_set()):
             at = time.monotonic()
             for container in self.containers:
@@ -173,6 +183,45 @@ class PodWorker(threading.Thread):
         with contextlib.suppress(ApiError):
             self._push(self._phase() if self._phase() != "Running" else "Failed")
         self._delete_pod()
+
+    def _run_init_containers(self, policy: str) -> bool:
+        """Run init containers one after another; False if the pod failed or went away."""
+        for container in self.init_containers:
+            while True:
+                if self.killed.is_set():
+                    return False
+                if self.deleting.is_set():
+                    self._delete_pod()
+                    return False
+                if container.process is None:
+                    if time.monotonic() >= container.restart_at:
+                        self._start(container)
+                        self._push("Pending")
+                    time.sleep(0.2)
+                    continue
+                code = container.process.poll()
+                if code is None:
+                    time.sleep(0.2)
+                    continue
+                container.process = None
+                self._terminated(container, code, "Completed" if code == 0 else "Error")
+                if code == 0:
+                    break
+                if policy == "Never":
+                    self._push("Failed")
+                    log.info(
+                        "Pod finished pod=%s phase=Failed initContainer=%s",
+                        self.key,
+                        container.name,
+                    )
+                    return False
+                container.last_state = container.state
+                container.state = {"waiting": {"reason": "CrashLoopBackOff"}}
+                container.restart_count += 1
+                container.restart_at = time.monotonic() + min(2**container.restart_count, 30)
+                self._push("Pending")
+        self.initialized = True
+        return True
 
     def _delete_pod(self) -> None:
         self.delete_object(self.api, self.pod)
@@ -356,7 +405,7 @@ class PodWorker(threading.Thread):
         ready = phase == "Running" and all(c.ready for c in self.containers)
         conditions = [
             self._condition("PodReadyToStartContainers", True),
-            self._condition("Initialized", True),
+            self._condition("Initialized", self.initialized),
             self._condition("ContainersReady", ready),
             self._condition("Ready", ready),
             self._condition("PodScheduled", True),
@@ -370,6 +419,7 @@ class PodWorker(threading.Thread):
             "podIPs": [{"ip": self.pod_ip}],
             "startTime": self.started_at,
             "containerStatuses": [c.status() for c in self.containers],
+            "initContainerStatuses": [c.status() for c in self.init_containers],
         }
         if status == self._last_status:
             return

@@ -274,3 +274,60 @@ def test_service_endpoint_slices_point_at_local_pods(
 
     ((address, port),) = wait_for(ready_addresses, 60, "a ready endpoint of Service api")
     assert http_get(f"http://{address}:{port}/") == 200
+
+
+def test_local_pod_gets_the_kubelets_environment_after_its_init_containers(
+    kube: Kube, namespace: str
+) -> None:
+    kube.core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "settings"}, "data": {"MODEL": "tiny", "EPOCHS": "2"}}
+    )
+    kube.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "token"}, "string_data": {"value": "s3cr3t"}}
+    )
+    expected = {
+        "CFG_MODEL": "tiny",
+        "CFG_EPOCHS": "2",
+        "TOKEN": "s3cr3t",
+        "NAMESPACE": namespace,
+        "GREETING": "model=tiny",
+        "OPTIONAL": None,
+    }
+    check = (
+        "import json, os, sys\n"
+        f"expected = json.loads({json.dumps(json.dumps(expected))})\n"
+        "actual = {k: os.environ.get(k) for k in expected}\n"
+        "print(actual, flush=True)\n"
+        "sys.exit(0 if actual == expected and sys.argv[1] == 'tiny' else 1)\n"
+    )
+    container = {
+        "command": ["python", "-c", check],
+        "args": ["$(CFG_MODEL)"],
+        "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+        "env": [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "token", "key": "value"}}},
+            {"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "GREETING", "value": "model=$(CFG_MODEL)"},
+            {
+                "name": "OPTIONAL",
+                "valueFrom": {"secretKeyRef": {"name": "absent", "key": "x", "optional": True}},
+            },
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    manifest = job("env", container, LOCAL)
+    manifest["spec"]["template"]["spec"]["initContainers"] = [
+        {
+            "name": "prepare",
+            "image": "docmodel/trainer:dev",
+            "command": ["python", "-c", "print('ok')"],
+        }
+    ]
+    kube.batch.create_namespaced_job(namespace, manifest)
+    outcome = wait_for(lambda: job_condition(kube, namespace, "env"), 60, "Job env")
+    (pod,) = job_pods(kube, namespace, "env")
+    main = pod.status.container_statuses[0].state.terminated
+    assert outcome == "Complete", main.message
+    (init,) = pod.status.init_container_statuses
+    assert init.state.terminated.exit_code == 0
+    assert init.state.terminated.finished_at <= main.started_at
