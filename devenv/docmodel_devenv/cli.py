@@ -60,6 +60,7 @@ def _up(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(
             f"export KUBECONFIG={env.kubeconfig}\n"
+            f"export PATH={env.binaries['kubectl'].parent}:$PATH  # kubectl {build.FAMILIES['kubernetes'].version()}\n"
             f"# S3 endpoint and credentials (JSON): {env.s3_file}\n"
             f"# S3 endpoint: {env.s3.endpoint if env.s3 else ''}\n"
             f"# API server ready after {env.control_plane.apiserver_ready_seconds:.1f}s, "

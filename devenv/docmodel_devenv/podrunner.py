@@ -32,14 +32,6 @@ NODE_NAME = "docmodel-local"
 LEASE_SECONDS = 40
 
 
-def _memory() -> str:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemTotal:"):
-                return f"{line.split()[1]}Ki"
-    return "8Gi"
-
-
 def _can_bind(address: str) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -61,7 +53,12 @@ class PodRunner:
     api: KubeApi
     workdir: Path
     node_name: str = NODE_NAME
-    gpus: int = 1
+    # Nominal capacity, not enforced: enough that workloads written for real GPU nodes fit.
+    gpus: int = field(
+        default_factory=lambda: int(os.environ.get("DOCMODEL_DEVENV_LOCAL_GPUS", "4"))
+    )
+    cpu: str = "32"
+    memory: str = "256Gi"
     pod_network: str = field(
         default_factory=lambda: os.environ.get("DOCMODEL_DEVENV_POD_NETWORK", "127.0.0.0/24")
     )
@@ -124,8 +121,8 @@ class PodRunner:
 
     def _register_node(self) -> None:
         capacity = {
-            "cpu": str(os.cpu_count() or 1),
-            "memory": _memory(),
+            "cpu": self.cpu,
+            "memory": self.memory,
             "pods": "110",
             "nvidia.com/gpu": str(self.gpus),
         }
