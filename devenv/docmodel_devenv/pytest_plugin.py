@@ -34,7 +34,11 @@ def devenv() -> Iterator[DevEnv]:
     try:
         env = DevEnv.create(keep_workdir=os.environ.get("DOCMODEL_DEVENV_KEEP") == "1")
     except BuildError as error:
-        pytest.fail(str(error), pytrace=False)
+        missing = str(error)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(missing, pytrace=False)
     env.start()
     try:
         yield env
