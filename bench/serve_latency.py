@@ -7,8 +7,9 @@ Builds a tiny Llama and a LoRA adapter, starts the real `docmodel-server --engin
 subprocess on a free loopback port, warms it up, then lets `--concurrency` client threads (the
 official openai client, greedy decoding, a fixed `max_tokens`) send `--requests` chat
 completions in total, each with its own prompt. The run is bounded by `--requests` and by
-`--max-seconds`; all traffic stays on 127.0.0.1. Reports p50/p99 latency and requests/s; the
-committed JSON is the baseline later changes (batching, for example) are measured against.
+`--max-seconds`; all traffic stays on 127.0.0.1. Reports p50/p99 latency, requests/s and the
+mean batch size the engine formed; the load average is recorded because the machine may be
+shared. The committed JSON is the baseline later changes are measured against.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,6 +58,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def batch_counters(url: str) -> tuple[float, float]:
+    """(batches, batched requests) from the server's /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        values = dict(
+            line.rsplit(" ", 1) for line in response.read().decode().splitlines() if line[:1] != "#"
+        )
+    return (
+        float(values["docmodel_server_batches_total"]),
+        float(values["docmodel_server_batched_requests_total"]),
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     import openai
     import torch
@@ -62,7 +77,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="docmodel-bench-") as tmp:
         root = Path(tmp)
         base, adapter_uri = build_model_and_adapter(root)
-        env = server_env(base, adapter_uri, free_port(), root / "work", DOCMODEL_API_KEY="bench")
+        extra = {"DOCMODEL_API_KEY": "bench"}
+        if args.cpu_threads:
+            extra["DOCMODEL_CPU_THREADS"] = str(args.cpu_threads)
+        env = server_env(base, adapter_uri, free_port(), root / "work", **extra)
         server = start_server(env, root / "server.log")
         try:
             client = openai.OpenAI(
@@ -107,12 +125,18 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                         tokens.append(n)
 
             threads = [threading.Thread(target=client_loop) for _ in range(args.concurrency)]
+            batches_before, rows_before = batch_counters(server.url)
+            load_before = os.getloadavg()[0]
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             wall = time.perf_counter() - started
+            load_after = os.getloadavg()[0]
+            batches_after, rows_after = batch_counters(server.url)
+            threads = re.search(r"Loaded model .* threads=(\d+)", server.log())
+            client.close()
         finally:
             server.stop()
 
@@ -120,7 +144,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         raise SystemExit(f"no request succeeded; errors: {errors[:3]}")
     return {
         "benchmark": "serve_latency",
-        "engine": "local (transformers + peft, one request at a time)",
+        "engine": "local (transformers + peft, queued requests decoded in batches of up to 8)",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "platform": platform.platform(),
@@ -128,7 +152,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
+            "server_torch_threads": int(threads.group(1)) if threads else None,
+            "load_avg_1m_before": round(load_before, 2),
+            "load_avg_1m_after": round(load_after, 2),
         },
         "model": "tiny random Llama (2 layers, hidden 64) + LoRA r=8 on q/v/o",
         "concurrency": args.concurrency,
@@ -144,14 +170,18 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1),
         "rps": round(len(latencies) / wall, 2),
         "tokens_per_s": round(sum(tokens) / wall, 1),
+        "mean_batch_size": round(
+            (rows_after - rows_before) / max(1.0, batches_after - batches_before), 2
+        ),
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=200, help="requests in total (bound)")
+    parser.add_argument("--requests", type=int, default=400, help="requests in total (bound)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of each request")
+    parser.add_argument("--cpu-threads", type=int, help="server torch threads (its default)")
     parser.add_argument("--warmup", type=int, default=4, help="sequential requests first")
     parser.add_argument("--max-seconds", type=float, default=300, help="time bound of the run")
     parser.add_argument(

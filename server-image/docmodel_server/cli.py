@@ -101,7 +101,11 @@ def serve_local(settings: ServerSettings, model: str, adapter_dir: Path) -> int:
 
     try:
         engine = LocalEngine.load(
-            model, adapter_dir, settings.max_model_len, settings.max_batch_size
+            model,
+            adapter_dir,
+            settings.max_model_len,
+            settings.max_batch_size,
+            settings.torch_threads,
         )
     except (OSError, ValueError) as exc:
         log.error("Failed to load model base=%s adapter=%s error=%s", model, adapter_dir, exc)

@@ -96,6 +96,8 @@ class LocalEngine:
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._loop, name="docmodel-generate", daemon=True)
         self.ready = False
+        self.batches = 0  # forward-pass groups run, and the requests they held
+        self.batched_requests = 0
         # Fast tokenizers are not safe to share between threads: the event loop encodes prompts
         # while the worker decodes outputs.
         self._tokenizer_lock = threading.Lock()
@@ -104,13 +106,20 @@ class LocalEngine:
 
     @classmethod
     def load(
-        cls, base: str | Path, adapter_dir: Path, max_model_len: int, max_batch_size: int = 8
+        cls,
+        base: str | Path,
+        adapter_dir: Path,
+        max_model_len: int,
+        max_batch_size: int = 8,
+        threads: int | None = None,
     ) -> LocalEngine:
-        """Load base + adapter on the CPU (float32), ready to `start`."""
+        """Load base + adapter on the CPU (float32), ready to `start`; `threads` sets torch's."""
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if threads:
+            torch.set_num_threads(threads)
         tokenizer = AutoTokenizer.from_pretrained(str(base))
         model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
         with warnings.catch_warnings():
@@ -126,10 +135,12 @@ class LocalEngine:
         limit = getattr(model.config, "max_position_embeddings", None) or max_model_len
         engine = cls(model, tokenizer, min(max_model_len, int(limit)), max_batch_size)
         log.info(
-            "Loaded model base=%s adapter=%s maxModelLen=%d",
+            "Loaded model base=%s adapter=%s maxModelLen=%d maxBatchSize=%d threads=%d",
             base,
             adapter_dir,
             engine.max_model_len,
+            max_batch_size,
+            torch.get_num_threads(),
         )
         return engine
 
@@ -218,6 +229,8 @@ class LocalEngine:
             batch = self._next_batch(pending)
             if not batch:
                 continue
+            self.batches += 1
+            self.batched_requests += len(batch)
             try:
                 self._generate(batch)
             except Exception as exc:

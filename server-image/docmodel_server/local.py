@@ -40,6 +40,8 @@ log = logging.getLogger("docmodel.server")
 
 class Engine(Protocol):
     max_model_len: int
+    batches: int
+    batched_requests: int
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]: ...
     def encode(self, text: str) -> list[int]: ...
@@ -192,7 +194,7 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app serving `engine` as `served_name` (adapter on) and `base_name` (off)."""
     app = FastAPI(title="DocModel server", docs_url=None, redoc_url=None, openapi_url=None)
-    metrics = ServerMetrics(served_name, revision)
+    metrics = ServerMetrics(served_name, revision, engine)
     created = int(time.time())
     models = {served_name: True, base_name: False}  # name -> adapter on?
 

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -25,9 +27,29 @@ ENDPOINTS = (
 )
 
 
+class _BatchCollector(Collector):
+    """Reads the engine's batch counters at scrape time (the worker thread only increments)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def collect(self) -> Any:
+        yield CounterMetricFamily(
+            "docmodel_server_batches",
+            "Groups of requests decoded together.",
+            value=self.engine.batches,
+        )
+        yield CounterMetricFamily(
+            "docmodel_server_batched_requests",
+            "Requests decoded in those groups (divide by batches for the mean batch size).",
+            value=self.engine.batched_requests,
+        )
+
+
 class ServerMetrics:
-    def __init__(self, served_name: str, revision: str | None) -> None:
+    def __init__(self, served_name: str, revision: str | None, engine: Any) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(_BatchCollector(engine))
         self.requests = Counter(
             "docmodel_server_requests",
             "HTTP requests answered, by endpoint and status code.",

@@ -33,7 +33,8 @@ def _get(url: str, api_key: str | None, timeout: float) -> tuple[int, bytes]:
         with opener.open(request, timeout=timeout) as response:
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
+        with exc:
+            return int(exc.code), exc.read()
 
 
 def check_live(base_url: str, timeout: float = 2.0) -> ProbeResult:

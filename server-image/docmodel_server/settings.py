@@ -15,6 +15,7 @@
 | `DOCMODEL_API_KEY`                | unset (no auth)                      | Bearer token clients must send on `/v1/*` (from a Secret; never logged). |
 | `DOCMODEL_ENGINE`                 | `auto`                               | `vllm`, `local` (transformers + peft on CPU), or `auto`: vLLM when it is installed and a GPU is present. |
 | `DOCMODEL_MAX_BATCH_SIZE`         | `8`                                  | Local engine only: requests decoded together at most. |
+| `DOCMODEL_CPU_THREADS`            | half the CPU cores (at least 1)      | Local engine only: torch threads. More threads than free cores make torch's spinning workers starve the HTTP loop. |
 | `DOCMODEL_WORKDIR`                | `/tmp/docmodel-server`               | Where the adapter and the base model mirror are downloaded. |
 | `DOCMODEL_VLLM_EXTRA_ARGS`        | unset                                | Extra `vllm serve` flags, split like a shell would (for example `--max-num-seqs 64`). |
 
@@ -63,6 +64,7 @@ class ServerSettings(BaseModel):
     api_key: SecretStr | None = None
     engine: Engine = "auto"
     max_batch_size: int = Field(default=8, ge=1, le=256)
+    cpu_threads: int | None = Field(default=None, ge=1, le=1024)
     workdir: Path = Path("/tmp/docmodel-server")
     vllm_extra_args: list[str] = Field(default_factory=list)
 
@@ -88,6 +90,10 @@ class ServerSettings(BaseModel):
                 field = str(error["loc"][0]) if error["loc"] else ""
                 problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
             raise SettingsError("invalid server configuration: " + "; ".join(problems)) from None
+
+    @property
+    def torch_threads(self) -> int:
+        return self.cpu_threads or max(1, (os.cpu_count() or 2) // 2)
 
     @property
     def api_key_value(self) -> str | None:

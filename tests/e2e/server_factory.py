@@ -90,6 +90,9 @@ def is_ready(url: str) -> bool:
     try:
         with opener.open(url + "/ready", timeout=2) as response:
             return bool(response.status == 200)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return False
     except (OSError, urllib.error.URLError):
         return False
 

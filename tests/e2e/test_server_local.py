@@ -51,8 +51,11 @@ def server(
 
 
 @pytest.fixture
-def client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
+def client(server: RunningServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120
+    ) as client:
+        yield client
 
 
 def chat(client: openai.OpenAI, model: str = SERVED_NAME, **kwargs: object) -> str:
@@ -138,7 +141,7 @@ def test_sampling_with_a_seed_is_repeatable(client: openai.OpenAI) -> None:
 
 def test_a_wrong_key_is_401(server: RunningServer) -> None:
     wrong = openai.OpenAI(base_url=server.url + "/v1", api_key="sk-wrong", max_retries=0)
-    with pytest.raises(openai.AuthenticationError) as caught:
+    with wrong, pytest.raises(openai.AuthenticationError) as caught:
         wrong.models.list()
     assert caught.value.status_code == 401
 

@@ -223,6 +223,8 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.jobs: list[Job] = []
+        self.batches = 0
+        self.batched_requests = 0
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         return self.encode(" ".join(m["content"] for m in messages))
@@ -238,6 +240,8 @@ class FakeEngine:
 
     def submit(self, job: Job) -> None:
         self.jobs.append(job)
+        self.batches += 1
+        self.batched_requests += 1
 
         def work() -> None:
             words = self.reply[: job.params.max_tokens]
@@ -386,3 +390,4 @@ def test_metrics_count_requests_and_tokens(client: TestClient) -> None:
         in text
     )
     assert 'docmodel_server_info{revision="",served_name="handbook"} 1.0' in text
+    assert "docmodel_server_batched_requests_total 1.0" in text
