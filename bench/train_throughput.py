@@ -226,6 +226,8 @@ def machine() -> dict:
 
     info = {
         "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
@@ -249,6 +251,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="measured steps")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS of both runs without CUDA (1: on a small shared machine, 2+ "
+        "OpenMP threads contending with other work made steps erratic)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/train_throughput.json")
     parser.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -264,6 +273,7 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     if not cuda:
         print("No CUDA device: running the CPU smoke comparison (tiny model; not GPU figures).")
+        os.environ["OMP_NUM_THREADS"] = str(args.cpu_threads)  # inherited by both runs
     model = MODEL_8B if cuda else MODEL_TINY
     ensure_model(model, tiny=not cuda)
     with tempfile.TemporaryDirectory() as tmp:

@@ -69,7 +69,7 @@ def open_answerer(
         adapters,
         max_new_tokens=max_new_tokens,
         quantize_4bit=quantize_4bit,
-        batch_size=batch_size or (64 if modeling.has_cuda() else 16),
+        batch_size=batch_size or (128 if modeling.has_cuda() else 16),
     )
 
 
