@@ -121,7 +121,7 @@ class LocalEngine:
         if threads:
             torch.set_num_threads(threads)
         tokenizer = AutoTokenizer.from_pretrained(str(base))
-        model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+        base_model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
         with warnings.catch_warnings():
             # peft reads the deprecated `is_gradient_checkpointing` property of transformers 5
             # models while wrapping them; nothing on our side uses it.
@@ -130,7 +130,7 @@ class LocalEngine:
                 message=r".*is_gradient_checkpointing.* is deprecated",
                 category=FutureWarning,
             )
-            model = PeftModel.from_pretrained(model, str(adapter_dir))
+            model: Any = PeftModel.from_pretrained(base_model, str(adapter_dir))
         model.eval()
         limit = getattr(model.config, "max_position_embeddings", None) or max_model_len
         engine = cls(model, tokenizer, min(max_model_len, int(limit)), max_batch_size)

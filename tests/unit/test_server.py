@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
 import threading
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +19,7 @@ from docmodel_server import cli
 from docmodel_server.engine import Finished, Job, TextDelta, _held_back
 from docmodel_server.fetch import FetchError, adapter_rank, fetch_adapter
 from docmodel_server.local import create_app
+from docmodel_server.probe import check_live, check_ready
 from docmodel_server.settings import ServerSettings, SettingsError
 from docmodel_server.vllm_engine import build_vllm_argv, build_vllm_env, lora_rank_for_vllm
 
@@ -144,20 +149,85 @@ def test_dry_run_prints_the_vllm_command(
     store = LocalStore(tmp_path / "store")
     store.put_bytes("ml/handbook/rev-1/adapter/adapter_config.json", json.dumps({"r": 12}).encode())
     store.put_bytes("ml/handbook/rev-1/adapter/adapter_model.safetensors", b"weights")
+    mirror = LocalStore(tmp_path / "mirror")
+    mirror.put_bytes("config.json", b"{}")
+    mirror.put_bytes("model.safetensors", b"weights")
     monkeypatch.setattr(cli, "choose_engine", lambda requested: ("vllm", "test"))
     for key, value in {
         "DOCMODEL_SERVED_NAME": "handbook",
+        "DOCMODEL_BASE_MODEL_MIRROR": str(tmp_path / "mirror"),
+        "DOCMODEL_API_KEY": "sk-secret",
         "DOCMODEL_ADAPTER_URI": str(tmp_path / "store/ml/handbook/rev-1/adapter"),
         "DOCMODEL_WORKDIR": str(tmp_path / "work"),
         "DOCMODEL_HOST": "127.0.0.9",
     }.items():
         monkeypatch.setenv(key, value)
     assert cli.main(["serve", "--dry-run", "--port", "8100"]) == 0
-    out = capsys.readouterr().out.split()
-    assert out[:3] == ["vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct"]
+    captured = capsys.readouterr()
+    assert "sk-secret" not in captured.out + captured.err
+    out = captured.out.split()
+    assert out[:3] == ["vllm", "serve", str(tmp_path / "work/base")]
+    assert (tmp_path / "work/base/model.safetensors").read_bytes() == b"weights"
+    assert out[out.index("--served-model-name") + 1] == "meta-llama/Llama-3.1-8B-Instruct"
     assert f"handbook={tmp_path / 'work/adapter'}" in out
     assert out[out.index("--max-lora-rank") + 1] == "16"
     assert out[out.index("--port") + 1] == "8100"
+
+
+# ------------------------------------------------------------------------- probes
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    models: ClassVar[list[str]] = ["handbook"]
+    healthy: ClassVar[bool] = True
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            status, body = (200, b"") if self.healthy else (503, b"")
+        elif self.headers.get("Authorization") != "Bearer k":
+            status, body = 401, b'{"error": "Unauthorized"}'
+        else:
+            data = [{"id": name, "object": "model"} for name in self.models]
+            status, body = 200, json.dumps({"object": "list", "data": data}).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_vllm() -> Iterator[str]:
+    """An HTTP server answering /health and /v1/models the way vLLM does."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    _Handler.models, _Handler.healthy = ["handbook"], True
+
+
+def test_ready_needs_health_and_the_served_name(fake_vllm: str) -> None:
+    assert check_ready(fake_vllm, "handbook", "k").ok
+    assert check_live(fake_vllm).ok
+    wrong_key = check_ready(fake_vllm, "handbook", "nope")
+    assert not wrong_key.ok and "401" in wrong_key.reason
+    missing = check_ready(fake_vllm, "other", "k")
+    assert not missing.ok and "'other' is not among the served models" in missing.reason
+    _Handler.healthy = False
+    assert not check_ready(fake_vllm, "handbook", "k").ok
+    assert not check_live(fake_vllm).ok
+
+
+def test_probe_of_a_closed_port_fails() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = check_live(f"http://127.0.0.1:{port}", timeout=1)
+    assert not result.ok and "unreachable" in result.reason
 
 
 # ------------------------------------------------------------------------- fetching
