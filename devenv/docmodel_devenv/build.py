@@ -168,7 +168,7 @@ def _go() -> str:
     go = shutil.which("go")
     if go is None:
         raise BuildError(
-            "The Go toolchain was not found on PATH: install Go >= 1.25 (https://go.dev/dl/) "
+            "The Go toolchain was not found on PATH: install Go >= 1.26 (https://go.dev/dl/) "
             "to build kube-apiserver, etcd, kwok and MinIO."
         )
     return go
