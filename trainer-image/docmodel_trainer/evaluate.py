@@ -42,7 +42,7 @@ from docmodel_trainer.common import (
 )
 from docmodel_trainer.retrieval import BM25Retriever, question_messages, rag_messages
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("docmodel.trainer.evaluate")
 
 PACKAGES = ("torch", "transformers", "peft", "bm25s", "vllm", "bitsandbytes")
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)

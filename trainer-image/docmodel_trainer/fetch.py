@@ -15,7 +15,7 @@ from docmodel.dataset import CHUNKS, EVAL, TRAIN
 from docmodel.storage import NotFound, ObjectStore, download_tree, open_store
 from docmodel_trainer.common import EXIT_NO_DATA, JobError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("docmodel.trainer.fetch")
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"

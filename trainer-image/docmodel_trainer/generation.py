@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from docmodel_trainer import modeling
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("docmodel.trainer.generation")
 
 Conversation = list[dict[str, str]]
 

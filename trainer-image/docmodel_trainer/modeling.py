@@ -24,7 +24,7 @@ from docmodel.api import BaseModelSpec
 from docmodel.storage import NotFound, download_tree, open_store
 from docmodel_trainer.common import EXIT_BAD_INPUT, EXIT_NO_DATA, JobError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("docmodel.trainer.modeling")
 
 # peft imports bitsandbytes whenever it is installed (peft/helpers.py), and bitsandbytes' CPU
 # backend then logs a warning about an optional Hub kernel (`kernels-community`) that this image

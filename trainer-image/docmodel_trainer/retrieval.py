@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from docmodel.dataset import Chunk
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("docmodel.trainer.retrieval")
 
 RAG_INSTRUCTION = (
     "Answer the question using the passages below. Reply with the answer only, in one short "

@@ -29,7 +29,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from docmodel_trainer import modeling  # before peft loads: quiets bitsandbytes on CPU
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("docmodel.trainer.sft")
 
 
 @dataclass

@@ -36,7 +36,7 @@ from docmodel_trainer.common import (
     job_context,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("docmodel.trainer.train")
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "datasets")
 
