@@ -119,7 +119,7 @@ def serve_local(settings: ServerSettings, model: str, adapter_dir: Path) -> int:
         revision=settings.revision,
     )
     log.info(
-        "Serving model=%s url=http://%s:%d auth=%s",
+        "Started local server model=%s url=http://%s:%d auth=%s",
         settings.served_name,
         settings.host,
         settings.port,

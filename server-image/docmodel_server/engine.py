@@ -90,6 +90,11 @@ class LocalEngine:
         self.max_model_len = max_model_len
         self.max_batch_size = max_batch_size
         self.eos_ids = self._eos_ids(model, tokenizer)
+        # Like vLLM's `--generation-config auto`: the model's own sampling defaults apply to
+        # requests that do not set them.
+        generation = getattr(model, "generation_config", None)
+        self.default_temperature = float(getattr(generation, "temperature", None) or 1.0)
+        self.default_top_p = float(getattr(generation, "top_p", None) or 1.0)
         self.pad_id = next(
             i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None
         )
@@ -234,7 +239,7 @@ class LocalEngine:
             try:
                 self._generate(batch)
             except Exception as exc:
-                log.exception("Failed generation error=%s batch=%d", type(exc).__name__, len(batch))
+                log.exception("Generation failed error=%s batch=%d", type(exc).__name__, len(batch))
                 for job in batch:
                     with contextlib.suppress(Exception):
                         job.emit(Failed(f"generation failed: {type(exc).__name__}: {exc}"))

@@ -40,6 +40,8 @@ log = logging.getLogger("docmodel.server")
 
 class Engine(Protocol):
     max_model_len: int
+    default_temperature: float
+    default_top_p: float
     batches: int
     batched_requests: int
 
@@ -267,11 +269,10 @@ def create_app(
                 f"{max_tokens} in the completion). Reduce max_tokens or the {field}.",
                 "max_tokens",
             )
-        temperature = 1.0 if req.temperature is None else req.temperature
         return SamplingParams(
             max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
+            temperature=engine.default_temperature if req.temperature is None else req.temperature,
+            top_p=engine.default_top_p if req.top_p is None else req.top_p,
             stop=req.stop_strings(),
             seed=req.seed,
         )

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from docmodel.storage import LocalStore
 from docmodel_server import cli
-from docmodel_server.engine import Finished, Job, TextDelta, _held_back
+from docmodel_server.engine import Finished, Job, SamplingParams, TextDelta, _held_back
 from docmodel_server.fetch import FetchError, adapter_rank, fetch_adapter
 from docmodel_server.local import create_app
 from docmodel_server.probe import check_live, check_ready
@@ -266,7 +266,7 @@ def test_held_back_text() -> None:
 def test_next_batch_takes_the_oldest_jobs_with_the_same_adapter_setting() -> None:
     from types import SimpleNamespace
 
-    from docmodel_server.engine import LocalEngine, SamplingParams
+    from docmodel_server.engine import LocalEngine
 
     tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=1)
     engine = LocalEngine(SimpleNamespace(), tokenizer, max_model_len=64, max_batch_size=2)
@@ -289,6 +289,8 @@ class FakeEngine:
     """Answers every prompt with a fixed reply, one word per delta, from a worker thread."""
 
     max_model_len = 64
+    default_temperature = 0.6
+    default_top_p = 0.9
     reply = ["Thirty", " days", "."]
 
     def __init__(self) -> None:
@@ -384,6 +386,19 @@ def test_adapter_is_used_for_the_served_name_only() -> None:
     plain.post("/v1/chat/completions", json=CHAT)
     plain.post("/v1/chat/completions", json={**CHAT, "model": "base"})
     assert [job.use_adapter for job in fake.jobs] == [True, False]
+
+
+def test_sampling_settings_reach_the_engine() -> None:
+    fake = FakeEngine()
+    plain = TestClient(create_app(fake, served_name="handbook", base_name="base"))
+    plain.post("/v1/chat/completions", json=CHAT)
+    request = {**CHAT, "temperature": 0, "top_p": 0.5, "stop": "END", "seed": 3, "max_tokens": 9}
+    plain.post("/v1/chat/completions", json=request)
+    plain.post("/v1/completions", json={"model": "handbook", "prompt": "a b", "stop": ["x", "y"]})
+    defaults, explicit, completion = (job.params for job in fake.jobs)
+    assert (defaults.temperature, defaults.top_p, defaults.max_tokens) == (0.6, 0.9, 64 - 2)
+    assert explicit == SamplingParams(max_tokens=9, temperature=0, top_p=0.5, stop=("END",), seed=3)
+    assert (completion.stop, completion.max_tokens) == (("x", "y"), 16)
 
 
 def test_models_lists_the_served_name_and_the_base(client: TestClient) -> None:
