@@ -1,7 +1,7 @@
 """The promotion gate: a pure function of (candidate, baseline, serving, policy).
 
-A candidate is promoted only when it beats the RAG baseline on the gating metric by at least
-the margin, and (when asked) scores no worse than the revision serving now. Every verdict
+A candidate is promoted only when it beats the RAG baseline on the gating metric (strictly) by
+at least the margin, and (when asked) scores no worse than the revision serving now. Every verdict
 comes with a reason a human can read. No I/O here: the operator and local mode both call it.
 """
 
@@ -35,7 +35,8 @@ def decide(
     c, b = candidate.get(metric), baseline.get(metric)
     needed = b + policy.min_improvement
     # Round to avoid float noise deciding a tie (scores are means of at most 10k questions).
-    if round(c, 9) < round(needed, 9):
+    # "Beat" is strict: with a zero margin a tie with the baseline is still a rejection.
+    if round(c, 9) < round(needed, 9) or round(c, 9) <= round(b, 9):
         return Verdict(
             False,
             "BelowBaseline",

@@ -34,6 +34,22 @@ POLICY = EvaluationSpec(metric="token_f1", min_improvement=0.05, must_beat_servi
             "BeatBaseline",
         ),
         (
+            s(0.50),
+            s(0.50),
+            None,
+            EvaluationSpec(metric="token_f1", min_improvement=0.0),
+            False,
+            "BelowBaseline",
+        ),  # a tie does not beat the baseline, even with no margin
+        (
+            s(0.0),
+            s(0.0),
+            None,
+            EvaluationSpec(metric="token_f1", min_improvement=0.0),
+            False,
+            "BelowBaseline",
+        ),
+        (
             s(0.10, em=0.9),
             s(0.90, em=0.1),
             None,
