@@ -7,7 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from docmodel.artifacts import open_artifact_store
+from docmodel.artifacts import MANIFEST, open_artifact_store
 from docmodel.storage import StorageError, download_tree, open_store
 
 log = logging.getLogger("docmodel.server")
@@ -35,6 +35,11 @@ def fetch_adapter(uri: str, dest: Path) -> Path:
         raise FetchError(f"cannot fetch the adapter from {uri}: {exc}") from None
     if not (dest / ADAPTER_CONFIG).is_file():
         raise FetchError(f"the adapter at {uri} has no {ADAPTER_CONFIG}; is it a PEFT adapter?")
+    if not (dest / MANIFEST).is_file():
+        # Published adapters carry their manifest (written last, as the commit marker).
+        log.warning(
+            "Fetched adapter without a manifest uri=%s (not published by the trainer?)", uri
+        )
     log.info("Fetched adapter uri=%s files=%d path=%s", uri, len(files), dest)
     return dest
 

@@ -198,7 +198,9 @@ def create_app(
     app = FastAPI(title="DocModel server", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = ServerMetrics(served_name, revision, engine)
     created = int(time.time())
-    models = {served_name: True, base_name: False}  # name -> adapter on?
+    models = {served_name: True}  # name -> adapter on?
+    if base_name != served_name:
+        models[base_name] = False
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
