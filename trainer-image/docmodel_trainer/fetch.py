@@ -10,9 +10,9 @@ import hashlib
 import logging
 from pathlib import Path
 
-from docmodel.artifacts import MANIFEST, Manifest, RevisionLayout
+from docmodel.artifacts import MANIFEST, Manifest, RevisionLayout, open_artifact_store
 from docmodel.dataset import CHUNKS, EVAL, TRAIN
-from docmodel.storage import NotFound, ObjectStore, download_tree, open_store
+from docmodel.storage import NotFound, ObjectStore, download_tree
 from docmodel_trainer.common import EXIT_NO_DATA, JobError
 
 log = logging.getLogger("docmodel.trainer.fetch")
@@ -52,9 +52,10 @@ def fetch_dataset(
 
 
 def fetch_adapter(uri: str, dest: Path) -> tuple[Path, Manifest]:
-    """Download an adapter artifact (any store URI: s3://... or a directory)."""
+    """Download an adapter artifact (s3://... or a directory), with the artifact store's
+    credentials (`DOCMODEL_STORE_*`, else the usual `AWS_*`)."""
     try:
-        store = open_store(uri)
+        store = open_artifact_store(uri)
         raw = store.get_bytes(MANIFEST)
     except (NotFound, ValueError):
         raise JobError(
