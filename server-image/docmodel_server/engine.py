@@ -273,7 +273,11 @@ class LocalEngine:
         )
         with torch.inference_mode(), adapter_off:
             out = self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,  # only the last position is sampled from
             )
             next_position = positions[:, -1:] + 1
             while True:
@@ -288,6 +292,7 @@ class LocalEngine:
                     position_ids=next_position,
                     past_key_values=out.past_key_values,
                     use_cache=True,
+                    logits_to_keep=1,
                 )
                 next_position = next_position + 1
 
