@@ -49,14 +49,14 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def choose_engine(requested: str) -> tuple[str, str]:
-    """(`vllm` or `local`, why)."""
+def choose_engine(requested: str, dry_run: bool = False) -> tuple[str, str]:
+    """(`vllm` or `local`, why). A dry run may print the vLLM command where vLLM is missing."""
     from docmodel_server.vllm_engine import gpu_present, vllm_installed
 
     if requested == "local":
         return "local", "requested"
     if requested == "vllm":
-        if not vllm_installed():
+        if not dry_run and not vllm_installed():
             raise SettingsError("DOCMODEL_ENGINE=vllm but vLLM is not installed in this image")
         return "vllm", "requested"
     if not vllm_installed():
@@ -71,7 +71,7 @@ def serve(args: argparse.Namespace) -> int:
     from docmodel_server.vllm_engine import build_vllm_argv, build_vllm_env, exec_vllm
 
     settings = ServerSettings.from_env(engine=args.engine, host=args.host, port=args.port)
-    engine, why = choose_engine(settings.engine)
+    engine, why = choose_engine(settings.engine, args.dry_run)
     log.info(
         "Chose engine=%s reason=%r servedName=%s revision=%s",
         engine,

@@ -141,6 +141,7 @@ def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.choose_engine("auto") == ("local", "vLLM is not installed")
     with pytest.raises(SettingsError, match="not installed"):
         cli.choose_engine("vllm")
+    assert cli.choose_engine("vllm", dry_run=True) == ("vllm", "requested")
 
 
 def test_dry_run_prints_the_vllm_command(
@@ -152,7 +153,7 @@ def test_dry_run_prints_the_vllm_command(
     mirror = LocalStore(tmp_path / "mirror")
     mirror.put_bytes("config.json", b"{}")
     mirror.put_bytes("model.safetensors", b"weights")
-    monkeypatch.setattr(cli, "choose_engine", lambda requested: ("vllm", "test"))
+    monkeypatch.setattr(cli, "choose_engine", lambda requested, dry_run: ("vllm", "test"))
     for key, value in {
         "DOCMODEL_SERVED_NAME": "handbook",
         "DOCMODEL_BASE_MODEL_MIRROR": str(tmp_path / "mirror"),
