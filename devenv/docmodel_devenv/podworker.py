@@ -49,7 +49,8 @@ class Probe:
     ok: bool = False
 
     def due(self, at: float) -> bool:
-        return at >= max(self.next_due, self.started + self.spec.get("initialDelaySeconds", 0))
+        delay = float(self.spec.get("initialDelaySeconds", 0))
+        return at >= max(self.next_due, self.started + delay)
 
     def record(self, success: bool, at: float) -> None:
         self.next_due = at + self.spec.get("periodSeconds", 10)

@@ -63,7 +63,7 @@ class Kube:
 def kube(devenv: DevEnv) -> Iterator[Kube]:
     from kubernetes import client, config
 
-    api_client = config.new_client_from_config(config_file=str(devenv.kubeconfig))
+    api_client = config.new_client_from_config(config_file=str(devenv.kubeconfig))  # type: ignore[no-untyped-call]
     try:
         yield Kube(
             kubeconfig=devenv.kubeconfig,
