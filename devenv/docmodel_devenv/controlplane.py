@@ -197,6 +197,11 @@ class ControlPlane:
                 f"--service-account-issuer={self.server}/",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
+                # Pod logs are fetched from the local node's log endpoint on its InternalIP.
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
+                "--kubelet-preferred-address-types=InternalIP",
                 # The "kubernetes" Service cannot list a loopback address as its endpoint.
                 "--endpoint-reconciler-type=none",
                 "--v=1",

@@ -23,6 +23,7 @@ from typing import Any
 
 from .build import REPO_ROOT
 from .kubeapi import ApiError, KubeApi
+from .logserver import LogServer
 from .podworker import PodWorker, now
 
 log = logging.getLogger(__name__)
@@ -66,17 +67,23 @@ class PodRunner:
     image_envs: dict[str, Path] = field(default_factory=image_envs_from_environ)
     kubernetes_version: str = ""
     heartbeat_seconds: float = 10.0
+    # PKI for the log endpoint (serving cert and key, CA of allowed clients); None: no logs
+    log_tls: tuple[Path, Path, Path] | None = None
     workers: dict[str, PodWorker] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _ip_cursor: int = -1
     _added_route: bool = False
+    _log_server: LogServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._ensure_local_network()
+        if self.log_tls is not None:
+            self._log_server = LogServer(self._log_file, *self.log_tls)
+            self._log_server.start()
         self._register_node()
         self._heartbeat()
         for target, name in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "watch")):
@@ -93,6 +100,9 @@ class PodRunner:
             worker.join(15)
         for thread in self._threads:
             thread.join(1)  # the watch thread may sit in a long poll; it is a daemon
+        if self._log_server is not None:
+            self._log_server.stop()
+            self._log_server = None
         if self._added_route:
             subprocess.run(
                 ["ip", "route", "del", "local", self.pod_network, "dev", "lo"], check=False
@@ -186,6 +196,8 @@ class PodRunner:
             },
             "phase": "Running",
         }
+        if self._log_server is not None:
+            status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self._log_server.port}}
         self._registered_at = getattr(self, "_registered_at", stamp)
         self.api.merge_patch(
             "v1", "nodes", self.node_name, {"status": status}, subresource="status"
@@ -276,6 +288,15 @@ class PodRunner:
         for uid, worker in list(self.workers.items()):
             if worker.finished.is_set() and worker.killed.is_set():
                 del self.workers[uid]
+
+    def _log_file(self, namespace: str, name: str, container: str) -> Path | None:
+        for worker in reversed(list(self.workers.values())):
+            metadata = worker.pod["metadata"]
+            if (metadata["namespace"], metadata["name"]) == (namespace, name):
+                for candidate in [*worker.init_containers, *worker.containers]:
+                    if candidate.name == container:
+                        return candidate.log_path
+        return None
 
     def _allocate_ip(self) -> str:
         """The next free address after the last one handed out (round robin, skipping .1-.9)."""

@@ -61,10 +61,12 @@ class DevEnv:
             self.s3 = self.minio.start()
             self.kwok = Kwok(self.binaries, self.kubeconfig, self.workdir)
             self.kwok.start(self.api)
+            pki = self.control_plane.pki
             self.runner = PodRunner(
                 self.api,
                 self.workdir / "pods",
                 kubernetes_version=build.FAMILIES["kubernetes"].version(),
+                log_tls=(pki.serving_cert, pki.serving_key, pki.ca_cert),
             )
             self.runner.start()
         except BaseException:

@@ -117,6 +117,9 @@ def test_failed_local_pod_reports_its_last_log_lines(kube: Kube, namespace: str)
     assert terminated.exit_code == 3
     assert "Failed: disk on fire" in terminated.message
     assert "line 29" in terminated.message and "line 5\n" not in terminated.message
+    # The API server proxies log requests to the local node, as it would to a kubelet.
+    logs = kube.core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=2)
+    assert logs.splitlines() == ["line 29", "Failed: disk on fire"]
 
 
 def test_deleting_an_owner_garbage_collects_its_children(kube: Kube, namespace: str) -> None:
