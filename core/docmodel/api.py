@@ -467,7 +467,12 @@ class DocModelSpec(ApiModel):
 
 @dataclass(frozen=True)
 class Rule:
-    """A rule that spans fields: one CEL expression and its Python twin."""
+    """A rule that spans fields: one CEL expression and its Python twin.
+
+    The API server also checks every `default: {}` against the rules of its object, before
+    any field inside is defaulted, so each CEL rule is guarded with `has()` for the fields it
+    reads: an absent field takes its default, which satisfies the rule.
+    """
 
     on: type[ApiModel]  # the model whose schema carries the rule
     cel: str
@@ -479,21 +484,24 @@ class Rule:
 RULES: list[Rule] = [
     Rule(
         on=DatasetSpec,
-        cel="self.generator != 'teacher' || has(self.teacher)",
+        cel="!has(self.generator) || self.generator != 'teacher' || has(self.teacher)",
         field_path=".teacher",
         message="teacher is required when generator is teacher",
         check=lambda d: d.generator != "teacher" or d.teacher is not None,
     ),
     Rule(
         on=ChunkingSpec,
-        cel="self.overlapTokens < self.maxTokens",
+        cel="!has(self.overlapTokens) || !has(self.maxTokens) || self.overlapTokens < self.maxTokens",
         field_path=".overlapTokens",
         message="overlapTokens must be smaller than maxTokens",
         check=lambda c: c.overlap_tokens < c.max_tokens,
     ),
     Rule(
         on=TrainingSpec,
-        cel="self.method != 'qlora' || self.resources.gpu >= 1",
+        cel=(
+            "!has(self.method) || self.method != 'qlora' || !has(self.resources) "
+            "|| !has(self.resources.gpu) || self.resources.gpu >= 1"
+        ),
         field_path=".resources.gpu",
         message="method qlora needs at least one GPU (resources.gpu >= 1); use method lora "
         "to train without a GPU",
@@ -501,14 +509,14 @@ RULES: list[Rule] = [
     ),
     Rule(
         on=BaselineSpec,
-        cel="self.retriever != 'embedding' || has(self.embeddingModel)",
+        cel="!has(self.retriever) || self.retriever != 'embedding' || has(self.embeddingModel)",
         field_path=".embeddingModel",
         message="embeddingModel is required when retriever is embedding",
         check=lambda b: b.retriever != "embedding" or b.embedding_model is not None,
     ),
     Rule(
         on=Toleration,
-        cel="self.operator != 'Exists' || !has(self.value)",
+        cel="!has(self.operator) || self.operator != 'Exists' || !has(self.value)",
         field_path=".value",
         message="value must be empty when operator is Exists",
         check=lambda t: t.operator != "Exists" or t.value is None,

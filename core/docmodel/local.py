@@ -101,7 +101,7 @@ def _trainer(*args: str) -> list[str]:
 
 
 def _tiny_model() -> Path:
-    path = TINY_CACHE / "tiny-llama-v1"
+    path = TINY_CACHE / "tiny-llama-v2"
     if not (path / "config.json").exists():
         _run_step(
             "tiny-model", _trainer("tiny-model", str(path), "--corpus", str(DEMO_DIR / "docs"))
