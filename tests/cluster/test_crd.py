@@ -61,3 +61,22 @@ def test_invalid_spec_is_rejected_naming_the_field(
     assert raised.value.status in (400, 422), raised.value.body
     message = json.loads(raised.value.body or "{}")["message"]
     assert case.field in message, message
+
+
+@pytest.mark.parametrize("example", ["minimal.yaml", "complete.yaml"])
+def test_server_defaults_equal_the_models_defaults(
+    kube: Kube, crd: str, namespace: str, example: str
+) -> None:
+    """What the API server stores for an example is what the Python models make of it."""
+    import yaml
+
+    from docmodel import api
+
+    from invalid_specs import ROOT
+
+    manifest = yaml.safe_load((ROOT / "examples" / example).read_text())
+    manifest["metadata"] = {"name": "defaults-" + example.split(".")[0], "namespace": namespace}
+    created = kube.custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, manifest, field_validation="Strict"
+    )
+    assert created["spec"] == api.spec_to_wire(api.parse_docmodel(manifest).spec)
