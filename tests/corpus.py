@@ -1,10 +1,10 @@
 """Test corpus helpers: the committed sample corpus, a tiny PDF writer and bad-input files.
 
-`tests/data/corpus/` holds the internal docs of a fictional company (Larkspur Freight): Markdown,
+`examples/local/docs/` (also the local-mode demo) holds the internal docs of a fictional company (Larkspur Freight): Markdown,
 HTML, plain text and one PDF, written so that extractive QA finds a few dozen short factual
 answers. `write_pdf` is how `hr/leave-policy.pdf` was made:
 
-    python tests/corpus.py      # regenerates tests/data/corpus/hr/leave-policy.pdf
+    python tests/corpus.py      # regenerates examples/local/docs/hr/leave-policy.pdf
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parent / "data" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "examples" / "local" / "docs"
 
 LEAVE_POLICY = [
     "Leave Policy",

@@ -4,6 +4,7 @@
     docmodel local run --docmodel my.yaml --docs ./docs # your DocModel, docs from a directory
     docmodel local run --docmodel my.yaml               # docs from the DocModel's S3 source
     docmodel local run ... --keep-serving               # stay up and serve until Ctrl-C
+    docmodel local serve [--revision REV]               # serve the promoted (or any trained) revision
 
 The trainer commands run as local processes (`docmodel-trainer ingest|train|evaluate`) against
 an artifact store directory (or S3), the pure gate decides, and a promoted revision is served on
@@ -37,6 +38,7 @@ import yaml
 
 from docmodel.api import parse_docmodel
 from docmodel.artifacts import RevisionLayout
+from docmodel.dataset import EVAL, QAPair
 from docmodel.gate import decide_report
 from docmodel.report import EvalReport
 from docmodel.storage import ObjectStore, open_store
@@ -80,6 +82,25 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--question", default=None, help="question asked once the model serves")
     run.set_defaults(run=run_command)
 
+    serve = local_sub.add_parser(
+        "serve",
+        help="serve the promoted revision (or, to inspect it, any trained one) on localhost",
+    )
+    serve.add_argument("--docmodel", type=Path, help="DocModel manifest (default: the demo's)")
+    serve.add_argument("--store", default=None, help="artifact store directory or s3:// URI")
+    serve.add_argument("--base-model", default=None, help="as for `run`")
+    serve.add_argument(
+        "--revision",
+        default=None,
+        help="a trained revision to inspect; it does not become the serving revision",
+    )
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--question", default=None, help="question asked once the model serves")
+    serve.add_argument(
+        "--once", action="store_true", help="exit after answering the question (for scripts)"
+    )
+    serve.set_defaults(run=serve_command, docs=None)
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -101,10 +122,22 @@ def _trainer(*args: str) -> list[str]:
 
 
 def _tiny_model() -> Path:
-    path = TINY_CACHE / "tiny-llama-v2"
+    path = TINY_CACHE / "tiny-llama-v3"
     if not (path / "config.json").exists():
+        # The demo's base model: a tiny Llama that has read the bundled docs (a stand-in for
+        # a real base model's pretraining); see docmodel_trainer.tinymodel.
         _run_step(
-            "tiny-model", _trainer("tiny-model", str(path), "--corpus", str(DEMO_DIR / "docs"))
+            "tiny-model",
+            _trainer(
+                "tiny-model",
+                str(path),
+                "--corpus",
+                str(DEMO_DIR / "docs"),
+                "--hidden-size",
+                "128",
+                "--pretrain-steps",
+                "300",
+            ),
         )
     return path
 
@@ -142,6 +175,36 @@ def run_command(args: argparse.Namespace) -> int:
         return _run(args)
     except LocalRunError as exc:
         log.error("Failed local run: %s", exc)
+        return 1
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    try:
+        paths, model = _prepare(args)
+        store = open_store(paths.store)
+        ns, name = model.metadata.namespace, model.metadata.name
+        state = _read_state(store, _state_key(f"{ns}/{name}"))
+        if args.revision:
+            layout = RevisionLayout(ns, name, args.revision)
+            if not store.exists(layout.key("adapter", "manifest.json")):
+                raise LocalRunError(
+                    f"revision {args.revision} has no trained adapter at "
+                    f"{layout.uri(paths.store, 'adapter')}"
+                )
+            serving = {"revision": args.revision, "adapter": layout.uri(paths.store, "adapter")}
+        elif state.get("serving"):
+            serving = state["serving"]
+            layout = RevisionLayout(ns, name, serving["revision"])
+        else:
+            raise LocalRunError(
+                f"no revision of {ns}/{name} has passed the gate in {paths.store}; "
+                "run `docmodel local run` first, or pass --revision to inspect a candidate"
+            )
+        question, reference = _sample_question(store, layout, args.question)
+        args.keep_serving = not args.once
+        return _serve(args, model, serving, question, reference)
+    except LocalRunError as exc:
+        log.error("Failed local serve: %s", exc)
         return 1
 
 
@@ -199,12 +262,41 @@ def _run(args: argparse.Namespace) -> int:
         f"Report: {layout.uri(paths.store, 'eval', 'report.html')}\n"
     )
     if not state.get("serving"):
-        sys.stdout.write("Nothing is serving: no revision has passed the gate yet.\n")
+        sys.stdout.write(
+            "Nothing is serving: no revision has passed the gate yet. To try this candidate "
+            f"anyway (it stays unpromoted): docmodel local serve --revision {revision}"
+            + ("" if args.docmodel is None else f" --docmodel {args.docmodel}")
+            + f" --store {paths.store}\n"
+        )
         return 0
-    return _serve(args, model, state["serving"], paths)
+    if not verdict.promoted:
+        sys.stdout.write(f"Still serving revision {state['serving']['revision']}.\n")
+    question, reference = _sample_question(store, layout, args.question)
+    return _serve(args, model, state["serving"], question, reference)
 
 
-def _serve(args: argparse.Namespace, model: Any, serving: dict[str, str], paths: Paths) -> int:
+def _sample_question(
+    store: ObjectStore, layout: RevisionLayout, given: str | None
+) -> tuple[str, str | None]:
+    """The question asked once serving: the given one, else the first held-out question."""
+    if given:
+        return given, None
+    key = layout.key("dataset", EVAL)
+    if store.exists(key):
+        for line in store.get_bytes(key).decode().splitlines():
+            if line.strip():
+                pair = QAPair.model_validate_json(line)
+                return pair.question, pair.answer
+    return "What does this documentation cover?", None
+
+
+def _serve(
+    args: argparse.Namespace,
+    model: Any,
+    serving: dict[str, str],
+    question: str,
+    reference: str | None,
+) -> int:
     port = args.port or _free_port()
     env = dict(os.environ)
     env.update(
@@ -229,9 +321,15 @@ def _serve(args: argparse.Namespace, model: Any, serving: dict[str, str], paths:
             f"Serving revision {serving['revision']} as model {model.metadata.name!r} at "
             f"{base}/v1\n"
         )
-        question = args.question or "What does this documentation cover?"
         answer = _ask(base, model.metadata.name, question)
         sys.stdout.write(f"Q: {question}\nA: {answer}\n")
+        if reference is not None:
+            sys.stdout.write(f"Reference answer (held out from training): {reference}\n")
+        sys.stdout.write(
+            f"Try it: curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{model.metadata.name}", "messages": '
+            f'[{{"role": "user", "content": "..."}}]}}\'\n'
+        )
         if args.keep_serving:
             sys.stdout.write("Serving until Ctrl-C.\n")
             server.wait()

@@ -1,6 +1,6 @@
 """The realistic path on CPU: the sample corpus -> ingest -> train -> evaluate.
 
-The committed corpus (tests/data/corpus: Markdown, HTML, text, a PDF) goes through the same
+The committed corpus (examples/local/docs: Markdown, HTML, text, a PDF) goes through the same
 three commands the operator's Jobs run, with a tiny Llama whose tokenizer is fitted to the docs.
 """
 

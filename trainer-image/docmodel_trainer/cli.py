@@ -31,10 +31,18 @@ COMMANDS = {
 log = logging.getLogger("docmodel.trainer")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that command's module is imported.
+
+    Importing every command would make `ingest` pay for `train`'s torch/transformers import
+    (over ten seconds), so each command's module is loaded only when it runs.
+    """
     parser = argparse.ArgumentParser(prog="docmodel-trainer", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
         child = sub.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(child)
@@ -42,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if arg in COMMANDS), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(only=_command_in(argv) or "")
     try:
         args = apply_config_file(parser, argv)
     except JobError as exc:
