@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -29,6 +28,8 @@ import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+
+from benchlib import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path("/tmp/docmodel-bench")
@@ -77,6 +78,7 @@ def build_adapter(base: Path, cuda: bool) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, LlamaForCausalLM
 
+    from docmodel.api import DEFAULT_TARGET_MODULES
     from docmodel_trainer import modeling
 
     out = WORK / ("adapter-8b" if cuda else "adapter-small")
@@ -88,15 +90,7 @@ def build_adapter(base: Path, cuda: bool) -> Path:
     cfg = LoraConfig(
         r=16,
         lora_alpha=32,
-        target_modules=[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ],
+        target_modules=list(DEFAULT_TARGET_MODULES),
         task_type="CAUSAL_LM",
     )
     with modeling.peft_compat():
@@ -229,21 +223,16 @@ def main() -> None:
             "CPU run with a small model on this machine's cores; the GPU target (ratio >= 50 "
             "with a 4-bit 8B model) needs a GPU run of this same command."
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        json.dumps(
-            {
-                k: result[k]
-                for k in (
-                    "mode",
-                    "ours_answers_per_s",
-                    "one_at_a_time_answers_per_s",
-                    "ratio",
-                    "identical_answers",
-                )
-            }
-        )
+    write_result(
+        args.out,
+        result,
+        (
+            "mode",
+            "ours_answers_per_s",
+            "one_at_a_time_answers_per_s",
+            "ratio",
+            "identical_answers",
+        ),
     )
 
 

@@ -34,13 +34,15 @@ from pathlib import Path
 
 import yaml
 
+from benchlib import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from corpus import write_pdf  # noqa: E402
-
 from docmodel.artifacts import RevisionLayout, open_artifact_store, read_manifest  # noqa: E402
 from docmodel_trainer import ingest  # noqa: E402
+
+from corpus import write_pdf  # noqa: E402
 
 SERVICES = ["billing", "tracking", "routing", "customs", "warehouse", "fleet", "pricing", "auth"]
 TEAMS = ["Platform", "Payments", "Logistics Core", "Data", "Security Operations", "Mobile"]
@@ -271,16 +273,6 @@ def upload(credentials, bucket: str, source: Path) -> None:  # type: ignore[no-u
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(put, files))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

@@ -42,6 +42,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from benchlib import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 # As in docmodel_trainer.modeling: peft imports bitsandbytes, whose CPU backend warns about an
 # optional Hub kernel this benchmark never uses.
@@ -350,23 +352,18 @@ def main() -> None:
             "fp32 model on 2 cores is dominated by per-op overhead, so the ratio says nothing "
             "about the GPU target (ratio >= 3.5 at <= 10 GiB on an H100)."
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        json.dumps(
-            {
-                k: result[k]
-                for k in (
-                    "mode",
-                    "ours_tokens_per_s",
-                    "baseline_tokens_per_s",
-                    "ratio",
-                    "ours_peak_gib",
-                    "baseline_peak_gib",
-                    "non_padding_fraction",
-                )
-            }
-        )
+    write_result(
+        args.out,
+        result,
+        (
+            "mode",
+            "ours_tokens_per_s",
+            "baseline_tokens_per_s",
+            "ratio",
+            "ours_peak_gib",
+            "baseline_peak_gib",
+            "non_padding_fraction",
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from docmodel import api, crd
+from docmodel.logs import setup_logging
 
 log = logging.getLogger("docmodel")
 
@@ -63,11 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging()
     args = build_parser().parse_args(argv)
     if args.command == "validate":
         return _validate(args.paths)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
 import sys
 from pathlib import Path
 
+from docmodel.logs import setup_logging
 from docmodel_server.probe import check_live, check_ready
 from docmodel_server.settings import ServerSettings, SettingsError
 
@@ -35,18 +35,6 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_CONFIG = 2
 EXIT_STORAGE = 4
-
-
-def setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%H:%M:%S")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("DOCMODEL_LOG_LEVEL", "INFO"))
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def choose_engine(requested: str, dry_run: bool = False) -> tuple[str, str]:

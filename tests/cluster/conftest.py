@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clusterlib import kubectl
 
 from docmodel_devenv.pytest_plugin import Kube, devenv, kube, namespace, s3_bucket  # noqa: F401
 from docmodel_devenv.stack import DevEnv
+
+from clusterlib import kubectl
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from clusterlib import kubectl, wait_for
 from kubernetes.client.exceptions import ApiException
 
 from docmodel_devenv.pytest_plugin import Kube
 from docmodel_devenv.stack import DevEnv
 
+from clusterlib import kubectl, wait_for
 from invalid_specs import InvalidCase, load_cases
 
 pytestmark = pytest.mark.cluster

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from corpus import CORPUS
 
 from docmodel.artifacts import RevisionLayout, read_manifest
 from docmodel.storage import open_store
 from docmodel_devenv.pytest_plugin import S3Bucket
 from docmodel_trainer import common, ingest
+
+from corpus import CORPUS
 
 pytestmark = pytest.mark.cluster
 

@@ -9,12 +9,13 @@ import urllib.request
 from typing import Any
 
 import pytest
-from clusterlib import kubectl, wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
 from docmodel_devenv.stack import DevEnv
+
+from clusterlib import kubectl, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from corpus import CORPUS
 from safetensors.torch import load_file
 
 from docmodel.dataset import CHUNKS, EVAL, TRAIN, Chunk, QAPair, read_jsonl
 from docmodel.report import METRICS, EvalReport
 from docmodel_trainer.cli import main
 from docmodel_trainer.tinymodel import build_tiny_llama
+
+from corpus import CORPUS
 
 pytestmark = pytest.mark.e2e
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dataset_factory import docmodel_manifest, publish_dataset, write_corpus
 
 from docmodel.artifacts import RevisionLayout
 from docmodel.report import EvalReport
 from docmodel.storage import LocalStore
+
+from dataset_factory import docmodel_manifest, publish_dataset, write_corpus
 
 torch = pytest.importorskip("torch")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import openai
 import pytest
+
 from server_factory import (
     SERVED_NAME,
     RunningServer,

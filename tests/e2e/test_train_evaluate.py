@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dataset_factory import docmodel_manifest, publish_dataset, write_corpus
 from safetensors.torch import load_file
 
 from docmodel.artifacts import Manifest, RevisionLayout
@@ -21,6 +20,8 @@ from docmodel.report import METRICS, EvalReport
 from docmodel.storage import LocalStore, upload_tree
 from docmodel_trainer.cli import main
 from docmodel_trainer.tinymodel import build_tiny_llama
+
+from dataset_factory import docmodel_manifest, publish_dataset, write_corpus
 
 pytestmark = pytest.mark.e2e
 

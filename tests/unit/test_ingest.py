@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from corpus import copy_corpus, write_pdf
 
 from docmodel.artifacts import RevisionLayout, read_manifest, revision_id, source_digest
 from docmodel.dataset import CHUNKS, EVAL, TRAIN, Chunk, QAPair, read_jsonl
@@ -20,6 +19,8 @@ from docmodel.storage import LocalStore
 from docmodel_trainer import common, ingest
 from docmodel_trainer.qa import generate as generate_module
 from docmodel_trainer.qa.teacher import Teacher
+
+from corpus import copy_corpus, write_pdf
 
 NAME, NAMESPACE = "handbook", "docs"
 

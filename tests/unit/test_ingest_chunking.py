@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 
-from corpus import CORPUS
-
 from docmodel_trainer.chunking import approx_tokens, chunk_document, deduplicate
 from docmodel_trainer.parsing import parse_document
+
+from corpus import CORPUS
 
 
 def doc_of(text: str, key: str = "guide.md"):

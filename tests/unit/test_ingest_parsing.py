@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from corpus import CORPUS, write_pdf
 
 from docmodel_trainer.parsing import Unusable, decode_text, parse_document
+
+from corpus import CORPUS, write_pdf
 
 
 def blocks(doc, kind):

@@ -10,12 +10,13 @@ import io
 
 import pytest
 from botocore.exceptions import ClientError
-from corpus import CORPUS
 from test_ingest import docmodel_file
 
 from docmodel.artifacts import RevisionLayout, read_manifest
 from docmodel.storage import LocalStore, S3Store
 from docmodel_trainer import common, ingest
+
+from corpus import CORPUS
 
 
 class FakeS3:

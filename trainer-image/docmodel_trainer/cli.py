@@ -16,7 +16,8 @@ import importlib
 import logging
 import sys
 
-from docmodel_trainer.common import EXIT_STORAGE, JobError, apply_config_file, setup_logging
+from docmodel.logs import setup_logging
+from docmodel_trainer.common import EXIT_STORAGE, JobError, apply_config_file
 
 COMMANDS = {
     "ingest": ("docmodel_trainer.ingest", "Fetch and parse the docs; build the QA dataset."),

@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,30 +173,3 @@ def job_context(args: argparse.Namespace) -> JobContext:
         revision=args.revision or os.environ.get("DOCMODEL_REVISION") or None,
         workdir=workdir,
     )
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        payload.update(getattr(record, "fields", {}))
-        return json.dumps(payload)
-
-
-def setup_logging(fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%H:%M:%S")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("DOCMODEL_LOG_LEVEL", "INFO"))
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)

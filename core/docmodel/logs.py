@@ -1,0 +1,52 @@
+"""One logging setup for every DocModel process: `HH:MM:SS LEVEL logger message`, or JSON.
+
+Messages follow the cluster's style: capitalised, past tense, key=value, the object named
+(`Published adapter revision=3f2a9c01de uri=s3://...`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+# Libraries whose INFO chatter (connection pools, retries, file locks) drowns the progress lines,
+# and bitsandbytes, which warns at import on machines without its optional CPU kernels.
+QUIET = {
+    "botocore": logging.WARNING,
+    "boto3": logging.WARNING,
+    "urllib3": logging.WARNING,
+    "s3transfer": logging.WARNING,
+    "httpx": logging.WARNING,
+    "filelock": logging.WARNING,
+    "bitsandbytes": logging.ERROR,
+}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        payload.update(getattr(record, "fields", {}))
+        return json.dumps(payload)
+
+
+def setup_logging(fmt: str = "text") -> None:
+    """Log to stderr at `DOCMODEL_LOG_LEVEL` (INFO by default), as text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("DOCMODEL_LOG_LEVEL", "INFO"))
+    for name, level in QUIET.items():
+        logging.getLogger(name).setLevel(level)
