@@ -19,6 +19,7 @@ Without `--base-model`, the base model's name in the DocModel is used; `--base-m
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO_DIR = ROOT / "examples" / "local"
 DEFAULT_STORE = Path(os.environ.get("DOCMODEL_LOCAL_STORE", "~/.cache/docmodel/local-store"))
 TINY_CACHE = Path("~/.cache/docmodel/models").expanduser()
+TINY_BUILDER = ROOT / "trainer-image" / "docmodel_trainer" / "tinymodel.py"
 
 
 class LocalRunError(RuntimeError):
@@ -122,7 +124,11 @@ def _trainer(*args: str) -> list[str]:
 
 
 def _tiny_model() -> Path:
-    path = TINY_CACHE / "tiny-llama-v3"
+    """The demo's base model, cached under a key of its builder's code and the bundled docs."""
+    digest = hashlib.sha256(TINY_BUILDER.read_bytes())
+    for doc in sorted(p for p in (DEMO_DIR / "docs").rglob("*") if p.is_file()):
+        digest.update(doc.relative_to(DEMO_DIR).as_posix().encode() + doc.read_bytes())
+    path = TINY_CACHE / f"tiny-llama-{digest.hexdigest()[:12]}"
     if not (path / "config.json").exists():
         # The demo's base model: a tiny Llama that has read the bundled docs (a stand-in for
         # a real base model's pretraining); see docmodel_trainer.tinymodel.
