@@ -6,8 +6,10 @@ DocModel:
     <store>/<namespace>/<name>/rev-<revision>/dataset/   chunks.jsonl, train.jsonl, eval.jsonl, manifest.json
     <store>/<namespace>/<name>/rev-<revision>/adapter/   adapter_model.safetensors, ..., manifest.json
     <store>/<namespace>/<name>/rev-<revision>/eval/      report.json, report.html, manifest.json
+    <store>/<namespace>/<name>/rev-<revision>/checkpoints/   training checkpoints (for resuming)
+    <store>/<namespace>/<name>/cache/parsed/   parsed documents by ETag (ingest re-runs)
 
-A revision id is a digest of the training-relevant spec plus the source digest, so the same
+A revision id is a digest of the spec fields that change what is trained plus the source digest, so the same
 docs and settings always give the same revision (and the same child object names), and a
 replayed event never starts a second training run.
 """
@@ -33,9 +35,28 @@ from docmodel.storage import ObjectInfo, ObjectStore, S3Credentials, open_store
 ArtifactKind = Literal["dataset", "adapter", "eval"]
 MANIFEST = "manifest.json"
 
-# Spec sections whose change means a new model must be trained. Serving and retraining
-# settings, suspend and historyLimit only change how a revision is run or served.
-TRAINING_RELEVANT = ("source", "base_model", "dataset", "training", "evaluation")
+# The spec fields whose change means a new model must be trained, as
+# (section, field names on the wire). Everything else (credentials references, resources,
+# scheduling, deadlines, image overrides, teacher concurrency, evaluation and gate settings,
+# serving, retraining) changes how a revision is run, judged or served, not what it is. An
+# explicit list also keeps revision ids stable when a release adds a defaulted field.
+TRAINING_FIELDS: dict[str, tuple[str, ...]] = {
+    "source": ("bucket", "prefix", "endpoint", "include", "exclude", "maxFileBytes"),
+    "base_model": ("name", "mirror"),
+    "dataset": ("generator", "providedPrefix", "teacher", "evalFraction", "seed", "chunking"),
+    "training": (
+        "method",
+        "lora",
+        "epochs",
+        "learningRate",
+        "maxSeqLength",
+        "packing",
+        "batchSize",
+        "gradientAccumulationSteps",
+    ),
+}
+# Inside dataset.teacher, only what shapes the questions counts.
+TEACHER_FIELDS = ("endpoint", "model", "questionsPerChunk")
 
 
 def canonical_json(value: Any) -> str:
@@ -49,14 +70,14 @@ def source_digest(objects: Iterable[ObjectInfo]) -> str:
 
 
 def spec_digest(spec: DocModelSpec) -> str:
-    """Digest of the training-relevant part of the spec."""
-    relevant = {
-        name: getattr(spec, name).model_dump(mode="json", by_alias=True)
-        for name in TRAINING_RELEVANT
-    }
-    # Credentials references do not change what is trained.
-    relevant["source"].pop("secretRef", None)
-    relevant["base_model"].pop("tokenSecretRef", None)
+    """Digest of the fields of the spec that change what is trained (`TRAINING_FIELDS`)."""
+    relevant: dict[str, dict[str, Any]] = {}
+    for section, fields in TRAINING_FIELDS.items():
+        wire = getattr(spec, section).model_dump(mode="json", by_alias=True)
+        relevant[section] = {name: wire.get(name) for name in fields}
+    teacher = relevant["dataset"]["teacher"]
+    if teacher is not None:
+        relevant["dataset"]["teacher"] = {name: teacher.get(name) for name in TEACHER_FIELDS}
     return "sha256:" + hashlib.sha256(canonical_json(relevant).encode()).hexdigest()
 
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,18 +32,19 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from docmodel.api import parse_docmodel
+from docmodel.api import SpecError, parse_docmodel
 from docmodel.artifacts import RevisionLayout
 from docmodel.dataset import EVAL, QAPair
 from docmodel.gate import decide_report
 from docmodel.report import EvalReport
-from docmodel.storage import ObjectStore, open_store
+from docmodel.storage import ObjectStore, StorageError, open_store, read_json, write_json
 
 log = logging.getLogger("docmodel.local")
 
@@ -54,7 +56,11 @@ TINY_BUILDER = ROOT / "trainer-image" / "docmodel_trainer" / "tinymodel.py"
 
 
 class LocalRunError(RuntimeError):
-    pass
+    """A step failed (exit 1)."""
+
+
+class BadInput(LocalRunError):
+    """The DocModel, the documents directory or a flag is wrong (exit 2)."""
 
 
 @dataclass
@@ -154,21 +160,44 @@ def _state_key(layout_root: str) -> str:
 
 def _read_state(store: ObjectStore, key: str) -> dict[str, Any]:
     if store.exists(key):
-        state: dict[str, Any] = json.loads(store.get_bytes(key))
+        state: dict[str, Any] = read_json(store, key)
         return state
     return {"serving": None, "history": []}
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise BadInput(f"cannot read the DocModel {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("spec"), dict):
+        raise BadInput(f"{path} is not a DocModel: it has no spec mapping")
+    return raw
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Paths, Any]:
     docmodel_path = args.docmodel or DEMO_DIR / "docmodel.yaml"
     docs = args.docs or (DEMO_DIR / "docs" if args.docmodel is None else None)
+    if docs is not None and not docs.is_dir():
+        raise BadInput(f"the documents directory {docs} does not exist")
     base_model = args.base_model or ("tiny" if args.docmodel is None else None)
-    manifest = yaml.safe_load(docmodel_path.read_text())
+    manifest = _load_manifest(docmodel_path)
+    try:
+        parse_docmodel(manifest)  # fail fast, naming the field, before any model is built
+    except SpecError as exc:
+        raise BadInput(f"{docmodel_path}: {exc}") from None
     if base_model == "tiny":
         manifest["spec"].setdefault("baseModel", {})["name"] = str(_tiny_model())
     elif base_model:
         manifest["spec"].setdefault("baseModel", {})["name"] = base_model
-    model = parse_docmodel(manifest)  # fail fast, naming the field
+    model = parse_docmodel(manifest)
+    if model.spec.evaluation.baseline.retriever != "bm25":
+        raise BadInput(
+            "spec.evaluation.baseline.retriever: only bm25 is implemented so far; "
+            "the embedding retriever is not"
+        )
     store = args.store or str(DEFAULT_STORE.expanduser())
     workdir = Path(tempfile.mkdtemp(prefix="docmodel-local-"))
     resolved = workdir / "docmodel.yaml"
@@ -176,17 +205,29 @@ def _prepare(args: argparse.Namespace) -> tuple[Paths, Any]:
     return Paths(resolved, docs, store, workdir), model
 
 
-def run_command(args: argparse.Namespace) -> int:
+def _guarded(action: str, body: Callable[[], int]) -> int:
+    """Run a local command: errors become one log line and an exit code, never a traceback."""
     try:
-        return _run(args)
-    except LocalRunError as exc:
-        log.error("Failed local run: %s", exc)
+        return body()
+    except BadInput as exc:
+        log.error("Rejected local %s: %s", action, exc)
+        return 2
+    except (LocalRunError, StorageError) as exc:
+        log.error("Failed local %s: %s", action, exc)
         return 1
 
 
+def run_command(args: argparse.Namespace) -> int:
+    return _guarded("run", lambda: _run(args))
+
+
 def serve_command(args: argparse.Namespace) -> int:
+    return _guarded("serve", lambda: _serve_revision(args))
+
+
+def _serve_revision(args: argparse.Namespace) -> int:
+    paths, model = _prepare(args)
     try:
-        paths, model = _prepare(args)
         store = open_store(paths.store)
         ns, name = model.metadata.namespace, model.metadata.name
         state = _read_state(store, _state_key(f"{ns}/{name}"))
@@ -208,14 +249,20 @@ def serve_command(args: argparse.Namespace) -> int:
             )
         question, reference = _sample_question(store, layout, args.question)
         args.keep_serving = not args.once
-        return _serve(args, model, serving, question, reference)
-    except LocalRunError as exc:
-        log.error("Failed local serve: %s", exc)
-        return 1
+        return _serve(args, model, serving, question, reference, paths.workdir)
+    finally:
+        shutil.rmtree(paths.workdir, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace) -> int:
     paths, model = _prepare(args)
+    try:
+        return _lifecycle(args, paths, model)
+    finally:
+        shutil.rmtree(paths.workdir, ignore_errors=True)
+
+
+def _lifecycle(args: argparse.Namespace, paths: Paths, model: Any) -> int:
     store = open_store(paths.store)
     ns, name = model.metadata.namespace, model.metadata.name
     state_key = _state_key(f"{ns}/{name}")
@@ -262,7 +309,7 @@ def _run(args: argparse.Namespace) -> int:
     state["history"] = state["history"][: model.spec.history_limit]
     if verdict.promoted:
         state["serving"] = {"revision": revision, "adapter": layout.uri(paths.store, "adapter")}
-    store.put_bytes(state_key, json.dumps(state, indent=2).encode(), "application/json")
+    write_json(store, state_key, state)
     sys.stdout.write(
         f"\nRevision {revision}: {verdict.name} — {verdict.message}\n"
         f"Report: {layout.uri(paths.store, 'eval', 'report.html')}\n"
@@ -278,7 +325,7 @@ def _run(args: argparse.Namespace) -> int:
     if not verdict.promoted:
         sys.stdout.write(f"Still serving revision {state['serving']['revision']}.\n")
     question, reference = _sample_question(store, layout, args.question)
-    return _serve(args, model, state["serving"], question, reference)
+    return _serve(args, model, state["serving"], question, reference, paths.workdir)
 
 
 def _sample_question(
@@ -302,6 +349,7 @@ def _serve(
     serving: dict[str, str],
     question: str,
     reference: str | None,
+    workdir: Path,
 ) -> int:
     port = args.port or _free_port()
     env = dict(os.environ)
@@ -312,6 +360,7 @@ def _serve(
             "DOCMODEL_BASE_MODEL": model.spec.base_model.name,
             "DOCMODEL_ADAPTER_URI": serving["adapter"],
             "DOCMODEL_HOST": "127.0.0.1",
+            "DOCMODEL_WORKDIR": str(workdir / "server"),
             "DOCMODEL_PORT": str(port),
             "DOCMODEL_MAX_LORA_RANK": str(model.spec.training.lora.r),
             "DOCMODEL_MAX_MODEL_LEN": str(model.spec.serving.max_model_len),

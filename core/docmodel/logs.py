@@ -24,6 +24,9 @@ QUIET = {
 }
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload = {
@@ -33,6 +36,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         payload.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload)
 
 
@@ -47,6 +52,13 @@ def setup_logging(fmt: str = "text") -> None:
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("DOCMODEL_LOG_LEVEL", "INFO"))
-    for name, level in QUIET.items():
-        logging.getLogger(name).setLevel(level)
+    level = os.environ.get("DOCMODEL_LOG_LEVEL", "INFO").upper()
+    if level not in LEVELS:
+        root.setLevel(logging.INFO)
+        logging.getLogger("docmodel").warning(
+            "Ignored DOCMODEL_LOG_LEVEL=%r: use one of %s", level, ", ".join(LEVELS)
+        )
+    else:
+        root.setLevel(level)
+    for name, quiet_level in QUIET.items():
+        logging.getLogger(name).setLevel(quiet_level)

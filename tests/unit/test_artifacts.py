@@ -88,3 +88,56 @@ def test_local_store_refuses_escaping_keys(tmp_path: Path) -> None:
 )
 def test_matches(key: str, ok: bool) -> None:
     assert matches(key, ["**/*.md"], ["drafts/**"]) is ok
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"training": {"tolerations": [{"key": "gpu", "operator": "Exists"}]}},
+        {"training": {"activeDeadlineSeconds": 3600, "backoffLimit": 5}},
+        {"training": {"resources": {"gpu": 2, "memory": "80Gi"}, "image": "trainer:2"}},
+        {"evaluation": {"minImprovement": 0.1, "mustBeatServing": False}},
+        {"retraining": {"schedule": "0 3 * * *"}, "suspend": True, "historyLimit": 3},
+        {
+            "dataset": {
+                "generator": "teacher",
+                "teacher": {
+                    "endpoint": "http://t:8000/v1",
+                    "model": "m",
+                    "maxConcurrency": 64,
+                    "secretRef": {"name": "other", "key": "k"},
+                },
+            }
+        },
+    ],
+)
+def test_run_settings_do_not_change_the_revision(change: dict[str, object]) -> None:
+    base = dict(SPEC)
+    if "dataset" in change:  # compare teacher settings with the same teacher
+        base = {
+            **SPEC,
+            "dataset": {
+                "generator": "teacher",
+                "teacher": {"endpoint": "http://t:8000/v1", "model": "m"},
+            },
+        }
+    assert revision_id(api.parse_spec({**base, **change}), "sha256:1") == revision_id(
+        api.parse_spec(base), "sha256:1"
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"training": {"lora": {"r": 32}}},
+        {"training": {"learningRate": 1e-4}},
+        {"baseModel": {"name": "other/model"}},
+        {"dataset": {"seed": 7}},
+        {"dataset": {"chunking": {"maxTokens": 512}}},
+        {"source": {"bucket": "docs", "prefix": "other/"}},
+    ],
+)
+def test_training_settings_change_the_revision(change: dict[str, object]) -> None:
+    assert revision_id(api.parse_spec({**SPEC, **change}), "sha256:1") != revision_id(
+        api.parse_spec(SPEC), "sha256:1"
+    )
