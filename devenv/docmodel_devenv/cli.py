@@ -12,12 +12,19 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
+import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import build
+from . import build, procs
+
+if TYPE_CHECKING:
+    from .stack import DevEnv
 
 log = logging.getLogger("docmodel_devenv")
 
@@ -44,20 +51,27 @@ def _up(args: argparse.Namespace) -> int:
         build.build_all()
     workdir = Path(args.workdir) if args.workdir else None
     env = DevEnv.create(workdir, keep_workdir=args.workdir is not None)
+    state = state_file()
+    me = procs.identity(os.getpid())
+    # Every child from here on (control plane, kwok, MinIO, pods) is listed in the state
+    # file with its identity, for `down`.
+    procs.record_to(
+        state,
+        up=None if me is None else asdict(me),
+        workdir=str(env.workdir),
+        temporary=not env.keep_workdir,
+    )
+    try:
+        _serve(env)
+    finally:
+        procs.record_to(None)
+        state.unlink(missing_ok=True)
+    return 0
+
+
+def _serve(env: DevEnv) -> None:
     with env:
         assert env.control_plane is not None
-        state = state_file()
-        state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "workdir": str(env.workdir),
-                    "kubeconfig": str(env.kubeconfig),
-                    "children": [p.pid for p in env.control_plane.processes.values()],
-                }
-            )
-        )
         sys.stdout.write(
             f"export KUBECONFIG={env.kubeconfig}\n"
             f"export PATH={env.binaries['kubectl'].parent}:$PATH  # kubectl {build.FAMILIES['kubernetes'].version()}\n"
@@ -71,24 +85,34 @@ def _up(args: argparse.Namespace) -> int:
             threading.Event().wait()
         except KeyboardInterrupt:
             log.info("Stopping on interrupt")
-        finally:
-            state.unlink(missing_ok=True)
-    return 0
 
 
 def _down(args: argparse.Namespace) -> int:
+    """Stop what the state file lists, signalling only processes that are still the
+    recorded ones (a killed `up` took its children along, and their pids may be reused)."""
     state = state_file()
     if not state.exists():
         log.info("No running dev environment found state=%s", state)
         return 0
     data = json.loads(state.read_text())
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(data["pid"], signal.SIGTERM)
-        log.info("Signalled dev environment pid=%d", data["pid"])
-    for child in data.get("children", []):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child, signal.SIGKILL)
+    up = procs.Identity(**data["up"]) if data.get("up") else None
+    if up is not None and procs.is_running(up):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(up.pid, signal.SIGTERM)
+            log.info("Signalled dev environment pid=%d", up.pid)
+        deadline = time.monotonic() + 30  # it stops its children and removes its workdir
+        while procs.is_running(up) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    for recorded in data.get("processes", []):
+        child = procs.Identity(**recorded)
+        if procs.kill_recorded(child) == "killed":
+            log.info("Killed process group pid=%d exe=%s", child.pid, child.exe)
+    workdir = Path(data["workdir"]) if data.get("workdir") else None
+    if workdir is not None and data.get("temporary") and workdir.exists():
+        shutil.rmtree(workdir, ignore_errors=True)
+        log.info("Removed workdir path=%s", workdir)
     state.unlink(missing_ok=True)
+    log.info("Stopped dev environment state=%s", state)
     return 0
 
 

@@ -8,7 +8,8 @@ Jobs waiting in the queue are decoded together, up to `max_batch_size` at a time
 adapter on, or all off): prompts are left-padded, and one forward pass per step serves every
 row, each with its own KV cache row, sampling settings and stop conditions. A row finishes (and
 its caller is answered) as soon as it is done; jobs that arrive meanwhile wait for the next
-batch. Each row is greedy when its temperature is 0, otherwise temperature and top-p sampling
+batch. A job whose `cancelled` event is set (its client left) is dropped from the queue, or
+its row stops at the next step. Each row is greedy when its temperature is 0, otherwise temperature and top-p sampling
 (seeded per request when `seed` is given). Text is emitted only once it can no longer change:
 an incomplete UTF-8 sequence or the beginning of a stop string is held back, so streamed
 deltas always add up to the final text.
@@ -103,6 +104,7 @@ class LocalEngine:
         self.ready = False
         self.batches = 0  # forward-pass groups run, and the requests they held
         self.batched_requests = 0
+        self.cancelled_requests = 0  # jobs dropped or stopped early because their client left
         # Fast tokenizers are not safe to share between threads: the event loop encodes prompts
         # while the worker decodes outputs.
         self._tokenizer_lock = threading.Lock()
@@ -247,6 +249,7 @@ class LocalEngine:
     def _next_batch(self, pending: deque[Job]) -> list[Job]:
         """Up to `max_batch_size` queued jobs, oldest first, that all want the adapter on (or off)."""
         live = [job for job in pending if not job.cancelled.is_set()]
+        self.cancelled_requests += len(pending) - len(live)
         pending.clear()
         if not live:
             return []
@@ -284,6 +287,7 @@ class LocalEngine:
                 logits = out.logits[:, -1]
                 tokens = [row.step(logits[i], self.eos_ids) for i, row in enumerate(rows)]
                 if all(row.done for row in rows):
+                    self.cancelled_requests += sum(row.cancelled for row in rows)
                     return
                 mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
                 out = self.model(
@@ -331,6 +335,7 @@ class _Row:
         self.generated: list[int] = []
         self.emitted = 0
         self.done = False
+        self.cancelled = False
         params = job.params
         self.generator = None
         if params.temperature > 0 and params.seed is not None:
@@ -342,7 +347,7 @@ class _Row:
             return None
         job, params = self.job, self.job.params
         if job.cancelled.is_set():  # nobody is listening any more
-            self.done = True
+            self.done = self.cancelled = True
             return None
         token = _pick(logits, params, self.generator)
         if token in eos_ids:

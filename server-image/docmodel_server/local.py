@@ -11,8 +11,10 @@ It speaks the subset of vLLM's OpenAI API that DocModel clients use, in the same
 
 Streams are `data: <chunk JSON>` events: a role delta first (chat), then content deltas, then a
 chunk that carries `finish_reason`, an optional usage chunk (`stream_options.include_usage`),
-then `data: [DONE]`. With an API key set, `/v1/*` needs `Authorization: Bearer <key>` and
-answers 401 otherwise. Errors use vLLM's body: `{"error": {"message", "type", "param", "code"}}`.
+then `data: [DONE]`. A client that disconnects stops its generation, streaming or not (the
+worker drops the job, or stops its row at the next token). With an API key set, `/v1/*` needs
+`Authorization: Bearer <key>` and answers 401 otherwise. Errors use vLLM's body:
+`{"error": {"message", "type", "param", "code"}}`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Engine(Protocol):
     default_top_p: float
     batches: int
     batched_requests: int
+    cancelled_requests: int
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]: ...
     def encode(self, text: str) -> list[int]: ...
@@ -67,6 +70,7 @@ ERROR_TYPES = {
     400: "BadRequestError",
     401: "AuthenticationError",
     404: "NotFoundError",
+    499: "ClientClosedRequestError",
     500: "InternalServerError",
     503: "ServiceUnavailableError",
 }
@@ -305,7 +309,31 @@ def create_app(
                 else:
                     raise ApiError(500, event.message)
         finally:
-            job.cancelled.set()  # a no-op when finished; stops the work if the client left
+            # A no-op once finished; when `answer` cancels the collection (the client left),
+            # the worker drops the job, or stops its row at the next token.
+            job.cancelled.set()
+
+    async def answer(
+        request: Request, job: Job, events: asyncio.Queue[Event]
+    ) -> tuple[str, Finished]:
+        """`collect`, raced against the client's disconnect (which Starlette does not act on
+        for a handler that is still running): a client that leaves cancels its generation."""
+        collecting = asyncio.ensure_future(collect(job, events))
+        watching = asyncio.ensure_future(disconnected(request))
+        try:
+            await asyncio.wait({collecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            collecting.cancel()  # a no-op once done
+        if collecting.done() and not collecting.cancelled():
+            return collecting.result()
+        log.info("Cancelled generation of a disconnected client endpoint=%s", request.url.path)
+        raise ApiError(499, "The client closed the request.")
+
+    async def disconnected(request: Request) -> None:
+        # The body has been read: the next message is the disconnect.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
 
     def account(done: Finished) -> None:
         metrics.prompt_tokens.inc(done.prompt_tokens)
@@ -355,7 +383,9 @@ def create_app(
         )
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(req: ChatCompletionRequest) -> dict[str, Any] | StreamingResponse:
+    async def chat(
+        req: ChatCompletionRequest, request: Request
+    ) -> dict[str, Any] | StreamingResponse:
         adapter = resolve(req.model)
         prompt_ids = engine.chat_prompt(
             [{"role": m.role, "content": m.text()} for m in req.messages]
@@ -396,7 +426,7 @@ def create_app(
                     lambda d: {**head, "choices": [], "usage": usage(d)},
                 )
             )
-        text, done = await collect(job, events)
+        text, done = await answer(request, job, events)
         return {
             "id": rid,
             "object": "chat.completion",
@@ -414,7 +444,9 @@ def create_app(
         }
 
     @app.post("/v1/completions", response_model=None)
-    async def complete(req: CompletionRequest) -> dict[str, Any] | StreamingResponse:
+    async def complete(
+        req: CompletionRequest, request: Request
+    ) -> dict[str, Any] | StreamingResponse:
         adapter = resolve(req.model)
         prompt_ids = engine.encode(req.prompt_text())
         params = sampling(req, len(prompt_ids), req.max_tokens, "prompt")
@@ -440,7 +472,7 @@ def create_app(
                     lambda d: {**head, "choices": [], "usage": usage(d)},
                 )
             )
-        text, done = await collect(job, events)
+        text, done = await answer(request, job, events)
         return {
             **head,
             "choices": [

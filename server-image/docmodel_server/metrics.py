@@ -28,7 +28,7 @@ ENDPOINTS = (
 
 
 class _BatchCollector(Collector):
-    """Reads the engine's batch counters at scrape time (the worker thread only increments)."""
+    """Reads the engine's batch and cancellation counters at scrape time (the worker thread only increments)."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
@@ -43,6 +43,11 @@ class _BatchCollector(Collector):
             "docmodel_server_batched_requests",
             "Requests decoded in those groups (divide by batches for the mean batch size).",
             value=self.engine.batched_requests,
+        )
+        yield CounterMetricFamily(
+            "docmodel_server_cancelled_requests",
+            "Generation requests dropped or stopped early because their client disconnected.",
+            value=self.engine.cancelled_requests,
         )
 
 

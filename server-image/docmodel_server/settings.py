@@ -7,7 +7,7 @@
 | `DOCMODEL_BASE_MODEL`             | `meta-llama/Llama-3.1-8B-Instruct`   | Base model id (also the name the base model is served under), or a local directory. |
 | `DOCMODEL_BASE_MODEL_MIRROR`      | unset                                | `s3://...` (or a directory) holding the base model's files; fetched instead of the Hub. |
 | `DOCMODEL_REVISION`               | unset                                | Revision being served; logged and exported as a metric label. |
-| `DOCMODEL_MAX_LORA_RANK`          | the adapter's `r`, rounded up        | vLLM `--max-lora-rank`; must be one of vLLM's ranks (1, 8, 16, 32, 64, 128, 256, 320, 512). |
+| `DOCMODEL_MAX_LORA_RANK`          | the adapter's `r`, rounded up        | vLLM `--max-lora-rank`; rounded up to one of vLLM's ranks (1, 8, 16, 32, 64, 128, 256, 320, 512). |
 | `DOCMODEL_MAX_MODEL_LEN`          | `8192`                               | Longest prompt + completion, in tokens. |
 | `DOCMODEL_GPU_MEMORY_UTILIZATION` | `0.9`                                | Fraction of GPU memory vLLM may use. |
 | `DOCMODEL_HOST`                   | `$POD_IP`, else `0.0.0.0`            | Address to bind. |
@@ -16,7 +16,7 @@
 | `DOCMODEL_ENGINE`                 | `auto`                               | `vllm`, `local` (transformers + peft on CPU), or `auto`: vLLM when it is installed and a GPU is present. |
 | `DOCMODEL_MAX_BATCH_SIZE`         | `8`                                  | Local engine only: requests decoded together at most. |
 | `DOCMODEL_CPU_THREADS`            | half the CPU cores (at least 1)      | Local engine only: torch threads. More threads than free cores make torch's spinning workers starve the HTTP loop. |
-| `DOCMODEL_WORKDIR`                | `/tmp/docmodel-server`               | Where the adapter and the base model mirror are downloaded. |
+| `DOCMODEL_WORKDIR`                | `$TMPDIR/docmodel-server-<pid>`      | Where the adapter and the base model mirror are downloaded (emptied first; one per process, so that servers on one machine never share it). The image sets `/var/lib/docmodel`. |
 | `DOCMODEL_VLLM_EXTRA_ARGS`        | unset                                | Extra `vllm serve` flags, split like a shell would (for example `--max-num-seqs 64`). |
 
 The artifact store's credentials are read the way `docmodel.artifacts.open_artifact_store`
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -65,7 +66,7 @@ class ServerSettings(BaseModel):
     engine: Engine = "auto"
     max_batch_size: int = Field(default=8, ge=1, le=256)
     cpu_threads: int | None = Field(default=None, ge=1, le=1024)
-    workdir: Path = Path("/tmp/docmodel-server")
+    workdir: Path = Field(default_factory=lambda: default_workdir())
     vllm_extra_args: list[str] = Field(default_factory=list)
 
     @classmethod
@@ -80,7 +81,13 @@ class ServerSettings(BaseModel):
         if "host" not in values and env.get("POD_IP"):
             values["host"] = env["POD_IP"]
         if "vllm_extra_args" in values:
-            values["vllm_extra_args"] = shlex.split(values["vllm_extra_args"])
+            try:
+                values["vllm_extra_args"] = shlex.split(values["vllm_extra_args"])
+            except ValueError as exc:
+                raise SettingsError(
+                    f"invalid server configuration: {ENV_PREFIX}VLLM_EXTRA_ARGS: {exc} "
+                    "(it is split like a shell command line)"
+                ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)
@@ -106,3 +113,8 @@ class ServerSettings(BaseModel):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+
+def default_workdir() -> Path:
+    """A download directory of this process's own: `fetch` empties what it downloads into."""
+    return Path(tempfile.gettempdir()) / f"docmodel-server-{os.getpid()}"

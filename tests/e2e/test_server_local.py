@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -205,6 +206,34 @@ def test_metrics_count_generated_tokens(server: RunningServer, client: openai.Op
     ]
     assert generated and float(generated[0].split()[-1]) > 0
     assert 'docmodel_server_requests_total{endpoint="/v1/chat/completions",status="200"}' in text
+
+
+def _metric(server: RunningServer, name: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    values = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(values[0]) if values else 0.0
+
+
+def test_a_client_that_leaves_stops_its_generation(
+    server: RunningServer, client: openai.OpenAI
+) -> None:
+    counter = "docmodel_server_cancelled_requests_total"
+    before = _metric(server, counter)
+    long_request = {"model": SERVED_NAME, "prompt": "Once upon a time", "max_tokens": 2000}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+        httpx.post(
+            server.url + "/v1/completions",
+            json={**long_request, "temperature": 0},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=httpx.Timeout(30, read=0.5),
+        )
+    deadline = time.monotonic() + 10
+    while _metric(server, counter) <= before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _metric(server, counter) == before + 1
+    started = time.monotonic()
+    assert chat(client, max_tokens=4) is not None
+    assert time.monotonic() - started < 10, "the worker should be free again"
 
 
 # ------------------------------------------------------------------------- startup failures

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
+import os
 import socket
+import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,11 +125,30 @@ def test_settings_defaults_and_host_from_pod_ip() -> None:
         ({**ENV, "DOCMODEL_ENGINE": "tpu"}, "DOCMODEL_ENGINE"),
         ({**ENV, "DOCMODEL_GPU_MEMORY_UTILIZATION": "1.5"}, "DOCMODEL_GPU_MEMORY_UTILIZATION"),
         ({**ENV, "DOCMODEL_SERVED_NAME": "a=b"}, "DOCMODEL_SERVED_NAME"),
+        ({**ENV, "DOCMODEL_VLLM_EXTRA_ARGS": "--chat-template 'x"}, "DOCMODEL_VLLM_EXTRA_ARGS"),
     ],
 )
 def test_invalid_settings_name_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         ServerSettings.from_env(env)
+
+
+def test_unsplittable_extra_args_exit_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DOCMODEL_VLLM_EXTRA_ARGS", '--chat-template "x')
+    assert cli.main(["probe", "--live"]) == cli.EXIT_BAD_CONFIG
+    assert "DOCMODEL_VLLM_EXTRA_ARGS: No closing quotation" in capsys.readouterr().err
+
+
+def test_default_workdir_is_the_process_own() -> None:
+    minimal = {"DOCMODEL_SERVED_NAME": "x", "DOCMODEL_ADAPTER_URI": "/a"}
+    workdir = ServerSettings.from_env(minimal).workdir
+    assert workdir == Path(tempfile.gettempdir()) / f"docmodel-server-{os.getpid()}"
+    explicit = ServerSettings.from_env({**minimal, "DOCMODEL_WORKDIR": "/var/lib/docmodel"})
+    assert explicit.workdir == Path("/var/lib/docmodel")
 
 
 def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -284,6 +307,7 @@ def test_next_batch_takes_the_oldest_jobs_with_the_same_adapter_setting() -> Non
     assert engine._next_batch(pending) == [b]
     assert engine._next_batch(pending) == [d]
     assert engine._next_batch(pending) == []
+    assert engine.cancelled_requests == 1  # `gone` was dropped
 
 
 class FakeEngine:
@@ -298,6 +322,7 @@ class FakeEngine:
         self.jobs: list[Job] = []
         self.batches = 0
         self.batched_requests = 0
+        self.cancelled_requests = 0
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         return self.encode(" ".join(m["content"] for m in messages))
@@ -477,3 +502,63 @@ def test_metrics_count_requests_and_tokens(client: TestClient) -> None:
     )
     assert 'docmodel_server_info{revision="",served_name="handbook"} 1.0' in text
     assert "docmodel_server_batched_requests_total 1.0" in text
+
+
+class EndlessEngine(FakeEngine):
+    """Generates a word every few milliseconds until its job is cancelled."""
+
+    def submit(self, job: Job) -> None:
+        self.jobs.append(job)
+
+        def work() -> None:
+            while not job.cancelled.wait(0.005):
+                job.emit(TextDelta(" word"))
+            self.cancelled_requests += 1
+
+        threading.Thread(target=work).start()
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_a_client_that_disconnects_cancels_its_generation(path: str) -> None:
+    engine = EndlessEngine()
+    app = create_app(engine, served_name="handbook", base_name="base")
+    body = json.dumps({**CHAT, "prompt": "How long?", "max_tokens": 32}).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent: list[dict[str, object]] = []
+
+    async def call() -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, object]:
+            if messages:
+                return messages.pop(0)
+            await asyncio.sleep(0.1)  # the client waits a little, then goes away
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        await asyncio.wait_for(app(scope, receive, send), timeout=10)
+        deadline = time.monotonic() + 5  # the worker stops (while the loop still takes events)
+        while engine.cancelled_requests == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(call())
+    assert engine.jobs and engine.jobs[0].cancelled.is_set()
+    assert sent[0]["status"] == 499
+    text = TestClient(app).get("/metrics").text
+    assert "docmodel_server_cancelled_requests_total 1.0" in text
+    assert f'docmodel_server_requests_total{{endpoint="{path}",status="499"}} 1.0' in text
