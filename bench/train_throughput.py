@@ -27,22 +27,19 @@ hidden 128), fp32 LoRA, 64-token rows. Those figures are labelled `"mode": "cpu-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import logging
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
-from benchlib import write_result
+from benchlib import cpu_model, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 # As in docmodel_trainer.modeling: peft imports bitsandbytes, whose CPU backend warns about an
@@ -226,16 +223,17 @@ def run_ours(args: argparse.Namespace) -> dict:
 def machine() -> dict:
     import torch
 
+    from docmodel.artifacts import software_versions
+
     info = {
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **software_versions(
+            ("torch", "transformers", "trl", "peft", "bitsandbytes", "flash-attn", "unsloth")
+        ),
     }
-    for name in ("transformers", "trl", "peft", "bitsandbytes", "flash-attn", "unsloth"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            info[name] = metadata.version(name)
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -127,6 +127,11 @@ def test_train_then_evaluate(setup: dict[str, Path], capsys: pytest.CaptureFixtu
     assert {f.path for f in eval_manifest.files} == {"report.json", "report.html"}
     assert eval_manifest.details["verdict"] in {"Promoted", "Rejected"}
     assert eval_manifest.inputs["adapter"].endswith(f"rev-{REV}/adapter")
+    assert eval_manifest.inputs["serving_adapter"].endswith(f"rev-{OLD_REV}/adapter")
+
+    # The same request again: the report stands.
+    assert job(setup, "evaluate", "work-eval-again", "--serving-revision", OLD_REV) == 0
+    assert "Found report uri=" in capsys.readouterr().err
 
 
 def test_restarted_training_resumes_from_the_stored_checkpoint(

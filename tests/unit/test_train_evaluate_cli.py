@@ -1,5 +1,6 @@
 """The train and evaluate commands reject bad input up front, with exit codes and messages
-that name the problem (no model is loaded on these paths)."""
+that name the problem (no model is loaded on these paths): bad settings, missing or corrupted
+artifacts, a base model that cannot be had; and evaluate keeps a report only for what it scored."""
 
 from __future__ import annotations
 
@@ -9,11 +10,20 @@ import pytest
 import yaml
 from e2e.dataset_factory import docmodel_manifest, publish_dataset
 
-from docmodel.artifacts import RevisionLayout
+from docmodel.artifacts import Manifest, RevisionLayout, publish_dir
 from docmodel.storage import LocalStore
-from docmodel_trainer import modeling
+from docmodel_trainer import fetch, modeling
 from docmodel_trainer.cli import main
-from docmodel_trainer.common import EXIT_BAD_INPUT, EXIT_NO_DATA
+from docmodel_trainer.common import (
+    EXIT_BAD_INPUT,
+    EXIT_NO_DATA,
+    EXIT_STORAGE,
+    EXIT_UPSTREAM,
+    JobError,
+)
+from docmodel_trainer.evaluate import report_covers
+
+LAYOUT = RevisionLayout("docs", "handbook", "r1")
 
 
 @pytest.fixture
@@ -81,3 +91,153 @@ def test_serving_flags_are_exclusive(job, capsys) -> None:  # type: ignore[no-un
     with pytest.raises(SystemExit) as exc:
         main(args(dm, store, "evaluate", "--serving-revision", "r0", "--serving-adapter", "/x"))
     assert exc.value.code == 2
+
+
+# -- the base model ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("load", [modeling.load_tokenizer, modeling.load_model])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("/nonexistent/model", "base model /nonexistent/model is not a directory"),
+        ("./no-such-dir", "base model ./no-such-dir is not a directory"),
+        ("not a model id!", "is neither a local directory nor a valid Hugging Face model id"),
+        ("org/team/model", "is neither a local directory nor a valid Hugging Face model id"),
+    ],
+)
+def test_base_model_that_is_no_model_is_bad_input(load, name, message) -> None:  # type: ignore[no-untyped-def]
+    kwargs = {"quantize_4bit": False} if load is modeling.load_model else {}
+    with pytest.raises(JobError) as exc:
+        load(name, **kwargs)
+    assert exc.value.exit_code == EXIT_BAD_INPUT and message in str(exc.value)
+
+
+@pytest.mark.parametrize("load", [modeling.load_tokenizer, modeling.load_model])
+def test_directory_without_a_model_is_bad_input(load, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    kwargs = {"quantize_4bit": False} if load is modeling.load_model else {}
+    with pytest.raises(JobError) as exc:
+        load(str(tmp_path), **kwargs)
+    assert exc.value.exit_code == EXIT_BAD_INPUT
+    assert f"base model directory {tmp_path} has no config.json" in str(exc.value)
+
+    # A config alone: no tokenizer files, no weights.
+    (tmp_path / "config.json").write_text(
+        '{"model_type": "llama", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,'
+        ' "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}'
+    )
+    with pytest.raises(JobError) as exc:
+        load(str(tmp_path), **kwargs)
+    assert exc.value.exit_code == EXIT_BAD_INPUT
+    assert f"base model directory {tmp_path} does not hold a loadable model" in str(exc.value)
+
+
+@pytest.mark.parametrize("load", [modeling.load_tokenizer, modeling.load_model])
+def test_hub_model_that_cannot_be_fetched_is_an_upstream_failure(load, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    kwargs = {"quantize_4bit": False} if load is modeling.load_model else {}
+    with pytest.raises(JobError) as exc:
+        load("docmodel-tests/no-such-model", **kwargs)
+    assert exc.value.exit_code == EXIT_UPSTREAM and exc.value.reason == "BaseModelUnavailable"
+    assert "base model docmodel-tests/no-such-model could not be found locally or fetched" in str(
+        exc.value
+    )
+
+
+def test_train_names_the_missing_base_model(job, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    dm, store = job
+    publish_dataset(LocalStore(store), LAYOUT, tmp_path / "ds")
+    code = main(args(dm, store, "train", "--method", "lora", "--workdir", str(tmp_path / "w")))
+    assert code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "reason=BaseModelMissing" in err and f"{tmp_path / 'no-model'} is not a directory" in err
+
+
+# -- downloaded artifacts are checked against their manifests --------------------------------
+
+
+def test_tampered_dataset_file_is_named(job, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    dm, store = job
+    publish_dataset(LocalStore(store), LAYOUT, tmp_path / "ds")
+    stored = store / LAYOUT.dir("dataset") / "train.jsonl"
+    stored.write_text(stored.read_text().replace("Port", "Gate"))  # same size, other bytes
+    code = main(args(dm, store, "train", "--method", "lora", "--workdir", str(tmp_path / "w")))
+    assert code == EXIT_STORAGE
+    err = capsys.readouterr().err
+    assert "reason=ChecksumMismatch" in err and "file train.jsonl" in err and "sha256" in err
+    assert f"{store.resolve()}/docs/handbook/rev-r1/dataset" in err
+
+
+def test_tampered_or_missing_adapter_file_is_named(tmp_path) -> None:
+    src = tmp_path / "adapter"
+    src.mkdir()
+    (src / "adapter_config.json").write_text('{"r": 8}')
+    (src / "adapter_model.safetensors").write_bytes(b"weights")
+    store = LocalStore(tmp_path / "store")
+    uri = publish_dir(src, store, LAYOUT, Manifest(kind="adapter", revision="r1"))
+    fetch.fetch_adapter(uri, tmp_path / "ok")  # untouched: fetched
+
+    stored = tmp_path / "store" / LAYOUT.dir("adapter") / "adapter_model.safetensors"
+    stored.write_bytes(b"weights, truncated")
+    with pytest.raises(JobError) as exc:
+        fetch.fetch_adapter(uri, tmp_path / "tampered")
+    assert exc.value.exit_code == EXIT_STORAGE
+    assert f"file adapter_model.safetensors of the artifact at {uri} has 18 bytes" in str(exc.value)
+
+    stored.unlink()
+    with pytest.raises(JobError) as exc:
+        fetch.fetch_adapter(uri, tmp_path / "missing")
+    assert exc.value.exit_code == EXIT_STORAGE
+    assert f"file adapter_model.safetensors of the artifact at {uri} is missing" in str(exc.value)
+
+
+# -- an existing report stands only for what it scored ----------------------------------------
+
+CANDIDATE, SERVING = "/store/rev-r1/adapter", "/store/rev-r0/adapter"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "adapter", "serving", "covers"),
+    [
+        ({"adapter": CANDIDATE}, CANDIDATE, None, True),
+        ({"adapter": CANDIDATE, "serving_adapter": SERVING}, CANDIDATE, SERVING, True),
+        ({"adapter": CANDIDATE}, CANDIDATE, SERVING, False),  # no serving scores yet
+        ({"adapter": CANDIDATE, "serving_adapter": SERVING}, CANDIDATE, None, False),
+        ({"adapter": CANDIDATE, "serving_adapter": SERVING}, CANDIDATE, "/other", False),
+        ({"adapter": "/elsewhere", "serving_adapter": SERVING}, CANDIDATE, SERVING, False),
+    ],
+)
+def test_report_covers(inputs, adapter, serving, covers) -> None:  # type: ignore[no-untyped-def]
+    manifest = Manifest(kind="eval", revision="r1", inputs=inputs)
+    assert report_covers(manifest, adapter_uri=adapter, serving_uri=serving) is covers
+
+
+def test_evaluate_redoes_a_report_without_the_serving_scores(job, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    dm, store = job
+    local = LocalStore(store)
+    publish_dataset(local, LAYOUT, tmp_path / "ds")
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.json").write_text("{}")
+    adapter_uri = f"{local.uri}/{LAYOUT.dir('adapter')}"
+    publish_dir(
+        report, local, LAYOUT, Manifest(kind="eval", revision="r1", inputs={"adapter": adapter_uri})
+    )
+
+    # The same request as the report's: it stands.
+    assert main(args(dm, store, "evaluate", "--workdir", str(tmp_path / "w1"))) == 0
+    assert "Found report uri=" in capsys.readouterr().err
+
+    # Asked to score a serving revision too: evaluated again (and here stopped by the absent
+    # candidate adapter, before any model is loaded).
+    code = main(
+        args(dm, store, "evaluate", "--serving-revision", "r0", "--workdir", str(tmp_path / "w2"))
+    )
+    assert code == EXIT_NO_DATA
+    err = capsys.readouterr().err
+    assert "Found report of other adapters" in err and "evaluating again" in err
+    assert "scored_serving=none" in err and "rev-r0/adapter" in err
+    assert "reason=AdapterMissing" in err

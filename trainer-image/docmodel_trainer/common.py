@@ -5,7 +5,8 @@ Every command takes the same job arguments:
     --docmodel FILE   the DocModel (YAML or JSON); or env DOCMODEL_MANIFEST holding it as JSON
     --store URI       the artifact store (s3://bucket/prefix or a directory); env DOCMODEL_STORE
     --revision ID     the revision to work on; env DOCMODEL_REVISION (ingest computes it if unset)
-    --workdir DIR     scratch space; env DOCMODEL_WORKDIR (a temporary directory by default)
+    --workdir DIR     scratch space, kept; env DOCMODEL_WORKDIR (else a temporary directory,
+                      removed when the command ends)
     --config FILE     YAML whose keys are any of the command's flags (flags given win)
 
 Source-bucket credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the operator maps
@@ -15,10 +16,13 @@ the DocModel's secretRef into them); see `docmodel.artifacts.open_artifact_store
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,27 +102,58 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """Parse argv; values from --config fill flags that were not given on the command line."""
+def apply_config_file(
+    parser: argparse.ArgumentParser,
+    argv: list[str],
+    commands: Mapping[str, argparse.ArgumentParser],
+) -> argparse.Namespace:
+    """Parse argv; values from --config fill the chosen command's flags not given on the command
+    line. Keys are flag names, with dashes or underscores (`max-steps`, `max_steps`)."""
     args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        try:
-            values = yaml.safe_load(args.config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+    path = getattr(args, "config", None)
+    if not path:
+        return args
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise JobError(f"cannot read config file {path}: {exc}", "BadConfig", 2) from None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise JobError(
+            f"config file {path} must hold a mapping of flag names to values, "
+            f"not {type(values).__name__}",
+            "BadConfig",
+            2,
+        )
+    command = commands[args.command]
+    actions = {
+        a.dest: a for a in command._actions if a.dest not in (argparse.SUPPRESS, "help", "config")
+    }
+    unknown = sorted(str(k) for k in values if str(k).replace("-", "_") not in actions)
+    if unknown:
+        raise JobError(
+            f"config file {path} has unknown keys for command {args.command}: {', '.join(unknown)}",
+            "BadConfig",
+            2,
+        )
+    defaults = {}
+    for key, value in values.items():
+        action = actions[str(key).replace("-", "_")]
+        if action.nargs == 0:  # --force, --no-packing: true or false
+            if not isinstance(value, bool):
+                raise JobError(f"config file {path}: {key} must be true or false", "BadConfig", 2)
+        elif isinstance(value, (list, dict)):
+            raise JobError(f"config file {path}: {key} must be a single value", "BadConfig", 2)
+        elif action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
             raise JobError(
-                f"cannot read config file {args.config}: {exc}", "BadConfig", 2
-            ) from None
-        if not isinstance(values, dict):
-            raise JobError(f"config file {args.config} must hold a mapping", "BadConfig", 2)
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(k for k in values if k.replace("-", "_") not in known)
-        if unknown:
-            raise JobError(
-                f"config file {args.config} has unknown keys: {', '.join(unknown)}", "BadConfig", 2
+                f"config file {path}: {key} must be one of {choices}, not {value}", "BadConfig", 2
             )
-        parser.set_defaults(**{k.replace("-", "_"): v for k, v in values.items()})
-        args = parser.parse_args(argv)
-    return args
+        elif value is not None and action.type is not None:
+            value = str(value)  # argparse converts and checks a string default as it does a flag
+        defaults[action.dest] = value
+    command.set_defaults(**defaults)
+    return parser.parse_args(argv)
 
 
 def load_docmodel(path: Path | None) -> DocModel:
@@ -151,16 +186,23 @@ def load_docmodel(path: Path | None) -> DocModel:
         raise JobError(str(exc), "InvalidSpec", 2) from None
 
 
+def configured_workdir() -> Path | None:
+    """DOCMODEL_WORKDIR, when set: kept after the command, so a restarted pod resumes from it."""
+    value = os.environ.get("DOCMODEL_WORKDIR")
+    return Path(value) if value else None
+
+
 def job_context(args: argparse.Namespace) -> JobContext:
     docmodel = load_docmodel(args.docmodel)
     store_uri = args.store or os.environ.get("DOCMODEL_STORE")
     if not store_uri:
         raise JobError("no artifact store given (--store or DOCMODEL_STORE)", "NoStore", 2)
-    workdir = args.workdir or (
-        Path(os.environ["DOCMODEL_WORKDIR"])
-        if os.environ.get("DOCMODEL_WORKDIR")
-        else Path(tempfile.mkdtemp(prefix="docmodel-"))
-    )
+    workdir = args.workdir or configured_workdir()
+    if workdir is None:
+        # The CLI gives every command a temporary directory, removed when the command ends;
+        # a caller of a command's `run` without one gets one removed when the process exits.
+        workdir = Path(tempfile.mkdtemp(prefix="docmodel-"))
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         store = open_artifact_store(store_uri)

@@ -16,6 +16,10 @@ At most spec.evaluation.maxQuestions held-out questions (eval.jsonl, in file ord
 exact match, token F1, ROUGE-L; paired bootstrap 95% CIs of candidate - baseline and
 candidate - serving with a fixed seed. The exit code does not depend on the verdict: the
 operator applies the gate; the verdict is recorded in the report for people.
+
+An existing report of the revision stands (the command does nothing) when it scored the same
+candidate adapter and the same serving adapter, or none when none is asked for; otherwise, or
+with --force, the revision is evaluated again and the report replaced.
 """
 
 from __future__ import annotations
@@ -95,9 +99,28 @@ def run(args: argparse.Namespace) -> int:
         raise JobError("max-questions, max-new-tokens and top-k must be positive", "BadArgs", 2)
     modeling.quiet_progress_bars()
     layout = ctx.layout()
-    if not args.force and read_manifest(ctx.store, layout, "eval") is not None:
-        log.info("Found report uri=%s; skipped (use --force)", layout.uri(ctx.store_uri, "eval"))
-        return EXIT_OK
+    adapter_uri = args.adapter or layout.uri(ctx.store_uri, "adapter")
+    serving_uri = args.serving_adapter or (
+        ctx.layout(args.serving_revision).uri(ctx.store_uri, "adapter")
+        if args.serving_revision
+        else None
+    )
+    existing = None if args.force else read_manifest(ctx.store, layout, "eval")
+    if existing is not None:
+        if report_covers(existing, adapter_uri=adapter_uri, serving_uri=serving_uri):
+            log.info(
+                "Found report uri=%s; skipped (use --force)", layout.uri(ctx.store_uri, "eval")
+            )
+            return EXIT_OK
+        log.info(
+            "Found report of other adapters uri=%s scored_adapter=%s scored_serving=%s "
+            "adapter=%s serving=%s; evaluating again",
+            layout.uri(ctx.store_uri, "eval"),
+            existing.inputs.get("adapter"),
+            existing.inputs.get("serving_adapter") or "none",
+            adapter_uri,
+            serving_uri or "none",
+        )
     timings: dict[str, float] = {}
     started = time.monotonic()
 
@@ -110,13 +133,7 @@ def run(args: argparse.Namespace) -> int:
         raise JobError(f"dataset at {dataset_uri} has no eval pairs", "NoEvalData", EXIT_NO_DATA)
     if not chunks:
         raise JobError(f"dataset at {dataset_uri} has no chunks", "NoChunks", EXIT_NO_DATA)
-    adapter_uri = args.adapter or layout.uri(ctx.store_uri, "adapter")
     adapters = {"candidate": fetch.fetch_adapter(adapter_uri, ctx.workdir / "candidate")[0]}
-    serving_uri = args.serving_adapter or (
-        ctx.layout(args.serving_revision).uri(ctx.store_uri, "adapter")
-        if args.serving_revision
-        else None
-    )
     if serving_uri:
         adapters["serving"] = fetch.fetch_adapter(serving_uri, ctx.workdir / "serving")[0]
     timings["fetch_s"] = time.monotonic() - started
@@ -188,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
             "dataset": dataset_digest,
             "adapter": adapter_uri,
             "base_model": spec.base_model.name,
+            # Absent when no serving adapter was scored (see `report_covers`).
             **({"serving_adapter": serving_uri} if serving_uri else {}),
         },
         spec={"evaluation": policy.model_dump(mode="json", by_alias=True)},
@@ -212,6 +230,16 @@ def run(args: argparse.Namespace) -> int:
         uri,
     )
     return EXIT_OK
+
+
+def report_covers(manifest: Manifest, *, adapter_uri: str, serving_uri: str | None) -> bool:
+    """Whether an existing eval artifact scored this candidate adapter and this serving adapter
+    (or, like the request, none), so it can stand; otherwise the revision is evaluated again.
+    A report without serving scores would let the gate skip "must beat what serves now"."""
+    return (
+        manifest.inputs.get("adapter") == adapter_uri
+        and (manifest.inputs.get("serving_adapter") or None) == serving_uri
+    )
 
 
 def build_report(

@@ -1,7 +1,8 @@
 """Fetching the artifacts a workload reads: the dataset, an adapter, training checkpoints.
 
 Every error names the URI that was looked at. An artifact without its manifest is incomplete
-(its writer died mid-upload) and counts as missing.
+(its writer died mid-upload) and counts as missing. Every downloaded file is checked against the
+size and sha256 its manifest lists; a mismatch is a storage failure (exit 4).
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ import hashlib
 import logging
 from pathlib import Path
 
-from docmodel.artifacts import MANIFEST, Manifest, RevisionLayout, open_artifact_store
+from docmodel.artifacts import (
+    MANIFEST,
+    Manifest,
+    RevisionLayout,
+    file_entries,
+    open_artifact_store,
+)
 from docmodel.dataset import CHUNKS, EVAL, TRAIN
 from docmodel.storage import NotFound, ObjectStore, download_tree
-from docmodel_trainer.common import EXIT_NO_DATA, JobError
+from docmodel_trainer.common import EXIT_NO_DATA, EXIT_STORAGE, JobError
 
 log = logging.getLogger("docmodel.trainer.fetch")
 
@@ -47,6 +54,7 @@ def fetch_dataset(
             raise JobError(
                 f"dataset at {uri} is missing {name}", "DatasetIncomplete", EXIT_NO_DATA
             ) from None
+    verify_files(dest, manifest, uri, only=(CHUNKS, TRAIN, EVAL))
     log.info("Fetched dataset uri=%s", uri)
     return dest, manifest, manifest_digest(raw)
 
@@ -63,11 +71,39 @@ def fetch_adapter(uri: str, dest: Path) -> tuple[Path, Manifest]:
             "AdapterMissing",
             EXIT_NO_DATA,
         ) from None
+    manifest = Manifest.model_validate_json(raw)
     download_tree(store, "", dest)
+    verify_files(dest, manifest, uri)
     if not (dest / "adapter_config.json").is_file():
         raise JobError(f"adapter at {uri} has no adapter_config.json", "AdapterIncomplete", 3)
     log.info("Fetched adapter uri=%s", uri)
-    return dest, Manifest.model_validate_json(raw)
+    return dest, manifest
+
+
+def verify_files(
+    local: Path, manifest: Manifest, uri: str, only: tuple[str, ...] | None = None
+) -> None:
+    """Check the downloaded files against the manifest's list (those named in `only`, if given):
+    each listed file is present, with the listed size and sha256."""
+    found = {e.path: e for e in file_entries(local)}
+    for want in manifest.files:
+        if only is not None and want.path not in only:
+            continue
+        got = found.get(want.path)
+        if got is None:
+            problem = "is missing"
+        elif got.size != want.size:
+            problem = f"has {got.size} bytes, the manifest lists {want.size}"
+        elif got.sha256 != want.sha256:
+            problem = f"has sha256 {got.sha256}, the manifest lists {want.sha256}"
+        else:
+            continue
+        raise JobError(
+            f"file {want.path} of the artifact at {uri} {problem} (corrupted or changed after "
+            "the manifest was written)",
+            "ChecksumMismatch",
+            EXIT_STORAGE,
+        )
 
 
 def checkpoint_prefix(layout: RevisionLayout) -> str:

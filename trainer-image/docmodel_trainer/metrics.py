@@ -5,7 +5,8 @@ whitespace) is applied before every metric:
 
 - `exact_match`: 1.0 when the normalised answer equals the normalised reference.
 - `token_f1`: harmonic mean of token precision and recall over the bag of normalised tokens
-  (the SQuAD v1.1 evaluation script's definition).
+  (the SQuAD v2.0 evaluation script's definition: an empty answer against an empty reference
+  scores 1.0, where the v1.1 script gives 0.0).
 - `rouge_l`: F-measure of the longest common subsequence of normalised tokens (Lin, 2004,
   with beta = 1, the form `rouge-score` reports as `fmeasure`).
 

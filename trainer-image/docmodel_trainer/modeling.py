@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from docmodel.api import BaseModelSpec
 from docmodel.storage import NotFound, download_tree, open_store
-from docmodel_trainer.common import EXIT_BAD_INPUT, EXIT_NO_DATA, JobError
+from docmodel_trainer.common import EXIT_BAD_INPUT, EXIT_UPSTREAM, JobError
 
 log = logging.getLogger("docmodel.trainer.modeling")
 
@@ -74,14 +74,14 @@ def resolve_base_model(spec: BaseModelSpec, workdir: Path) -> str:
                 raise JobError(
                     f"base model mirror {spec.mirror} holds no files",
                     "BaseModelMissing",
-                    EXIT_NO_DATA,
+                    EXIT_BAD_INPUT,
                 ) from None
             log.info("Downloaded base model mirror=%s files=%d", spec.mirror, len(files))
         if not (dest / "config.json").is_file():
             raise JobError(
                 f"base model mirror {spec.mirror} has no config.json",
                 "BaseModelMissing",
-                EXIT_NO_DATA,
+                EXIT_BAD_INPUT,
             )
         return str(dest)
     if Path(spec.name).is_dir():
@@ -89,10 +89,63 @@ def resolve_base_model(spec: BaseModelSpec, workdir: Path) -> str:
     return spec.name
 
 
+def load_pretrained(load: Callable[[str], Any], path: str) -> Any:
+    """`load(path)` (a `from_pretrained`), its failures turned into errors that name the model.
+
+    A local directory that does not exist, or a name that is no Hugging Face id: bad input
+    (exit 2). A directory that holds no loadable model (no config.json, missing files): bad
+    input. A Hub id that cannot be had (offline with no cached copy, gated or private without
+    a token, no such repository, the network or the Hub failing): the upstream failed (exit 5).
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    local = Path(path)
+    if not local.is_dir():
+        if path.startswith(("/", ".", "~")) or local.exists():
+            raise JobError(
+                f"base model {path} is not a directory", "BaseModelMissing", EXIT_BAD_INPUT
+            )
+        try:
+            validate_repo_id(path)
+        except HFValidationError:
+            raise JobError(
+                f"base model {path} is neither a local directory nor a valid Hugging Face "
+                "model id (namespace/name)",
+                "BaseModelInvalid",
+                EXIT_BAD_INPUT,
+            ) from None
+    elif not (local / "config.json").is_file():
+        raise JobError(
+            f"base model directory {path} has no config.json (not a Hugging Face model)",
+            "BaseModelInvalid",
+            EXIT_BAD_INPUT,
+        )
+    try:
+        return load(path)
+    except (OSError, ValueError) as exc:  # transformers: ValueError for unusable local files
+        detail = " ".join(str(exc).split())
+        if local.is_dir():
+            raise JobError(
+                f"base model directory {path} does not hold a loadable model: {detail}",
+                "BaseModelInvalid",
+                EXIT_BAD_INPUT,
+            ) from None
+        if not isinstance(exc, OSError):
+            raise
+        raise JobError(
+            f"base model {path} could not be found locally or fetched from the Hugging Face "
+            f"Hub (offline without a cached copy, gated or private without a token, or no such "
+            f"model): {detail}",
+            "BaseModelUnavailable",
+            EXIT_UPSTREAM,
+        ) from None
+
+
 def load_tokenizer(path: str, *, padding_side: str = "right") -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, path)
     if tokenizer.chat_template is None:
         raise JobError(
             f"base model {path} has no chat template; use an instruct model",
@@ -144,12 +197,7 @@ def load_model(path: str, *, quantize_4bit: bool) -> Any:
             bnb_4bit_compute_dtype=torch.bfloat16,
             bnb_4bit_quant_storage=torch.bfloat16,
         )
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as exc:
-        raise JobError(
-            f"cannot load base model {path}: {exc}", "BaseModelMissing", EXIT_NO_DATA
-        ) from None
+    model = load_pretrained(lambda p: AutoModelForCausalLM.from_pretrained(p, **kwargs), path)
     log.info(
         "Loaded base model path=%s quantized_4bit=%s dtype=%s attention=%s device=%s",
         path,
