@@ -81,6 +81,18 @@ def spec_digest(spec: DocModelSpec) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(relevant).encode()).hexdigest()
 
 
+# Evaluation settings that change what a report holds (the gate's metric, margin and
+# must-beat-serving only change the verdict, which is recomputed from the report's scores).
+REPORT_FIELDS = ("baseline", "maxQuestions", "maxNewTokens")
+
+
+def evaluation_digest(spec: DocModelSpec) -> str:
+    """Digest of the evaluation settings a report was scored under."""
+    wire = spec.evaluation.model_dump(mode="json", by_alias=True)
+    relevant = {name: wire.get(name) for name in REPORT_FIELDS}
+    return "sha256:" + hashlib.sha256(canonical_json(relevant).encode()).hexdigest()
+
+
 def revision_id(spec: DocModelSpec, src_digest: str) -> str:
     """Short, deterministic revision id (10 hex characters)."""
     combined = f"{spec_digest(spec)}|{src_digest}"

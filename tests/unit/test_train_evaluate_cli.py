@@ -215,6 +215,25 @@ def test_report_covers(inputs, adapter, serving, covers) -> None:  # type: ignor
     assert report_covers(manifest, adapter_uri=adapter, serving_uri=serving) is covers
 
 
+def test_report_under_other_evaluation_settings_is_redone() -> None:
+    from docmodel import api
+    from docmodel.artifacts import evaluation_digest
+
+    spec = api.parse_spec({"source": {"bucket": "docs"}})
+    more = api.parse_spec({"source": {"bucket": "docs"}, "evaluation": {"maxQuestions": 500}})
+    gate_only = api.parse_spec(
+        {"source": {"bucket": "docs"}, "evaluation": {"minImprovement": 0.3, "metric": "rouge_l"}}
+    )
+    inputs = {"adapter": CANDIDATE, "evaluation": evaluation_digest(spec)}
+    manifest = Manifest(kind="eval", revision="r1", inputs=inputs)
+    covers = lambda s: report_covers(  # noqa: E731
+        manifest, adapter_uri=CANDIDATE, serving_uri=None, evaluation=evaluation_digest(s)
+    )
+    assert covers(spec) is True
+    assert covers(gate_only) is True  # the verdict is recomputed from the report's scores
+    assert covers(more) is False
+
+
 def test_evaluate_redoes_a_report_without_the_serving_scores(job, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     dm, store = job
     local = LocalStore(store)
@@ -223,8 +242,17 @@ def test_evaluate_redoes_a_report_without_the_serving_scores(job, tmp_path, caps
     report.mkdir()
     (report / "report.json").write_text("{}")
     adapter_uri = f"{local.uri}/{LAYOUT.dir('adapter')}"
+    from docmodel.artifacts import evaluation_digest
+    from docmodel_trainer.common import load_docmodel
+
+    scored_under = evaluation_digest(load_docmodel(dm).spec)
     publish_dir(
-        report, local, LAYOUT, Manifest(kind="eval", revision="r1", inputs={"adapter": adapter_uri})
+        report,
+        local,
+        LAYOUT,
+        Manifest(
+            kind="eval", revision="r1", inputs={"adapter": adapter_uri, "evaluation": scored_under}
+        ),
     )
 
     # The same request as the report's: it stands.

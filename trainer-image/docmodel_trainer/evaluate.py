@@ -31,7 +31,13 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from docmodel.artifacts import Manifest, publish_dir, read_manifest, software_versions
+from docmodel.artifacts import (
+    Manifest,
+    evaluation_digest,
+    publish_dir,
+    read_manifest,
+    software_versions,
+)
 from docmodel.dataset import CHUNKS, EVAL, Chunk, QAPair, read_jsonl
 from docmodel.gate import decide_report
 from docmodel.report import DecodingSettings, EvalReport, QuestionResult, Scores, SystemName
@@ -107,13 +113,18 @@ def run(args: argparse.Namespace) -> int:
     )
     existing = None if args.force else read_manifest(ctx.store, layout, "eval")
     if existing is not None:
-        if report_covers(existing, adapter_uri=adapter_uri, serving_uri=serving_uri):
+        if report_covers(
+            existing,
+            adapter_uri=adapter_uri,
+            serving_uri=serving_uri,
+            evaluation=evaluation_digest(ctx.docmodel.spec),
+        ):
             log.info(
                 "Found report uri=%s; skipped (use --force)", layout.uri(ctx.store_uri, "eval")
             )
             return EXIT_OK
         log.info(
-            "Found report of other adapters uri=%s scored_adapter=%s scored_serving=%s "
+            "Found report of other adapters or settings uri=%s scored_adapter=%s scored_serving=%s "
             "adapter=%s serving=%s; evaluating again",
             layout.uri(ctx.store_uri, "eval"),
             existing.inputs.get("adapter"),
@@ -205,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
             "dataset": dataset_digest,
             "adapter": adapter_uri,
             "base_model": spec.base_model.name,
+            "evaluation": evaluation_digest(spec),
             # Absent when no serving adapter was scored (see `report_covers`).
             **({"serving_adapter": serving_uri} if serving_uri else {}),
         },
@@ -232,13 +244,22 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def report_covers(manifest: Manifest, *, adapter_uri: str, serving_uri: str | None) -> bool:
+def report_covers(
+    manifest: Manifest,
+    *,
+    adapter_uri: str,
+    serving_uri: str | None,
+    evaluation: str | None = None,
+) -> bool:
     """Whether an existing eval artifact scored this candidate adapter and this serving adapter
-    (or, like the request, none), so it can stand; otherwise the revision is evaluated again.
-    A report without serving scores would let the gate skip "must beat what serves now"."""
+    (or, like the request, none), under these evaluation settings (`evaluation_digest`), so it
+    can stand; otherwise the revision is evaluated again. A report without serving scores would
+    let the gate skip "must beat what serves now"; one scored with other questions or decoding
+    would judge the candidate on stale numbers."""
     return (
         manifest.inputs.get("adapter") == adapter_uri
         and (manifest.inputs.get("serving_adapter") or None) == serving_uri
+        and (evaluation is None or manifest.inputs.get("evaluation") == evaluation)
     )
 
 
