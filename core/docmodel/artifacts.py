@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from docmodel.api import DocModelSpec
-from docmodel.storage import ObjectInfo, ObjectStore, S3Credentials, open_store
+from docmodel.storage import ObjectInfo, ObjectStore, S3Credentials, StorageError, open_store
 
 ArtifactKind = Literal["dataset", "adapter", "eval"]
 MANIFEST = "manifest.json"
@@ -178,6 +178,36 @@ def file_entries(directory: Path) -> list[FileEntry]:
             )
         )
     return entries
+
+
+class IntegrityError(StorageError):
+    """A downloaded file does not match its manifest entry."""
+
+    reason = "ChecksumMismatch"
+
+
+def verify_files(
+    local: Path, manifest: Manifest, uri: str, only: tuple[str, ...] | None = None
+) -> None:
+    """Check downloaded files against the manifest's list (those named in `only`, if given):
+    each listed file is present, with the listed size and sha256."""
+    found = {e.path: e for e in file_entries(local)}
+    for want in manifest.files:
+        if only is not None and want.path not in only:
+            continue
+        got = found.get(want.path)
+        if got is None:
+            problem = "is missing"
+        elif got.size != want.size:
+            problem = f"has {got.size} bytes, the manifest lists {want.size}"
+        elif got.sha256 != want.sha256:
+            problem = f"has sha256 {got.sha256}, the manifest lists {want.sha256}"
+        else:
+            continue
+        raise IntegrityError(
+            f"file {want.path} of the artifact at {uri} {problem} (corrupted or changed after "
+            "the manifest was written)"
+        )
 
 
 def publish_dir(

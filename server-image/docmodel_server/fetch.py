@@ -7,7 +7,13 @@ import logging
 import shutil
 from pathlib import Path
 
-from docmodel.artifacts import MANIFEST, open_artifact_store
+from docmodel.artifacts import (
+    MANIFEST,
+    IntegrityError,
+    Manifest,
+    open_artifact_store,
+    verify_files,
+)
 from docmodel.storage import StorageError, download_tree, open_store
 
 log = logging.getLogger("docmodel.server")
@@ -35,8 +41,15 @@ def fetch_adapter(uri: str, dest: Path) -> Path:
         raise FetchError(f"cannot fetch the adapter from {uri}: {exc}") from None
     if not (dest / ADAPTER_CONFIG).is_file():
         raise FetchError(f"the adapter at {uri} has no {ADAPTER_CONFIG}; is it a PEFT adapter?")
-    if not (dest / MANIFEST).is_file():
-        # Published adapters carry their manifest (written last, as the commit marker).
+    if (dest / MANIFEST).is_file():
+        # Published adapters carry their manifest (written last, as the commit marker), with
+        # every file's size and sha256: serve nothing that does not match it.
+        try:
+            manifest = Manifest.model_validate_json((dest / MANIFEST).read_bytes())
+            verify_files(dest, manifest, uri)
+        except (IntegrityError, ValueError) as exc:
+            raise FetchError(f"the adapter at {uri} does not match its manifest: {exc}") from None
+    else:
         log.warning(
             "Fetched adapter without a manifest uri=%s (not published by the trainer?)", uri
         )

@@ -277,6 +277,23 @@ def test_fetch_adapter_names_the_uri_when_missing(tmp_path: Path) -> None:
         fetch_adapter(str(not_peft), tmp_path / "dest")
 
 
+def test_fetch_adapter_refuses_files_that_do_not_match_the_manifest(tmp_path: Path) -> None:
+    from docmodel.artifacts import Manifest, RevisionLayout, publish_dir
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    (src / "adapter_model.safetensors").write_bytes(b"w" * 64)
+    store = LocalStore(tmp_path / "store")
+    layout = RevisionLayout("ns", "m", "r1")
+    uri = publish_dir(src, store, layout, Manifest(kind="adapter", revision="r1"))
+    assert adapter_rank(fetch_adapter(uri, tmp_path / "ok")) == 8
+
+    store.put_bytes(layout.key("adapter", "adapter_model.safetensors"), b"x" * 64)  # tampered
+    with pytest.raises(FetchError, match=r"rev-r1/adapter.*adapter_model\.safetensors.*sha256"):
+        fetch_adapter(uri, tmp_path / "bad")
+
+
 # ------------------------------------------------------------------------- the local server
 
 

@@ -11,13 +11,8 @@ import hashlib
 import logging
 from pathlib import Path
 
-from docmodel.artifacts import (
-    MANIFEST,
-    Manifest,
-    RevisionLayout,
-    file_entries,
-    open_artifact_store,
-)
+from docmodel import artifacts
+from docmodel.artifacts import MANIFEST, Manifest, RevisionLayout, open_artifact_store
 from docmodel.dataset import CHUNKS, EVAL, TRAIN
 from docmodel.storage import NotFound, ObjectStore, download_tree
 from docmodel_trainer.common import EXIT_NO_DATA, EXIT_STORAGE, JobError
@@ -83,27 +78,11 @@ def fetch_adapter(uri: str, dest: Path) -> tuple[Path, Manifest]:
 def verify_files(
     local: Path, manifest: Manifest, uri: str, only: tuple[str, ...] | None = None
 ) -> None:
-    """Check the downloaded files against the manifest's list (those named in `only`, if given):
-    each listed file is present, with the listed size and sha256."""
-    found = {e.path: e for e in file_entries(local)}
-    for want in manifest.files:
-        if only is not None and want.path not in only:
-            continue
-        got = found.get(want.path)
-        if got is None:
-            problem = "is missing"
-        elif got.size != want.size:
-            problem = f"has {got.size} bytes, the manifest lists {want.size}"
-        elif got.sha256 != want.sha256:
-            problem = f"has sha256 {got.sha256}, the manifest lists {want.sha256}"
-        else:
-            continue
-        raise JobError(
-            f"file {want.path} of the artifact at {uri} {problem} (corrupted or changed after "
-            "the manifest was written)",
-            "ChecksumMismatch",
-            EXIT_STORAGE,
-        )
+    """`docmodel.artifacts.verify_files`, failing the job with exit 4 on a mismatch."""
+    try:
+        artifacts.verify_files(local, manifest, uri, only)
+    except artifacts.IntegrityError as exc:
+        raise JobError(str(exc), exc.reason, EXIT_STORAGE) from None
 
 
 def checkpoint_prefix(layout: RevisionLayout) -> str:
