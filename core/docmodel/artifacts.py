@@ -220,6 +220,9 @@ def publish_dir(
     """
     manifest.files = file_entries(directory)
     prefix = layout.dir(manifest.kind)
+    # Republishing (a forced retrain or re-evaluation): withdraw the old commit marker first,
+    # so that no reader pairs the old manifest with half-uploaded new files.
+    store.delete(f"{prefix}/{MANIFEST}")
     for entry in manifest.files:
         store.upload_file(directory / entry.path, f"{prefix}/{entry.path}")
     store.put_bytes(

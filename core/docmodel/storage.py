@@ -86,6 +86,7 @@ class ObjectStore(Protocol):
     def download_file(self, key: str, dest: Path) -> None: ...
     def upload_file(self, src: Path, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
     def child(self, prefix: str) -> ObjectStore: ...
 
 
@@ -153,6 +154,10 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Remove an object; removing one that is not there is not an error (as in S3)."""
+        self._path(key).unlink(missing_ok=True)
 
     def child(self, prefix: str) -> LocalStore:
         return LocalStore(self._path(prefix))
@@ -280,6 +285,12 @@ class S3Store:
             if isinstance(err, NotFound):
                 return False
             raise err from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._translate(exc, key) from None
 
     def child(self, prefix: str) -> S3Store:
         return S3Store(

@@ -141,3 +141,34 @@ def test_training_settings_change_the_revision(change: dict[str, object]) -> Non
     assert revision_id(api.parse_spec({**SPEC, **change}), "sha256:1") != revision_id(
         api.parse_spec(SPEC), "sha256:1"
     )
+
+
+def test_republishing_withdraws_the_old_manifest_before_uploading(tmp_path: Path) -> None:
+    src = tmp_path / "eval"
+    src.mkdir()
+    (src / "report.json").write_text("{}")
+    store = LocalStore(tmp_path / "store")
+    layout = RevisionLayout("ns", "m", "r1")
+    publish_dir(src, store, layout, Manifest(kind="eval", revision="r1"))
+
+    seen: list[bool] = []
+    upload = store.upload_file
+
+    def spying_upload(path: Path, key: str) -> None:
+        seen.append(store.exists(layout.key("eval", "manifest.json")))
+        upload(path, key)
+
+    store.upload_file = spying_upload  # type: ignore[method-assign]
+    (src / "report.json").write_text('{"new": true}')
+    publish_dir(src, store, layout, Manifest(kind="eval", revision="r1"))
+    assert seen == [False]  # no manifest while the new files went up
+    manifest = read_manifest(store, layout, "eval")
+    assert manifest is not None and manifest.files[0].size == len('{"new": true}')
+
+
+def test_local_store_delete_is_idempotent(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put_bytes("a/b.txt", b"x")
+    store.delete("a/b.txt")
+    store.delete("a/b.txt")
+    assert not store.exists("a/b.txt")
