@@ -30,7 +30,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from docmodel.api import DocModelSpec
-from docmodel.storage import ObjectInfo, ObjectStore, S3Credentials, StorageError, open_store
+from docmodel.storage import (
+    ObjectInfo,
+    ObjectStore,
+    S3Credentials,
+    StorageError,
+    matches,
+    open_store,
+)
 
 ArtifactKind = Literal["dataset", "adapter", "eval"]
 MANIFEST = "manifest.json"
@@ -61,6 +68,51 @@ TEACHER_FIELDS = ("endpoint", "model", "questionsPerChunk")
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+QA_SUFFIX = ".qa.jsonl"
+
+
+def is_qa_file(key: str) -> bool:
+    """Provided question/answer files (`*.qa.jsonl`) are inputs, never documents."""
+    return key.lower().endswith(QA_SUFFIX)
+
+
+@dataclass(frozen=True)
+class SourceSelection:
+    """Which listed objects are a revision's inputs (shared by ingest and the operator)."""
+
+    documents: list[ObjectInfo]  # every document the globs match, skipped ones included
+    qa_files: list[ObjectInfo]  # provided QA files that are read
+
+    @property
+    def digest(self) -> str:
+        return source_digest([*self.documents, *self.qa_files])
+
+
+def select_sources(
+    spec: DocModelSpec,
+    listed: Iterable[ObjectInfo],
+    provided: Iterable[ObjectInfo] | None = None,
+) -> SourceSelection:
+    """Pick a revision's inputs from the source listing.
+
+    `provided` is the listing under `dataset.providedPrefix`, when set; otherwise, with the
+    `provided` generator, QA files beside the documents count. A document that ingest will skip
+    (empty, too large) still counts: fixing it is a change that deserves a new revision.
+    """
+    src = spec.source
+    documents, qa_files = [], []
+    beside = spec.dataset.generator == "provided" and provided is None
+    for obj in listed:
+        if is_qa_file(obj.key):
+            if beside:
+                qa_files.append(obj)
+        elif matches(obj.key, src.include, src.exclude):
+            documents.append(obj)
+    if provided is not None:
+        qa_files.extend(o for o in provided if is_qa_file(o.key))
+    return SourceSelection(documents, qa_files)
 
 
 def source_digest(objects: Iterable[ObjectInfo]) -> str:

@@ -172,3 +172,24 @@ def test_local_store_delete_is_idempotent(tmp_path: Path) -> None:
     store.delete("a/b.txt")
     store.delete("a/b.txt")
     assert not store.exists("a/b.txt")
+
+
+def test_select_sources_is_what_the_revision_digest_covers() -> None:
+    from docmodel.artifacts import select_sources
+
+    listed = [
+        ObjectInfo("guide.md", "e1", 10),
+        ObjectInfo("empty.md", "e2", 0),  # skipped by ingest, still an input
+        ObjectInfo("image.png", "e3", 10),  # not matched by the default globs
+        ObjectInfo("guide.qa.jsonl", "e4", 10),
+    ]
+    spec = api.parse_spec(SPEC)
+    chosen = select_sources(spec, listed)
+    assert [o.key for o in chosen.documents] == ["guide.md", "empty.md"]
+    assert chosen.qa_files == []  # QA files count only for the provided generator
+    provided = api.parse_spec({**SPEC, "dataset": {"generator": "provided"}})
+    assert [o.key for o in select_sources(provided, listed).qa_files] == ["guide.qa.jsonl"]
+    elsewhere = select_sources(provided, listed, [ObjectInfo("qa/x.qa.jsonl", "e5", 5)])
+    assert [o.key for o in elsewhere.qa_files] == ["qa/x.qa.jsonl"]
+    assert chosen.digest == source_digest(chosen.documents)
+    assert chosen.digest != select_sources(spec, [*listed, ObjectInfo("new.md", "e6", 1)]).digest

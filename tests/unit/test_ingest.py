@@ -328,3 +328,41 @@ def test_no_cache_reads_and_parses_everything(tmp_path, corpus):
     assert run("--revision", "two", "--no-cache")[0] == 0
     manifest, *_ = run.dataset("two")
     assert manifest.details["cache_hits"] == 0 and manifest.details["bytes_downloaded"] > 0
+
+
+def test_ingest_revision_comes_from_the_shared_source_selection(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The operator computes revisions with `docmodel.artifacts.select_sources`; ingest agrees."""
+    import yaml
+
+    from docmodel.api import parse_docmodel
+    from docmodel.artifacts import revision_id, select_sources
+    from docmodel.storage import LocalStore
+    from docmodel_trainer import ingest
+    from docmodel_trainer.cli import build_parser
+
+    from corpus import CORPUS
+
+    manifest = yaml.safe_load((CORPUS.parent / "docmodel.yaml").read_text())
+    dm = tmp_path / "dm.yaml"
+    dm.write_text(yaml.safe_dump(manifest))
+    revision_file = tmp_path / "revision"
+    parser, _ = build_parser(only="ingest")
+    args = parser.parse_args(
+        [
+            "ingest",
+            "--docmodel",
+            str(dm),
+            "--store",
+            str(tmp_path / "store"),
+            "--source-dir",
+            str(CORPUS),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--revision-file",
+            str(revision_file),
+        ]
+    )
+    assert ingest.run(args) == 0
+    spec = parse_docmodel(manifest).spec
+    expected = revision_id(spec, select_sources(spec, LocalStore(CORPUS).list()).digest)
+    assert revision_file.read_text().strip() == expected

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from docmodel_trainer.qa.provided import is_qa_file, parse_qa_file
+from docmodel.artifacts import is_qa_file
+from docmodel_trainer.qa.provided import parse_qa_file
 
 
 def test_valid_and_malformed_lines():

@@ -26,8 +26,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from docmodel.api import DocModelSpec
+from docmodel.artifacts import select_sources
 from docmodel.dataset import SkippedFile
-from docmodel.storage import AccessDenied, NotFound, ObjectInfo, ObjectStore, StorageError, matches
+from docmodel.storage import AccessDenied, NotFound, ObjectInfo, ObjectStore, StorageError
 from docmodel_trainer.parsing import (
     PARSER_VERSION,
     ParsedDocument,
@@ -35,7 +36,7 @@ from docmodel_trainer.parsing import (
     kind_of,
     parse_document,
 )
-from docmodel_trainer.qa.provided import ProvidedFile, is_qa_file, parse_qa_file
+from docmodel_trainer.qa.provided import ProvidedFile, parse_qa_file
 
 log = logging.getLogger("docmodel.trainer.ingest")
 
@@ -55,24 +56,14 @@ def list_sources(
     store: ObjectStore, spec: DocModelSpec, qa_store: ObjectStore | None = None
 ) -> Listing:
     """What to read, and what to skip without reading (empty, too large, unsupported)."""
-    src = spec.source
-    out = Listing()
-    read_qa_beside = spec.dataset.generator == "provided" and qa_store is None
-    for obj in store.list():
-        if is_qa_file(obj.key):
-            if read_qa_beside:
-                out.qa_files.append(obj)
-            continue
-        if not matches(obj.key, src.include, src.exclude):
-            continue
-        out.matched.append(obj)
-        reason = skip_reason(obj, src.max_file_bytes)
+    selection = select_sources(spec, store.list(), None if qa_store is None else qa_store.list())
+    out = Listing(matched=selection.documents, qa_files=selection.qa_files)
+    for obj in selection.documents:
+        reason = skip_reason(obj, spec.source.max_file_bytes)
         if reason:
             out.skipped.append(SkippedFile(key=obj.key, reason=reason))
         else:
             out.documents.append(obj)
-    if qa_store is not None:
-        out.qa_files.extend(o for o in qa_store.list() if is_qa_file(o.key))
     return out
 
 

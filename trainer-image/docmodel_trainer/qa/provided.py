@@ -14,7 +14,8 @@ from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field
 
-QA_SUFFIX = ".qa.jsonl"
+from docmodel.artifacts import QA_SUFFIX
+
 MAX_QUESTION_CHARS = 2000
 MAX_ANSWER_CHARS = 4000
 
@@ -31,10 +32,6 @@ class ProvidedFile(BaseModel):
     key: str
     pairs: list[ProvidedPair] = Field(default_factory=list)
     malformed: list[tuple[int, str]] = Field(default_factory=list)
-
-
-def is_qa_file(key: str) -> bool:
-    return key.lower().endswith(QA_SUFFIX)
 
 
 def default_source(qa_key: str) -> str:
