@@ -71,39 +71,40 @@ class Paths:
     workdir: Path
 
 
+def _shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags `local run` and `local serve` both take."""
+    parser.add_argument("--docmodel", type=Path, help="DocModel manifest (default: the demo's)")
+    parser.add_argument("--store", default=None, help="artifact store directory or s3:// URI")
+    parser.add_argument(
+        "--base-model",
+        default=None,
+        help="'tiny' builds a tiny random Llama; a path or model id overrides the DocModel's",
+    )
+    parser.add_argument("--port", type=int, default=0, help="serving port (default: a free one)")
+    parser.add_argument("--question", default=None, help="question asked once the model serves")
+
+
 def add_parser(sub: Any) -> None:
     local = sub.add_parser("local", help="run the lifecycle on this machine")
     local_sub = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
     run = local_sub.add_parser(
         "run", help="ingest, train, evaluate, gate and serve", description=__doc__
     )
-    run.add_argument("--docmodel", type=Path, help="DocModel manifest (default: the demo's)")
+    _shared_arguments(run)
     run.add_argument("--docs", type=Path, help="directory of documents (default: the demo's)")
-    run.add_argument("--store", default=None, help="artifact store directory or s3:// URI")
-    run.add_argument(
-        "--base-model",
-        default=None,
-        help="'tiny' builds a tiny random Llama; a path or model id overrides the DocModel's",
-    )
-    run.add_argument("--port", type=int, default=0, help="serving port (default: a free one)")
     run.add_argument("--keep-serving", action="store_true", help="serve until Ctrl-C")
-    run.add_argument("--question", default=None, help="question asked once the model serves")
     run.set_defaults(run=run_command)
 
     serve = local_sub.add_parser(
         "serve",
         help="serve the promoted revision (or, to inspect it, any trained one) on localhost",
     )
-    serve.add_argument("--docmodel", type=Path, help="DocModel manifest (default: the demo's)")
-    serve.add_argument("--store", default=None, help="artifact store directory or s3:// URI")
-    serve.add_argument("--base-model", default=None, help="as for `run`")
+    _shared_arguments(serve)
     serve.add_argument(
         "--revision",
         default=None,
         help="a trained revision to inspect; it does not become the serving revision",
     )
-    serve.add_argument("--port", type=int, default=0)
-    serve.add_argument("--question", default=None, help="question asked once the model serves")
     serve.add_argument(
         "--once", action="store_true", help="exit after answering the question (for scripts)"
     )

@@ -149,11 +149,23 @@ class ControlPlane:
         self.processes[name] = process
         return process
 
+    def _wait_ready(
+        self, name: str, url: str, timeout: float, context: ssl.SSLContext | None = None
+    ) -> None:
+        """Wait until `url` answers 200; fail with the component's log tail if it exits."""
+        procs.wait_until(
+            lambda: http_ok(url, context),
+            timeout,
+            name,
+            self.processes[name],
+            self.logs / f"{name}.log",
+        )
+
     def _start_etcd(self) -> None:
         client_port, peer_port = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        process = self._run(
+        self._run(
             "etcd",
             [
                 str(self.binaries["etcd"]),
@@ -168,18 +180,12 @@ class ControlPlane:
                 "--log-level=warn",
             ],
         )
-        procs.wait_until(
-            lambda: http_ok(f"{self.etcd_url}/health"),
-            30,
-            "etcd",
-            process,
-            self.logs / "etcd.log",
-        )
+        self._wait_ready("etcd", f"{self.etcd_url}/health", 30)
 
     def _start_apiserver(self) -> None:
         pki = self.pki
         self.apiserver_port = self.apiserver_port or free_port()
-        process = self._run(
+        self._run(
             "kube-apiserver",
             [
                 str(self.binaries["kube-apiserver"]),
@@ -209,17 +215,11 @@ class ControlPlane:
         )
         write_kubeconfig(self.kubeconfig, self.server, pki)
         context = self.credentials.ssl_context()
-        procs.wait_until(
-            lambda: http_ok(f"{self.server}/readyz", context),
-            90,
-            "kube-apiserver",
-            process,
-            self.logs / "kube-apiserver.log",
-        )
+        self._wait_ready("kube-apiserver", f"{self.server}/readyz", 90, context)
 
     def _start_controller_manager(self) -> None:
         pki, port = self.pki, free_port()
-        process = self._run(
+        self._run(
             "kube-controller-manager",
             [
                 str(self.binaries["kube-controller-manager"]),
@@ -239,17 +239,13 @@ class ControlPlane:
                 "--v=1",
             ],
         )
-        procs.wait_until(
-            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", _insecure_context()),
-            60,
-            "kube-controller-manager",
-            process,
-            self.logs / "kube-controller-manager.log",
+        self._wait_ready(
+            "kube-controller-manager", f"https://127.0.0.1:{port}/healthz", 60, _insecure_context()
         )
 
     def _start_scheduler(self) -> None:
         port = free_port()
-        process = self._run(
+        self._run(
             "kube-scheduler",
             [
                 str(self.binaries["kube-scheduler"]),
@@ -263,12 +259,8 @@ class ControlPlane:
                 "--v=1",
             ],
         )
-        procs.wait_until(
-            lambda: http_ok(f"https://127.0.0.1:{port}/healthz", _insecure_context()),
-            60,
-            "kube-scheduler",
-            process,
-            self.logs / "kube-scheduler.log",
+        self._wait_ready(
+            "kube-scheduler", f"https://127.0.0.1:{port}/healthz", 60, _insecure_context()
         )
 
     def __enter__(self) -> ControlPlane:

@@ -19,6 +19,7 @@ from docmodel_trainer.cli import main
 from docmodel_trainer.tinymodel import build_tiny_llama
 
 from corpus import CORPUS
+from dataset_factory import docmodel_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -26,28 +27,10 @@ pytestmark = pytest.mark.e2e
 def test_corpus_to_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = build_tiny_llama(tmp_path / "model", corpus=CORPUS, vocab_size=600, hidden_size=64)
     dm = tmp_path / "dm.yaml"
-    dm.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "docmodel.dev/v1alpha1",
-                "kind": "DocModel",
-                "metadata": {"name": "larkspur", "namespace": "docs"},
-                "spec": {
-                    "source": {"bucket": "company-docs", "prefix": "docs/"},
-                    "baseModel": {"name": str(model)},
-                    "training": {
-                        "method": "lora",
-                        "maxSeqLength": 256,
-                        "batchSize": 4,
-                        "gradientAccumulationSteps": 1,
-                        "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-                        "resources": {"gpu": 0},
-                    },
-                    "evaluation": {"maxQuestions": 12, "maxNewTokens": 12},
-                },
-            }
-        )
-    )
+    # The shared tiny-training DocModel, at the default learning rate, with more questions.
+    manifest = docmodel_manifest(model, learningRate=2e-4)
+    manifest["spec"]["evaluation"]["maxQuestions"] = 12
+    dm.write_text(yaml.safe_dump(manifest))
     store = tmp_path / "store"
     job = ["--docmodel", str(dm), "--store", str(store)]
     rev_file = tmp_path / "revision"
@@ -67,7 +50,7 @@ def test_corpus_to_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         == 0
     )
     revision = rev_file.read_text().strip()
-    rev_dir = store / "docs" / "larkspur" / f"rev-{revision}"
+    rev_dir = store / "docs" / "handbook" / f"rev-{revision}"
     job += ["--revision", revision]
 
     # No eval question comes from a document that training sees.
