@@ -541,17 +541,20 @@ Phase = Literal[
     "Evaluating",
     "RollingOut",
     "Ready",
+    "Rejected",
     "Failed",
     "Suspended",
 ]
-ConditionType = Literal["DataReady", "Trained", "Evaluated", "Promoted", "Ready"]
+ConditionType = Literal["DataReady", "Trained", "Evaluated", "Promoted", "RolledOut", "Ready"]
 Verdict = Literal["Promoted", "Rejected", "Pending"]
 
 
 class Condition(ApiModel):
     """A Kubernetes-style condition."""
 
-    type: str = Field(description="Condition type: DataReady, Trained, Evaluated, Promoted, Ready.")
+    type: str = Field(
+        description="Condition type: DataReady, Trained, Evaluated, Promoted, RolledOut, Ready."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
     reason: str = Field(default="", description="CamelCase reason for the last transition.")
     message: str = Field(default="", description="Human-readable details.")
@@ -595,6 +598,7 @@ class ServingStatus(ApiModel):
     revision: str | None = Field(default=None, description="Revision serving traffic.")
     endpoint: str | None = Field(default=None, description="Base URL of the OpenAI-compatible API.")
     model_name: str | None = Field(default=None, description="Model name clients pass.")
+    since: datetime | None = Field(default=None, description="When traffic moved to this revision.")
 
 
 class HistoryEntry(ApiModel):
@@ -609,6 +613,40 @@ class HistoryEntry(ApiModel):
     reason: str | None = Field(default=None, description="Why.")
     report_uri: str | None = Field(default=None, description="The evaluation report.")
     completed_at: datetime | None = Field(default=None, description="When evaluation finished.")
+    judged_with: str | None = Field(
+        default=None,
+        description="Digest of the evaluation settings and gate policy the verdict was reached "
+        "under; a change of either judges the revision again.",
+    )
+    rollout: Literal["RolledOut", "RolloutFailed", "Superseded"] | None = Field(
+        default=None,
+        description="What became of the revision after the verdict (or, Superseded, before it).",
+    )
+
+
+class LastFailure(ApiModel):
+    """The most recent failed step, with what the pod said."""
+
+    revision: str | None = Field(
+        default=None, description="Revision whose step failed (unset: no revision was known yet)."
+    )
+    stage: Literal["source", "ingest", "train", "evaluate", "rollout"] = Field(
+        description="The step that failed."
+    )
+    reason: str = Field(
+        description="CamelCase reason: BadInput, NoUsableData, StorageError, UpstreamError, "
+        "Crashed, OOMKilled, DeadlineExceeded, BackoffLimitExceeded, ..."
+    )
+    message: str = Field(default="", description="What went wrong, for people.")
+    exit_code: int | None = Field(default=None, description="The container's exit code.")
+    log_tail: list[str] = Field(
+        default_factory=list, max_length=50, description="The pod's last log lines."
+    )
+    time: datetime = Field(description="When the failure was observed.")
+    attempts: int = Field(default=1, ge=1, description="Failures of this step in a row.")
+    retry_at: datetime | None = Field(
+        default=None, description="When a temporary failure is retried; unset when it is not."
+    )
 
 
 class DocModelStatus(ApiModel):
@@ -625,6 +663,12 @@ class DocModelStatus(ApiModel):
         default=None, description="Digest of the sorted (key, ETag, size) list of documents."
     )
     revision: str | None = Field(default=None, description="Revision being worked on.")
+    source_checked_at: datetime | None = Field(
+        default=None, description="When the source was last listed."
+    )
+    last_failure: LastFailure | None = Field(
+        default=None, description="The most recent failed step, cleared when the revision moves on."
+    )
     candidate: CandidateStatus | None = Field(default=None, description="The newest candidate.")
     serving: ServingStatus | None = Field(default=None, description="What is serving now.")
     history: list[HistoryEntry] = Field(

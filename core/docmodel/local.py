@@ -6,11 +6,14 @@
     docmodel local run ... --keep-serving               # stay up and serve until Ctrl-C
     docmodel local serve [--revision REV]               # serve the promoted (or any trained) revision
 
-The trainer commands run as local processes (`docmodel-trainer ingest|train|evaluate`) against
-an artifact store directory (or S3), the pure gate decides, and a promoted revision is served on
-localhost by `docmodel-server` with the same OpenAI-compatible API the cluster serves. What is
-serving is remembered in `<store>/<namespace>/<name>/local-state.json`, so a second run compares
-its candidate with the serving revision too, exactly as the operator does.
+Local mode is the operator's lifecycle with processes for Jobs and Deployments: the planner in
+`docmodel.plan` decides every step, the builders in `docmodel.builders` give each step's command
+and environment, and `docmodel.localexec` carries them out (`docmodel-trainer ingest|train|
+evaluate` against an artifact store directory or S3, `docmodel-server` on localhost with the
+OpenAI-compatible API the cluster serves). The DocModel's status is recorded in
+`<store>/<namespace>/<name>/local-state.json`, so a second run compares its candidate with the
+serving revision too, exactly as the operator does. This module only reads the command line
+and prints.
 
 Without `--base-model`, the base model's name in the DocModel is used; `--base-model tiny`
 (the demo's default) builds a tiny random Llama so the lifecycle runs on a CPU in minutes.
@@ -24,13 +27,10 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,12 +39,20 @@ from typing import Any
 
 import yaml
 
-from docmodel.api import SpecError, parse_docmodel
+from docmodel.api import DocModel, DocModelStatus, SpecError, parse_docmodel
 from docmodel.artifacts import RevisionLayout
 from docmodel.dataset import EVAL, QAPair
-from docmodel.gate import decide_report
-from docmodel.report import EvalReport
-from docmodel.storage import ObjectStore, StorageError, open_store, read_json, write_json
+from docmodel.localexec import (
+    LocalExecutor,
+    LocalRunError,
+    LocalServer,
+    free_port,
+    local_server_env,
+    read_status,
+    start_server,
+    state_key,
+)
+from docmodel.storage import ObjectStore, StorageError, open_store
 
 log = logging.getLogger("docmodel.local")
 
@@ -53,10 +61,7 @@ DEMO_DIR = ROOT / "examples" / "local"
 DEFAULT_STORE = Path(os.environ.get("DOCMODEL_LOCAL_STORE", "~/.cache/docmodel/local-store"))
 TINY_CACHE = Path("~/.cache/docmodel/models").expanduser()
 TINY_BUILDER = ROOT / "trainer-image" / "docmodel_trainer" / "tinymodel.py"
-
-
-class LocalRunError(RuntimeError):
-    """A step failed (exit 1)."""
+SERVER_READY_SECONDS = 300.0
 
 
 class BadInput(LocalRunError):
@@ -65,7 +70,6 @@ class BadInput(LocalRunError):
 
 @dataclass
 class Paths:
-    docmodel: Path
     docs: Path | None
     store: str
     workdir: Path
@@ -111,12 +115,6 @@ def add_parser(sub: Any) -> None:
     serve.set_defaults(run=serve_command, docs=None)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _run_step(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
     log.info("Started step=%s", name)
     started = time.monotonic()
@@ -155,17 +153,6 @@ def _tiny_model() -> Path:
     return path
 
 
-def _state_key(layout_root: str) -> str:
-    return f"{layout_root}/local-state.json"
-
-
-def _read_state(store: ObjectStore, key: str) -> dict[str, Any]:
-    if store.exists(key):
-        state: dict[str, Any] = read_json(store, key)
-        return state
-    return {"serving": None, "history": []}
-
-
 def _load_manifest(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
@@ -178,7 +165,7 @@ def _load_manifest(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _prepare(args: argparse.Namespace) -> tuple[Paths, Any]:
+def _prepare(args: argparse.Namespace) -> tuple[Paths, DocModel]:
     docmodel_path = args.docmodel or DEMO_DIR / "docmodel.yaml"
     docs = args.docs or (DEMO_DIR / "docs" if args.docmodel is None else None)
     if docs is not None and not docs.is_dir():
@@ -201,9 +188,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Paths, Any]:
         )
     store = args.store or str(DEFAULT_STORE.expanduser())
     workdir = Path(tempfile.mkdtemp(prefix="docmodel-local-"))
-    resolved = workdir / "docmodel.yaml"
-    resolved.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    return Paths(resolved, docs, store, workdir), model
+    return Paths(docs, store, workdir), model
 
 
 def _guarded(action: str, body: Callable[[], int]) -> int:
@@ -227,11 +212,12 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _serve_revision(args: argparse.Namespace) -> int:
+    """Serve the promoted revision, or any trained one to inspect it (never promoting it)."""
     paths, model = _prepare(args)
     try:
         store = open_store(paths.store)
         ns, name = model.metadata.namespace, model.metadata.name
-        state = _read_state(store, _state_key(f"{ns}/{name}"))
+        status = read_status(store, state_key(ns, name))
         if args.revision:
             layout = RevisionLayout(ns, name, args.revision)
             if not store.exists(layout.key("adapter", "manifest.json")):
@@ -239,94 +225,117 @@ def _serve_revision(args: argparse.Namespace) -> int:
                     f"revision {args.revision} has no trained adapter at "
                     f"{layout.uri(paths.store, 'adapter')}"
                 )
-            serving = {"revision": args.revision, "adapter": layout.uri(paths.store, "adapter")}
-        elif state.get("serving"):
-            serving = state["serving"]
-            layout = RevisionLayout(ns, name, serving["revision"])
+            revision = args.revision
+        elif status.serving is not None and status.serving.revision:
+            revision = status.serving.revision
         else:
             raise LocalRunError(
                 f"no revision of {ns}/{name} has passed the gate in {paths.store}; "
                 "run `docmodel local run` first, or pass --revision to inspect a candidate"
             )
-        question, reference = _sample_question(store, layout, args.question)
-        args.keep_serving = not args.once
-        return _serve(args, model, serving, question, reference, paths.workdir)
+        port = args.port or free_port()
+        env = local_server_env(model, revision, store.uri, port, paths.workdir / "server")
+        server = start_server(env, f"http://127.0.0.1:{port}", name, SERVER_READY_SECONDS)
+        try:
+            if not server.ready:
+                raise LocalRunError(server.message)
+            return _present_server(args, model, store, revision, server, keep=not args.once)
+        finally:
+            server.stop()
     finally:
         shutil.rmtree(paths.workdir, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace) -> int:
     paths, model = _prepare(args)
+    executor = None
     try:
-        return _lifecycle(args, paths, model)
+        store = open_store(paths.store)
+        executor = LocalExecutor(model, store, paths.workdir, paths.docs, args.port)
+        log.info(
+            "Started local run docmodel=%s/%s store=%s",
+            model.metadata.namespace,
+            model.metadata.name,
+            paths.store,
+        )
+        status = executor.reconcile()
+        code = _present_run(args, model, paths, status)
+        serving = status.serving.revision if status.serving else None
+        server = executor.servers.get(serving) if serving else None
+        if code != 0 or serving is None:
+            return code
+        if server is None or not server.ready:
+            raise LocalRunError(f"the server of revision {serving} is not ready")
+        return _present_server(args, model, store, serving, server, keep=args.keep_serving)
     finally:
+        if executor is not None:
+            executor.stop_all()
         shutil.rmtree(paths.workdir, ignore_errors=True)
 
 
-def _lifecycle(args: argparse.Namespace, paths: Paths, model: Any) -> int:
-    store = open_store(paths.store)
-    ns, name = model.metadata.namespace, model.metadata.name
-    state_key = _state_key(f"{ns}/{name}")
-    state = _read_state(store, state_key)
-    job = ["--docmodel", str(paths.docmodel), "--store", paths.store]
-    log.info("Started local run docmodel=%s/%s store=%s", ns, name, paths.store)
-
-    revision_file = paths.workdir / "revision"
-    ingest = ["ingest", *job, "--revision-file", str(revision_file)]
-    if paths.docs:
-        ingest += ["--source-dir", str(paths.docs)]
-    _run_step("ingest", _trainer(*ingest, "--workdir", str(paths.workdir / "ingest")))
-    revision = revision_file.read_text().strip()
-    layout = RevisionLayout(ns, name, revision)
-    log.info("Resolved revision=%s", revision)
-
-    if store.exists(layout.key("adapter", "manifest.json")):
-        log.info("Reused adapter revision=%s (already trained)", revision)
-    else:
-        _run_step(
-            "train",
-            _trainer(
-                "train", *job, "--revision", revision, "--workdir", str(paths.workdir / "train")
-            ),
-        )
-    serving = state.get("serving")
-    evaluate = ["evaluate", *job, "--revision", revision, "--workdir", str(paths.workdir / "eval")]
-    if serving and serving["revision"] != revision:
-        evaluate += ["--serving-revision", serving["revision"]]
-    _run_step("evaluate", _trainer(*evaluate))
-
-    report = EvalReport.model_validate_json(store.get_bytes(layout.key("eval", "report.json")))
-    verdict = decide_report(report, model.spec.evaluation)
-    log.info("Decided verdict=%s reason=%s: %s", verdict.name, verdict.reason, verdict.message)
-    state["history"].insert(
-        0,
-        {
-            "revision": revision,
-            "verdict": verdict.name,
-            "reason": verdict.message,
-            "report": layout.uri(paths.store, "eval", "report.html"),
-        },
-    )
-    state["history"] = state["history"][: model.spec.history_limit]
-    if verdict.promoted:
-        state["serving"] = {"revision": revision, "adapter": layout.uri(paths.store, "adapter")}
-    write_json(store, state_key, state)
-    sys.stdout.write(
-        f"\nRevision {revision}: {verdict.name} — {verdict.message}\n"
-        f"Report: {layout.uri(paths.store, 'eval', 'report.html')}\n"
-    )
-    if not state.get("serving"):
-        sys.stdout.write(
+def _present_run(
+    args: argparse.Namespace, model: DocModel, paths: Paths, status: DocModelStatus
+) -> int:
+    """Print where the lifecycle ended: the verdict and report, or the failure."""
+    out = sys.stdout.write
+    failure = status.last_failure
+    if status.phase == "Failed" and failure is not None:
+        out(f"\nRevision {failure.revision}: Failed at {failure.stage} — {failure.reason}: ")
+        out(f"{failure.message}\n")
+        for line in failure.log_tail[-10:]:
+            out(f"  | {line}\n")
+        return 1
+    candidate = status.candidate
+    if candidate is None or candidate.verdict is None:
+        reason = failure.message if failure is not None else "no verdict was reached"
+        out(f"\nRevision {status.revision}: {status.phase} — {reason}\n")
+        return 1
+    out(f"\nRevision {candidate.revision}: {candidate.verdict} — {candidate.reason}\n")
+    if candidate.report_uri:
+        out(f"Report: {candidate.report_uri.removesuffix('.json')}.html\n")
+    serving = status.serving.revision if status.serving else None
+    if serving is None:
+        out(
             "Nothing is serving: no revision has passed the gate yet. To try this candidate "
-            f"anyway (it stays unpromoted): docmodel local serve --revision {revision}"
+            f"anyway (it stays unpromoted): docmodel local serve --revision {candidate.revision}"
             + ("" if args.docmodel is None else f" --docmodel {args.docmodel}")
             + f" --store {paths.store}\n"
         )
-        return 0
-    if not verdict.promoted:
-        sys.stdout.write(f"Still serving revision {state['serving']['revision']}.\n")
+    elif candidate.verdict != "Promoted" or serving != candidate.revision:
+        out(f"Still serving revision {serving}.\n")
+    return 0
+
+
+def _present_server(
+    args: argparse.Namespace,
+    model: DocModel,
+    store: ObjectStore,
+    revision: str,
+    server: LocalServer,
+    keep: bool,
+) -> int:
+    """Ask the served model one question, print how to call it, and serve on if asked to."""
+    name = model.metadata.name
+    layout = RevisionLayout(model.metadata.namespace, name, revision)
     question, reference = _sample_question(store, layout, args.question)
-    return _serve(args, model, state["serving"], question, reference, paths.workdir)
+    out = sys.stdout.write
+    out(f"Serving revision {revision} as model {name!r} at {server.url}/v1\n")
+    try:
+        answer = _ask(server.url, name, question)
+        out(f"Q: {question}\nA: {answer}\n")
+        if reference is not None:
+            out(f"Reference answer (held out from training): {reference}\n")
+        out(
+            f"Try it: curl -s {server.url}/v1/chat/completions -H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{name}", "messages": '
+            f'[{{"role": "user", "content": "..."}}]}}\'\n'
+        )
+        if keep:
+            out("Serving until Ctrl-C.\n")
+            server.process.wait()
+        return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 def _sample_question(
@@ -342,79 +351,6 @@ def _sample_question(
                 pair = QAPair.model_validate_json(line)
                 return pair.question, pair.answer
     return "What does this documentation cover?", None
-
-
-def _serve(
-    args: argparse.Namespace,
-    model: Any,
-    serving: dict[str, str],
-    question: str,
-    reference: str | None,
-    workdir: Path,
-) -> int:
-    port = args.port or _free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "DOCMODEL_ENGINE": "local",
-            "DOCMODEL_SERVED_NAME": model.metadata.name,
-            "DOCMODEL_BASE_MODEL": model.spec.base_model.name,
-            "DOCMODEL_ADAPTER_URI": serving["adapter"],
-            "DOCMODEL_HOST": "127.0.0.1",
-            "DOCMODEL_WORKDIR": str(workdir / "server"),
-            "DOCMODEL_PORT": str(port),
-            "DOCMODEL_MAX_LORA_RANK": str(model.spec.training.lora.r),
-            "DOCMODEL_MAX_MODEL_LEN": str(model.spec.serving.max_model_len),
-        }
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "docmodel_server.cli"], env=env, start_new_session=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, server, model.metadata.name)
-        sys.stdout.write(
-            f"Serving revision {serving['revision']} as model {model.metadata.name!r} at "
-            f"{base}/v1\n"
-        )
-        answer = _ask(base, model.metadata.name, question)
-        sys.stdout.write(f"Q: {question}\nA: {answer}\n")
-        if reference is not None:
-            sys.stdout.write(f"Reference answer (held out from training): {reference}\n")
-        sys.stdout.write(
-            f"Try it: curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' "
-            f'-d \'{{"model": "{model.metadata.name}", "messages": '
-            f'[{{"role": "user", "content": "..."}}]}}\'\n'
-        )
-        if args.keep_serving:
-            sys.stdout.write("Serving until Ctrl-C.\n")
-            server.wait()
-        return 0
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-
-
-def _wait_ready(base: str, server: subprocess.Popen[bytes], served_name: str) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise LocalRunError(f"the server exited with code {server.returncode} before ready")
-        try:
-            with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as response:
-                names = [m["id"] for m in json.load(response)["data"]]
-                if served_name in names:
-                    return
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
-        time.sleep(1)
-    raise LocalRunError(f"the server at {base} was not ready within 300s")
 
 
 def _ask(base: str, model: str, question: str) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from docmodel.api import DocModelStatus
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DOCMODEL = [sys.executable, "-m", "docmodel.cli"]
@@ -64,6 +66,30 @@ def test_local_run_goes_through_the_lifecycle_and_serves_on_request(tmp_path: Pa
     assert re.search(r"^A: ", served.stdout, re.MULTILINE)
     after = json.loads((store / "local" / "handbook" / "local-state.json").read_text())
     assert after["serving"] == state["serving"]
+    DocModelStatus.model_validate(after)  # the state file is the DocModel's status
+
+    # A promoted verdict (recorded here by hand: the demo's candidate rarely wins, see the
+    # README) makes the planner deploy the revision's server, move traffic and report Ready.
+    state_file = store / "local" / "handbook" / "local-state.json"
+    status = DocModelStatus.model_validate_json(state_file.read_text())
+    assert status.history[0].revision == revision
+    status.history[0].verdict = "Promoted"
+    assert status.candidate is not None
+    status.candidate.verdict = "Promoted"
+    state_file.write_text(status.model_dump_json(by_alias=True))
+
+    served = _run("local", "run", "--store", str(store))
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert f"Serving revision {revision} as model 'handbook'" in served.stdout
+    assert re.search(r"^A: ", served.stdout, re.MULTILINE)
+    assert f"Switched traffic revision={revision}" in served.stderr
+    assert "Started step=" not in served.stderr  # nothing retrained or re-evaluated
+    after = DocModelStatus.model_validate_json(state_file.read_text())
+    assert after.phase == "Ready"
+    assert after.serving is not None and after.serving.revision == revision
+    assert after.history[0].rollout == "RolledOut"
+    ready = next(c for c in after.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("True", "Serving")
 
 
 def test_local_serve_without_a_promoted_revision_says_what_to_do(tmp_path: Path) -> None:

@@ -54,11 +54,11 @@ class FakeS3:
 
 
 def use_s3(monkeypatch, fake: FakeS3) -> None:
-    def source_store(self):
-        src = self.docmodel.spec.source
-        return S3Store(src.bucket, src.prefix, client=fake)
+    def open_source(spec, source_dir=None):
+        assert source_dir is None
+        return S3Store(spec.source.bucket, spec.source.prefix, client=fake)
 
-    monkeypatch.setattr(common.JobContext, "source_store", source_store)
+    monkeypatch.setattr(ingest, "open_source", open_source)
 
 
 def corpus_objects(prefix: str = "handbook/") -> dict[str, bytes]:

@@ -31,17 +31,18 @@ import yaml
 
 from docmodel.api import DocModel, SpecError, parse_docmodel
 from docmodel.artifacts import RevisionLayout, open_artifact_store
-from docmodel.storage import ObjectStore, S3Credentials, S3Store
+
+# Exit codes: meaningful to the operator, which reads them from the pod's status; what each
+# means (retried or not) is one table, in `docmodel.failures`.
+from docmodel.failures import EXIT_BAD_INPUT as EXIT_BAD_INPUT
+from docmodel.failures import EXIT_NO_DATA as EXIT_NO_DATA
+from docmodel.failures import EXIT_OK as EXIT_OK
+from docmodel.failures import EXIT_STORAGE as EXIT_STORAGE
+from docmodel.failures import EXIT_UNEXPECTED as EXIT_UNEXPECTED
+from docmodel.failures import EXIT_UPSTREAM as EXIT_UPSTREAM
+from docmodel.storage import ObjectStore
 
 log = logging.getLogger("docmodel.trainer")
-
-# Exit codes: meaningful to the operator, which reads them from the pod's status.
-EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_BAD_INPUT = 2  # invalid arguments, config or DocModel
-EXIT_NO_DATA = 3  # nothing usable in the source (DataReady=False)
-EXIT_STORAGE = 4  # access denied, missing bucket, unreachable endpoint
-EXIT_UPSTREAM = 5  # a teacher model or other service failed
 
 
 class JobError(Exception):
@@ -75,17 +76,6 @@ class JobContext:
         if not rev:
             raise JobError("no revision given (--revision or DOCMODEL_REVISION)", "NoRevision", 2)
         return RevisionLayout(self.namespace, self.name, rev)
-
-    def source_store(self) -> ObjectStore:
-        """The documentation bucket prefix named by spec.source."""
-        src = self.docmodel.spec.source
-        return S3Store(
-            src.bucket,
-            src.prefix,
-            endpoint=src.endpoint or os.environ.get("AWS_ENDPOINT_URL") or None,
-            region=src.region,
-            credentials=S3Credentials.from_env(),
-        )
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:

@@ -41,6 +41,7 @@ from docmodel.artifacts import (
 from docmodel.dataset import CHUNKS, EVAL, Chunk, QAPair, read_jsonl
 from docmodel.gate import decide_report
 from docmodel.report import DecodingSettings, EvalReport, QuestionResult, Scores, SystemName
+from docmodel.revision import report_covers
 from docmodel_trainer import fetch, generation, metrics, modeling, report_html
 from docmodel_trainer.common import (
     EXIT_BAD_INPUT,
@@ -242,25 +243,6 @@ def run(args: argparse.Namespace) -> int:
         uri,
     )
     return EXIT_OK
-
-
-def report_covers(
-    manifest: Manifest,
-    *,
-    adapter_uri: str,
-    serving_uri: str | None,
-    evaluation: str | None = None,
-) -> bool:
-    """Whether an existing eval artifact scored this candidate adapter and this serving adapter
-    (or, like the request, none), under these evaluation settings (`evaluation_digest`), so it
-    can stand; otherwise the revision is evaluated again. A report without serving scores would
-    let the gate skip "must beat what serves now"; one scored with other questions or decoding
-    would judge the candidate on stale numbers."""
-    return (
-        manifest.inputs.get("adapter") == adapter_uri
-        and (manifest.inputs.get("serving_adapter") or None) == serving_uri
-        and (evaluation is None or manifest.inputs.get("evaluation") == evaluation)
-    )
 
 
 def build_report(

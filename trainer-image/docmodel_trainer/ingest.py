@@ -24,16 +24,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from docmodel.api import DocModelSpec
-from docmodel.artifacts import (
-    Manifest,
-    RevisionLayout,
-    publish_dir,
-    revision_id,
-    software_versions,
-    source_digest,
-)
+from docmodel.artifacts import Manifest, RevisionLayout, publish_dir, software_versions
 from docmodel.dataset import CHUNKS, EVAL, TRAIN, DatasetStats, SkippedFile, write_jsonl
-from docmodel.storage import LocalStore, ObjectStore, S3Store, StorageError
+from docmodel.revision import open_source, provided_store
+from docmodel.storage import ObjectStore, S3Store, StorageError
 from docmodel_trainer import common
 from docmodel_trainer.chunking import Passage, chunk_document, deduplicate
 from docmodel_trainer.common import JobError
@@ -66,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     ctx = common.job_context(args)
     spec = ctx.docmodel.spec
-    source = _source_store(ctx, args.source_dir)
-    qa_store = _provided_store(source, spec)
+    source = _source_store(args.source_dir, spec)
+    qa_store = provided_store(source, spec)
     where = _describe(source)
 
     try:
@@ -89,11 +83,19 @@ def run(args: argparse.Namespace) -> int:
             common.EXIT_NO_DATA,
         )
 
-    digest = source_digest([*listing.matched, *listing.qa_files])
-    revision = ctx.revision or revision_id(spec, digest)
+    digest = listing.resolved.digest
+    revision = ctx.revision or listing.resolved.revision
     log.info(
         "Resolved revision=%s source_digest=%s computed=%s", revision, digest, not ctx.revision
     )
+    if revision != listing.resolved.revision:
+        # The documents changed after the revision was chosen (or a caller named its own
+        # revision): the manifest records the digest actually read.
+        log.warning(
+            "Listed source gives revision=%s, not the given revision=%s",
+            listing.resolved.revision,
+            revision,
+        )
     layout = RevisionLayout(ctx.namespace, ctx.name, revision)
 
     fetcher = Fetcher(
@@ -211,29 +213,10 @@ def _passages(documents: Iterable[ParsedDocument], spec: DocModelSpec) -> tuple[
     return passages, dropped
 
 
-def _source_store(ctx: common.JobContext, source_dir: Path | None) -> ObjectStore:
-    if source_dir is None:
-        return ctx.source_store()
-    if not source_dir.is_dir():
+def _source_store(source_dir: Path | None, spec: DocModelSpec) -> ObjectStore:
+    if source_dir is not None and not source_dir.is_dir():
         raise JobError(f"--source-dir {source_dir} is not a directory", "BadSourceDir", 2)
-    return LocalStore(source_dir)
-
-
-def _provided_store(source: ObjectStore, spec: DocModelSpec) -> ObjectStore | None:
-    """Where provided pairs live when `providedPrefix` is set: a bucket prefix for S3 (from the
-    bucket root), a subdirectory of the source directory in local mode."""
-    prefix = spec.dataset.provided_prefix
-    if spec.dataset.generator != "provided" or not prefix:
-        return None
-    if isinstance(source, S3Store):
-        return S3Store(
-            source.bucket,
-            prefix,
-            endpoint=source.endpoint,
-            region=source.region,
-            credentials=source.credentials,
-        )
-    return source.child(prefix)
+    return open_source(spec, None if source_dir is None else str(source_dir))
 
 
 def _describe(store: ObjectStore) -> str:

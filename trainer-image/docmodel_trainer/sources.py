@@ -26,8 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from docmodel.api import DocModelSpec
-from docmodel.artifacts import select_sources
 from docmodel.dataset import SkippedFile
+from docmodel.revision import ResolvedSource, list_source
 from docmodel.storage import AccessDenied, NotFound, ObjectInfo, ObjectStore, StorageError
 from docmodel_trainer.parsing import (
     PARSER_VERSION,
@@ -46,6 +46,7 @@ PACK = "pack.json.gz"
 
 @dataclass
 class Listing:
+    resolved: ResolvedSource  # the revision this listing gives
     documents: list[ObjectInfo] = field(default_factory=list)  # to fetch and parse
     qa_files: list[ObjectInfo] = field(default_factory=list)  # provided pairs to read
     matched: list[ObjectInfo] = field(default_factory=list)  # every included document
@@ -56,8 +57,9 @@ def list_sources(
     store: ObjectStore, spec: DocModelSpec, qa_store: ObjectStore | None = None
 ) -> Listing:
     """What to read, and what to skip without reading (empty, too large, unsupported)."""
-    selection = select_sources(spec, store.list(), None if qa_store is None else qa_store.list())
-    out = Listing(matched=selection.documents, qa_files=selection.qa_files)
+    resolved = list_source(spec, store, qa_store)
+    selection = resolved.selection
+    out = Listing(resolved, matched=selection.documents, qa_files=selection.qa_files)
     for obj in selection.documents:
         reason = skip_reason(obj, spec.source.max_file_bytes)
         if reason:

@@ -1,0 +1,484 @@
+"""Pure builders: child names, each step's command and environment, the Jobs, the server
+Deployment and the Service.
+
+The operator creates these objects; local mode runs the same commands as local processes
+(`StepCommand.argv`) with the same environment (bar paths and Secret values, which a local
+process takes from its own environment). Nothing here does I/O, so tests compare the objects
+with expected ones.
+
+Names are deterministic per DocModel, revision and step, so a replayed event or a restarted
+operator finds the child it made before instead of making a second one:
+
+    <name>-<revision>-ingest | -train | -eval-<settings>   Jobs
+    <name>-<revision>                                       the revision's server Deployment
+    <name>                                                  the Service app teams call
+
+A DocModel's name has at most 40 characters and a revision 10, so every name fits the 63
+characters of a label value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from docmodel.api import API_VERSION, KIND, DocModel, ResourcesSpec, spec_to_wire
+from docmodel.artifacts import RevisionLayout, canonical_json, evaluation_digest
+from docmodel.failures import EXIT_CODES
+
+Step = Literal["ingest", "train", "evaluate"]
+STEPS: tuple[Step, ...] = ("ingest", "train", "evaluate")
+STEP_SUFFIX: dict[Step, str] = {"ingest": "ingest", "train": "train", "evaluate": "eval"}
+
+MAX_NAME = 63
+ANNOTATION_PREFIX = "docmodel.dev/"
+LABEL_REVISION = f"{ANNOTATION_PREFIX}revision"
+LABEL_STEP = f"{ANNOTATION_PREFIX}step"
+ANNOTATION_SERVING_DIGEST = f"{ANNOTATION_PREFIX}serving-digest"
+MANAGED_BY = "docmodel-operator"
+APP_NAME = "docmodel"
+
+TRAINER_PROGRAM = "docmodel-trainer"
+SERVER_PROGRAM = "docmodel-server"
+JOB_WORKDIR = "/var/lib/docmodel/work"
+SERVER_WORKDIR = "/var/lib/docmodel"
+# Ingest parses documents and calls the teacher: no GPU, modest memory.
+INGEST_RESOURCES = ResourcesSpec(gpu=0, cpu="2", memory="8Gi")
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+class NameTooLong(ValueError):
+    """A child name would exceed 63 characters (the DocModel's name is over 40)."""
+
+
+def child_name(name: str, revision: str | None = None, suffix: str | None = None) -> str:
+    """`<name>[-<revision>][-<suffix>]`, refused past 63 characters."""
+    out = "-".join(part for part in (name, revision, suffix) if part)
+    if len(out) > MAX_NAME:
+        raise NameTooLong(f"child name {out!r} has {len(out)} characters, more than {MAX_NAME}")
+    return out
+
+
+def _short_digest(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:5]
+
+
+def job_name(dm: DocModel, step: Step, revision: str, serving_revision: str | None = None) -> str:
+    """The Job of one step of one revision.
+
+    An evaluation is named after what it scores under (the evaluation settings and the serving
+    revision it is compared with), so a changed setting or a new serving revision gets a Job
+    of its own instead of finding the finished one.
+    """
+    suffix = STEP_SUFFIX[step]
+    if step == "evaluate":
+        compared = serving_revision if serving_revision != revision else None
+        suffix += "-" + _short_digest([evaluation_digest(dm.spec), compared])
+    return child_name(dm.metadata.name, revision, suffix)
+
+
+def deployment_name(name: str, revision: str) -> str:
+    return child_name(name, revision)
+
+
+def service_name(name: str) -> str:
+    return child_name(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Labels and ownership
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The DocModel object that owns the children (its uid comes from the API server)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def labels(name: str, component: str, revision: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+    if revision:
+        out[LABEL_REVISION] = revision
+    return out
+
+
+def _metadata(
+    owner: Owner, name: str, lbls: dict[str, str], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": lbls,
+        "ownerReferences": [owner.reference()],
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+# --------------------------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One variable: a literal value, a Secret key, or a field of the pod."""
+
+    name: str
+    value: str | None = None
+    secret_name: str | None = None
+    secret_key: str | None = None
+    field_path: str | None = None
+
+    def to_k8s(self) -> dict[str, Any]:
+        if self.secret_name is not None:
+            ref = {"name": self.secret_name, "key": self.secret_key}
+            return {"name": self.name, "valueFrom": {"secretKeyRef": ref}}
+        if self.field_path is not None:
+            return {"name": self.name, "valueFrom": {"fieldRef": {"fieldPath": self.field_path}}}
+        return {"name": self.name, "value": self.value or ""}
+
+    @property
+    def literal(self) -> bool:
+        return self.secret_name is None and self.field_path is None
+
+
+def _secret(name: str, secret_name: str, key: str) -> EnvVar:
+    return EnvVar(name, secret_name=secret_name, secret_key=key)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """The artifact store as the executor knows it: URI, endpoint and credentials Secret.
+
+    The Secret (keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) must live in the DocModel's
+    namespace; unset uses the source's or the pod's ambient credentials.
+    """
+
+    uri: str
+    endpoint: str | None = None
+    secret_name: str | None = None
+
+    def env(self) -> list[EnvVar]:
+        out = []
+        if self.endpoint:
+            out.append(EnvVar("DOCMODEL_STORE_ENDPOINT", self.endpoint))
+        if self.secret_name:
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                out.append(_secret(f"DOCMODEL_STORE_{key}", self.secret_name, key))
+        return out
+
+
+def manifest_json(dm: DocModel) -> str:
+    """The DocModel a step works on, as `DOCMODEL_MANIFEST` carries it (no status)."""
+    return json.dumps(
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": dm.metadata.name, "namespace": dm.metadata.namespace},
+            "spec": spec_to_wire(dm.spec),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def _source_env(dm: DocModel) -> list[EnvVar]:
+    spec = dm.spec
+    out = []
+    if spec.source.secret_ref is not None:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            out.append(_secret(key, spec.source.secret_ref.name, key))
+    if spec.base_model.token_secret_ref is not None:
+        ref = spec.base_model.token_secret_ref
+        out.append(_secret("HF_TOKEN", ref.name, ref.key))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Step commands (Jobs and local processes)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepCommand:
+    """What one step runs: `docmodel-trainer <args>` with `env`."""
+
+    step: Step
+    args: list[str]
+    env: list[EnvVar] = field(default_factory=list)
+
+    def literal_env(self) -> dict[str, str]:
+        """The variables with literal values (Secret keys and pod fields left out)."""
+        return {e.name: e.value or "" for e in self.env if e.literal}
+
+
+def step_command(
+    dm: DocModel,
+    step: Step,
+    revision: str,
+    store: StoreConfig,
+    *,
+    workdir: str = JOB_WORKDIR,
+    serving_revision: str | None = None,
+    source_dir: str | None = None,
+) -> StepCommand:
+    """The trainer command of `step` for `revision` (evaluation also scores `serving_revision`).
+
+    `source_dir` reads the documents from a directory instead of the DocModel's bucket (local
+    mode's `--docs`).
+    """
+    args = [step, "--store", store.uri, "--revision", revision, "--workdir", workdir]
+    if step == "ingest" and source_dir is not None:
+        args += ["--source-dir", source_dir]
+    if step == "evaluate" and serving_revision and serving_revision != revision:
+        args += ["--serving-revision", serving_revision]
+    env = [EnvVar("DOCMODEL_MANIFEST", manifest_json(dm)), *store.env(), *_source_env(dm)]
+    teacher = dm.spec.dataset.teacher
+    if step == "ingest" and teacher is not None and teacher.secret_ref is not None:
+        env.append(
+            _secret("DOCMODEL_TEACHER_API_KEY", teacher.secret_ref.name, teacher.secret_ref.key)
+        )
+    return StepCommand(step, args, env)
+
+
+def _resources(res: ResourcesSpec) -> dict[str, Any]:
+    amounts: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
+    if res.gpu:
+        amounts[GPU_RESOURCE] = str(res.gpu)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def pod_failure_policy(container: str) -> dict[str, Any]:
+    """Fail the Job on the first pod whose exit code says retrying cannot help; a pod evicted
+    by a disruption (node drain, preemption) does not count against `backoffLimit`."""
+    at_once = sorted(code for code, m in EXIT_CODES.items() if m.fails_job_at_once)
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": container, "operator": "In", "values": at_once},
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]
+    }
+
+
+def build_job(
+    dm: DocModel,
+    owner: Owner,
+    step: Step,
+    revision: str,
+    store: StoreConfig,
+    trainer_image: str,
+    *,
+    serving_revision: str | None = None,
+) -> dict[str, Any]:
+    """The Job that runs `step` for `revision`."""
+    spec = dm.spec
+    command = step_command(dm, step, revision, store, serving_revision=serving_revision)
+    name = job_name(dm, step, revision, serving_revision)
+    lbls = {**labels(dm.metadata.name, STEP_SUFFIX[step], revision), LABEL_STEP: step}
+    training = spec.training
+    gpu_step = step != "ingest"
+    container = {
+        "name": step,
+        "image": training.image or trainer_image,
+        "command": [TRAINER_PROGRAM],
+        "args": command.args,
+        "env": [e.to_k8s() for e in command.env],
+        "resources": _resources(training.resources if gpu_step else INGEST_RESOURCES),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "work", "mountPath": JOB_WORKDIR}],
+    }
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "work", "emptyDir": {}}],
+    }
+    if gpu_step:
+        if training.node_selector:
+            pod["nodeSelector"] = dict(training.node_selector)
+        if training.tolerations:
+            pod["tolerations"] = [
+                t.model_dump(by_alias=True, exclude_none=True) for t in training.tolerations
+            ]
+        if training.priority_class_name:
+            pod["priorityClassName"] = training.priority_class_name
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(owner, name, lbls),
+        "spec": {
+            "backoffLimit": training.backoff_limit,
+            "activeDeadlineSeconds": training.active_deadline_seconds,
+            "podFailurePolicy": pod_failure_policy(step),
+            "template": {"metadata": {"labels": lbls}, "spec": pod},
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Serving: the revision's Deployment and the DocModel's Service
+# --------------------------------------------------------------------------------------------
+
+
+def adapter_uri(dm: DocModel, store_uri: str, revision: str) -> str:
+    return RevisionLayout(dm.metadata.namespace, dm.metadata.name, revision).uri(
+        store_uri, "adapter"
+    )
+
+
+def server_env(
+    dm: DocModel,
+    revision: str,
+    store: StoreConfig,
+    *,
+    overrides: Mapping[str, str] | None = None,
+) -> list[EnvVar]:
+    """The server's environment for `revision` (see docmodel_server.settings); `overrides`
+    replaces or adds literal values (local mode's engine, host, port and workdir)."""
+    spec = dm.spec
+    env = [
+        EnvVar("POD_IP", field_path="status.podIP"),
+        EnvVar("DOCMODEL_SERVED_NAME", dm.metadata.name),
+        EnvVar("DOCMODEL_ADAPTER_URI", adapter_uri(dm, store.uri, revision)),
+        EnvVar("DOCMODEL_BASE_MODEL", spec.base_model.name),
+        EnvVar("DOCMODEL_REVISION", revision),
+        EnvVar("DOCMODEL_MAX_LORA_RANK", str(spec.training.lora.r)),
+        EnvVar("DOCMODEL_MAX_MODEL_LEN", str(spec.serving.max_model_len)),
+        EnvVar("DOCMODEL_GPU_MEMORY_UTILIZATION", str(spec.serving.gpu_memory_utilization)),
+        EnvVar("DOCMODEL_PORT", str(spec.serving.port)),
+        EnvVar("DOCMODEL_WORKDIR", SERVER_WORKDIR),
+    ]
+    if spec.base_model.mirror:
+        env.append(EnvVar("DOCMODEL_BASE_MODEL_MIRROR", spec.base_model.mirror))
+    env += store.env()
+    env += _source_env(dm)
+    key = spec.serving.api_key_secret_ref
+    if key is not None:
+        env.append(_secret("DOCMODEL_API_KEY", key.name, key.key))
+    if overrides:
+        env = [e for e in env if e.name not in overrides]
+        env += [EnvVar(name, value) for name, value in overrides.items()]
+    return env
+
+
+def serving_digest(dm: DocModel) -> str:
+    """Digest of what the live Deployment is built from besides the revision: a change here
+    (replicas, resources, server settings) updates the Deployment without retraining."""
+    wire = dm.spec.serving.model_dump(mode="json", by_alias=True)
+    return _short_digest([wire, dm.spec.base_model.name, dm.spec.training.lora.r])
+
+
+def _probe(kind: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": [SERVER_PROGRAM, "probe", f"--{kind}"]},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def build_deployment(
+    dm: DocModel, owner: Owner, revision: str, store: StoreConfig, server_image: str
+) -> dict[str, Any]:
+    """The server Deployment of `revision` (blue-green: one per revision)."""
+    spec = dm.spec
+    name = dm.metadata.name
+    lbls = labels(name, "server", revision)
+    container = {
+        "name": "server",
+        "image": spec.serving.image or server_image,
+        "command": [SERVER_PROGRAM],
+        "args": ["serve"],
+        "env": [e.to_k8s() for e in server_env(dm, revision, store)],
+        "ports": [{"name": "http", "containerPort": spec.serving.port, "protocol": "TCP"}],
+        "resources": _resources(spec.serving.resources),
+        # Loading an 8B model and its adapter takes minutes; the startup probe covers that,
+        # bounded by the rollout's progress deadline.
+        "startupProbe": _probe("ready", 10, max(1, spec.serving.progress_deadline_seconds // 10)),
+        "readinessProbe": _probe("ready", 10, 3),
+        "livenessProbe": _probe("live", 20, 3),
+        "volumeMounts": [{"name": "work", "mountPath": SERVER_WORKDIR}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(
+            owner,
+            deployment_name(name, revision),
+            lbls,
+            {ANNOTATION_SERVING_DIGEST: serving_digest(dm)},
+        ),
+        "spec": {
+            "replicas": spec.serving.replicas,
+            "progressDeadlineSeconds": spec.serving.progress_deadline_seconds,
+            "selector": {"matchLabels": _selector(name, revision)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": lbls},
+                "spec": {
+                    "containers": [container],
+                    "volumes": [{"name": "work", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def _selector(name: str, revision: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "server",
+        LABEL_REVISION: revision,
+    }
+
+
+def build_service(dm: DocModel, owner: Owner, revision: str) -> dict[str, Any]:
+    """The DocModel's Service, selecting the pods of `revision` (moving it moves traffic)."""
+    name = dm.metadata.name
+    port = dm.spec.serving.port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, service_name(name), labels(name, "server")),
+        "spec": {
+            "selector": _selector(name, revision),
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def service_endpoint(dm: DocModel) -> str:
+    """The URL app teams use: the Service's cluster DNS name, OpenAI's `/v1` base."""
+    return (
+        f"http://{service_name(dm.metadata.name)}.{dm.metadata.namespace}.svc:"
+        f"{dm.spec.serving.port}/v1"
+    )

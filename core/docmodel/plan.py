@@ -1,0 +1,717 @@
+"""The lifecycle planner: (spec, status, what was observed) -> (new status, next actions).
+
+One pure function decides every step of a DocModel's lifecycle; the operator executes its
+actions as Kubernetes objects, local mode as local processes, so the two cannot drift. An
+executor goes round this loop until the plan has no actions left (local mode) or the next event
+or requeue (the operator):
+
+    due = source_check_due(dm.spec, status, generation, now)
+    check = <list the source: revision.list_source> if due else None
+    target = target_revision(dm.spec, status, check)
+    observed = Observed(now, check, <revision.observe_revision(target)>, <the target's Jobs>,
+                        <servers by revision>, <the revision traffic goes to>)
+    result = plan(dm, generation, status, observed, store_uri)
+    <write result.status, emit result.events, carry out result.actions>
+
+The stages of one revision: ingest -> train -> evaluate (each a step whose artifact's manifest
+marks it done) -> the gate (docmodel.gate, on the report) -> rollout (blue-green: a server per
+revision; traffic moves once the new server is ready; the old one goes after a delay; past the
+progress deadline traffic stays and the candidate's server is removed). A new revision (changed
+docs or training-relevant spec) supersedes one still in flight; a judged revision is not judged
+again unless the evaluation settings or the gate's policy change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from croniter import croniter
+
+from docmodel.api import (
+    CandidateStatus,
+    DocModel,
+    DocModelSpec,
+    DocModelStatus,
+    HistoryEntry,
+    LastFailure,
+    Metrics,
+    Phase,
+    ServingStatus,
+    duration_seconds,
+)
+from docmodel.artifacts import RevisionLayout, canonical_json, evaluation_digest, revision_id
+from docmodel.builders import STEPS, Step, serving_digest
+from docmodel.failures import FailureClass, backoff_seconds, classify
+from docmodel.gate import decide_report
+from docmodel.report import EvalReport, Scores
+from docmodel.revision import ResolvedSource, RevisionArtifacts
+from docmodel.status import (
+    DATA_READY,
+    EVALUATED,
+    PROMOTED,
+    READY,
+    REVISION_CONDITIONS,
+    ROLLED_OUT,
+    TRAINED,
+    ConditionStatus,
+    Event,
+    condition_events,
+    history_entry,
+    record_history,
+    set_condition,
+)
+
+# --------------------------------------------------------------------------------------------
+# What the executor observed
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceCheck:
+    """One listing of the source: the revision it gives, or why listing failed."""
+
+    resolved: ResolvedSource | None = None
+    error_reason: str | None = None  # a StorageError's reason (AccessDenied, BucketNotFound...)
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class JobState:
+    """One step's child (a Job, or a local process) for the target revision."""
+
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"]
+    exit_code: int | None = None
+    reason: str | None = None  # Kubernetes' reason: Unschedulable, OOMKilled, DeadlineExceeded
+    message: str = ""
+    log_tail: tuple[str, ...] = ()
+    since: datetime | None = None  # when it entered this phase
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """One revision's server (a Deployment, or a local process)."""
+
+    ready: bool
+    created_at: datetime
+    serving_digest: str | None = None  # what it was built from (builders.serving_digest)
+    endpoint: str | None = None  # where clients reach the DocModel once traffic is here
+    message: str = ""  # why it is not ready, when known
+    failed: bool = False  # it will not become ready (past its deadline, or the process exited)
+
+
+@dataclass(frozen=True)
+class Observed:
+    now: datetime
+    source: SourceCheck | None = None  # None: the source was not listed this time
+    artifacts: RevisionArtifacts = field(default_factory=RevisionArtifacts)  # of the target
+    jobs: Mapping[Step, JobState] = field(default_factory=dict)  # the target's, by step
+    job_revisions: frozenset[str] = frozenset()  # every revision that has Jobs
+    servers: Mapping[str, ServerState] = field(default_factory=dict)  # by revision
+    traffic: str | None = None  # the revision the Service (local: the state) points at
+
+
+# --------------------------------------------------------------------------------------------
+# What the executor is asked to do
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartStep:
+    step: Step
+    revision: str
+    serving_revision: str | None = None  # evaluation: also score what serves now
+
+
+@dataclass(frozen=True)
+class DeleteJobs:
+    revision: str
+    reason: str  # Superseded, Retry, Replaced
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """Create the revision's server, or update it to the current serving settings."""
+
+    revision: str
+
+
+@dataclass(frozen=True)
+class SwitchTraffic:
+    revision: str
+
+
+@dataclass(frozen=True)
+class RemoveServer:
+    revision: str
+    reason: str  # Replaced, RolloutFailed
+
+
+Action = StartStep | DeleteJobs | Deploy | SwitchTraffic | RemoveServer
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Executor-wide timings (the operator's settings; local mode uses the defaults)."""
+
+    cleanup_delay_seconds: float = 120.0  # the old revision's server lives on this long
+    pending_warning_seconds: float = 300.0  # a pod Pending this long gets a condition
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: DocModelStatus
+    actions: tuple[Action, ...]
+    events: tuple[Event, ...]
+    requeue_after: float | None  # look again after this many seconds (timers, retries, polls)
+    permanent: bool  # failed for good: nothing more happens until the spec or the docs change
+
+
+# --------------------------------------------------------------------------------------------
+# Source checks and the target revision
+# --------------------------------------------------------------------------------------------
+
+
+def next_source_check(spec: DocModelSpec, status: DocModelStatus) -> datetime | None:
+    """When the source is next due to be listed (None: only on a spec change)."""
+    last = status.source_checked_at
+    if last is None:
+        return None
+    due: list[datetime] = []
+    failure = status.last_failure
+    if failure is not None and failure.stage == "source" and failure.retry_at is not None:
+        due.append(failure.retry_at)
+    if spec.retraining.on_source_change:
+        due.append(last + timedelta(seconds=duration_seconds(spec.retraining.poll_interval)))
+    if spec.retraining.schedule:
+        due.append(croniter(spec.retraining.schedule, last).get_next(datetime))
+    return min(due) if due else None
+
+
+def source_check_due(
+    spec: DocModelSpec, status: DocModelStatus, generation: int | None, now: datetime
+) -> bool:
+    """Whether the source must be listed now: never listed, a new generation of the spec, the
+    poll interval elapsed, the cron schedule fired, or a failed listing is due for a retry."""
+    if status.source_checked_at is None or status.source_digest is None:
+        return True
+    if generation is not None and generation != status.observed_generation:
+        return True
+    due = next_source_check(spec, status)
+    return due is not None and due <= now
+
+
+def target_revision(
+    spec: DocModelSpec, status: DocModelStatus, check: SourceCheck | None
+) -> str | None:
+    """The revision to work on: the listing's, else the last known digest under today's spec."""
+    if check is not None and check.resolved is not None:
+        return check.resolved.revision
+    if status.source_digest is None:
+        return None
+    return revision_id(spec, status.source_digest)
+
+
+def judgement_key(spec: DocModelSpec) -> str:
+    """What a verdict depends on besides the revision: evaluation settings and gate policy."""
+    gate = spec.evaluation.model_dump(
+        mode="json", by_alias=True, include={"metric", "min_improvement", "must_beat_serving"}
+    )
+    combined = canonical_json([evaluation_digest(spec), gate])
+    return hashlib.sha256(combined.encode()).hexdigest()[:12]
+
+
+def _format(metrics: Metrics | None, metric: str) -> str | None:
+    value = None if metrics is None else getattr(metrics, metric)
+    return None if value is None else f"{value:.4f}"
+
+
+def _metrics(scores: Scores | None) -> Metrics | None:
+    if scores is None:
+        return None
+    return Metrics(exact_match=scores.exact_match, token_f1=scores.token_f1, rouge_l=scores.rouge_l)
+
+
+# --------------------------------------------------------------------------------------------
+# The planner
+# --------------------------------------------------------------------------------------------
+
+STEP_PHASE: dict[Step, Phase] = {
+    "ingest": "Ingesting",
+    "train": "Training",
+    "evaluate": "Evaluating",
+}
+STEP_CONDITION = {"ingest": DATA_READY, "train": TRAINED, "evaluate": EVALUATED}
+STEP_DONE = {
+    "ingest": ("DatasetPublished", "the dataset of revision {r} is published"),
+    "train": ("AdapterTrained", "the adapter of revision {r} is trained"),
+    "evaluate": ("ReportReady", "revision {r} is evaluated"),
+}
+
+
+class _Planner:
+    """One planning pass; `plan()` below is the entry point."""
+
+    def __init__(
+        self,
+        dm: DocModel,
+        generation: int | None,
+        status: DocModelStatus,
+        observed: Observed,
+        store_uri: str,
+        policy: Policy,
+    ):
+        self.dm = dm
+        self.spec = dm.spec
+        self.generation = generation
+        self.before = status
+        self.status = status.model_copy(deep=True)
+        self.obs = observed
+        self.now = observed.now
+        self.store_uri = store_uri
+        self.policy = policy
+        self.actions: list[Action] = []
+        self.events: list[Event] = []
+        self.timers: list[float] = []
+        self.phase: Phase | None = None
+        self.permanent = False
+        self.rolling_out: str | None = None  # a promoted revision whose server is coming up
+
+    # -- small helpers ------------------------------------------------------------------------
+
+    def cond(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            type_,  # type: ignore[arg-type]
+            status,
+            reason,
+            message,
+            self.generation,
+            self.now,
+        )
+
+    def wake_at(self, when: datetime) -> None:
+        self.timers.append(max(1.0, (when - self.now).total_seconds()))
+
+    def layout(self, revision: str) -> RevisionLayout:
+        return RevisionLayout(self.dm.metadata.namespace, self.dm.metadata.name, revision)
+
+    @property
+    def serving(self) -> str | None:
+        return self.status.serving.revision if self.status.serving else None
+
+    # -- the pass -----------------------------------------------------------------------------
+
+    def run(self) -> Plan:
+        source_ok = self.check_source()
+        target = target_revision(self.spec, self.before, self.obs.source)
+        if target is not None:
+            self.switch_to(target)
+            if source_ok:
+                self.pipeline(target)
+        self.maintain_serving()
+        self.finish()
+        events = condition_events(self.before.conditions, self.status.conditions)
+        due = next_source_check(self.spec, self.status)
+        if due is not None:
+            self.wake_at(due)
+        return Plan(
+            status=self.status,
+            actions=tuple(self.actions),
+            events=tuple([*self.events, *events]),
+            requeue_after=min(self.timers) if self.timers else None,
+            permanent=self.permanent,
+        )
+
+    def check_source(self) -> bool:
+        """Record a listing; False when it failed (no new step starts until it works)."""
+        check = self.obs.source
+        if check is None:
+            failure = self.status.last_failure
+            return not (failure is not None and failure.stage == "source")
+        self.status.source_checked_at = self.now
+        if check.resolved is not None:
+            self.status.source_digest = check.resolved.digest
+            if self.status.last_failure and self.status.last_failure.stage == "source":
+                self.status.last_failure = None
+            return True
+        previous = self.status.last_failure
+        attempts = previous.attempts + 1 if previous and previous.stage == "source" else 1
+        retry_at = self.now + timedelta(seconds=backoff_seconds(attempts))
+        reason = check.error_reason or "SourceUnavailable"
+        self.status.last_failure = LastFailure(
+            revision=self.status.revision,
+            stage="source",
+            reason=reason,
+            message=check.error_message,
+            time=self.now,
+            attempts=attempts,
+            retry_at=retry_at,
+        )
+        self.cond(DATA_READY, "False", reason, f"{check.error_message} (retrying at {retry_at})")
+        self.phase = "Pending"
+        return False
+
+    def switch_to(self, target: str) -> None:
+        """Make `target` the revision worked on; supersede one still in flight."""
+        current = self.status.revision
+        for revision in sorted(self.obs.job_revisions - {target}):
+            reason = "Superseded" if revision == current else "Replaced"
+            self.actions.append(DeleteJobs(revision, reason))
+        if current == target:
+            return
+        if current is not None and history_entry(self.status, current) is None:
+            failure = self.status.last_failure
+            why = ""
+            if failure is not None and failure.revision == current:
+                why = f"; it had failed at {failure.stage}: {failure.reason}"
+            self.status.history = record_history(
+                self.status.history,
+                HistoryEntry(
+                    revision=current,
+                    source_digest=None,
+                    reason=f"superseded by revision {target} before a verdict{why}",
+                    rollout="Superseded",
+                    completed_at=self.now,
+                ),
+                self.spec.history_limit,
+            )
+            self.events.append(
+                Event("Normal", "Superseded", f"revision {current} superseded by {target}")
+            )
+        self.status.revision = target
+        self.status.candidate = CandidateStatus(revision=target)
+        failure = self.status.last_failure
+        if failure is not None and failure.stage != "source" and failure.revision != target:
+            self.status.last_failure = None
+        for type_ in REVISION_CONDITIONS:
+            self.cond(type_, "Unknown", "NewRevision", f"revision {target} started")
+
+    # -- one revision's steps and verdict -----------------------------------------------------
+
+    def judged(self, revision: str) -> HistoryEntry | None:
+        entry = history_entry(self.status, revision)
+        if entry is None or entry.verdict is None:
+            return None
+        if revision == self.serving or entry.judged_with == judgement_key(self.spec):
+            return entry
+        return None
+
+    def pipeline(self, revision: str) -> None:
+        entry = self.judged(revision)
+        if entry is None:
+            for step in STEPS:
+                if not self.step(step, revision):
+                    return
+            report = self.obs.artifacts.report
+            assert report is not None  # step("evaluate") is done only with a report
+            self.record_verdict(revision, report)
+        elif self.status.candidate is None or self.status.candidate.verdict is None:
+            self.restore_verdict(entry)
+        self.rollout(revision)
+
+    def restore_verdict(self, entry: HistoryEntry) -> None:
+        """A revision judged before (the docs went back to it): its verdict stands."""
+        for step in STEPS:
+            reason, message = STEP_DONE[step]
+            self.cond(STEP_CONDITION[step], "True", reason, message.format(r=entry.revision))
+        metric = self.spec.evaluation.metric
+        self.status.candidate = CandidateStatus(
+            revision=entry.revision,
+            adapter_uri=entry.adapter_uri,
+            metrics=entry.metrics,
+            baseline_metrics=entry.baseline_metrics,
+            score=_format(entry.metrics, metric),
+            baseline_score=_format(entry.baseline_metrics, metric),
+            verdict=entry.verdict,
+            reason=entry.reason,
+            report_uri=entry.report_uri,
+        )
+        promoted = entry.verdict == "Promoted"
+        self.cond(
+            PROMOTED,
+            "True" if promoted else "False",
+            "PreviouslyPromoted" if promoted else "PreviouslyRejected",
+            entry.reason or "",
+        )
+
+    def step_done(self, step: Step) -> bool:
+        art = self.obs.artifacts
+        return {"ingest": art.dataset, "train": art.adapter, "evaluate": art.report is not None}[
+            step
+        ]
+
+    def step(self, step: Step, revision: str) -> bool:
+        """Advance one step; True when it is done (its artifact is published)."""
+        condition = STEP_CONDITION[step]
+        if self.step_done(step):
+            reason, message = STEP_DONE[step]
+            self.cond(condition, "True", reason, message.format(r=revision))
+            return True
+        self.phase = STEP_PHASE[step]
+        job = self.obs.jobs.get(step)
+        if job is not None and job.phase == "Succeeded":
+            # Finished, yet no complete artifact: treat it as a failure worth retrying.
+            job = JobState(
+                "Failed",
+                reason="ArtifactMissing",
+                message=f"the {step} step finished without publishing its artifact",
+                since=job.since,
+            )
+        if job is not None and job.phase == "Failed":
+            self.step_failed(step, revision, job)
+            return False
+        if job is not None:  # Pending or Running
+            self.step_running(step, revision, job)
+            return False
+        failure = self.status.last_failure
+        if failure is not None and failure.revision == revision and failure.stage == step:
+            if failure.retry_at is None:
+                self.failed_for_good(failure)
+                return False
+            if self.now < failure.retry_at:
+                self.wake_at(failure.retry_at)
+                return False
+        if self.spec.suspend:
+            return False
+        serving = self.serving if step == "evaluate" and self.serving != revision else None
+        self.actions.append(StartStep(step, revision, serving))
+        self.cond(
+            condition, "Unknown", "Started", f"the {step} step of revision {revision} started"
+        )
+        return False
+
+    def step_running(self, step: Step, revision: str, job: JobState) -> None:
+        condition = STEP_CONDITION[step]
+        if job.phase == "Pending" and job.since is not None:
+            waited = (self.now - job.since).total_seconds()
+            if waited >= self.policy.pending_warning_seconds:
+                self.cond(
+                    condition,
+                    "False",
+                    job.reason or "Pending",
+                    f"the {step} pod of revision {revision} has waited {int(waited)}s to start: "
+                    f"{job.message or 'no reason given'}",
+                )
+                return
+            self.wake_at(job.since + timedelta(seconds=self.policy.pending_warning_seconds))
+        self.cond(
+            condition, "Unknown", "Running", f"the {step} step of revision {revision} is running"
+        )
+
+    def step_failed(self, step: Step, revision: str, job: JobState) -> None:
+        previous = self.status.last_failure
+        same = previous is not None and previous.revision == revision and previous.stage == step
+        if same and previous is not None and (job.since is None or job.since <= previous.time):
+            failure = previous  # already recorded
+        else:
+            kind = classify(job.exit_code, job.reason)
+            attempts = previous.attempts + 1 if same and previous is not None else 1
+            retry_at = None
+            if kind.failure_class.retried:
+                retry_at = self.now + timedelta(seconds=backoff_seconds(attempts))
+            failure = LastFailure(
+                revision=revision,
+                stage=step,
+                reason=kind.reason,
+                message=job.message or kind.summary,
+                exit_code=job.exit_code,
+                log_tail=list(job.log_tail)[-50:],
+                time=self.now,
+                attempts=attempts,
+                retry_at=retry_at,
+            )
+            self.status.last_failure = failure
+        if failure.retry_at is not None:
+            self.actions.append(DeleteJobs(revision, "Retry"))
+            self.cond(
+                STEP_CONDITION[step],
+                "False",
+                failure.reason,
+                f"the {step} step failed ({failure.message}); retrying at {failure.retry_at}",
+            )
+            self.wake_at(failure.retry_at)
+        else:
+            self.failed_for_good(failure)
+
+    def failed_for_good(self, failure: LastFailure) -> None:
+        step: Step = failure.stage  # type: ignore[assignment]
+        kind = classify(failure.exit_code, failure.reason)
+        hint = (
+            "; changed documents give a new revision"
+            if kind.failure_class is FailureClass.NO_DATA
+            else "; a change to the spec or the documents starts a new revision"
+        )
+        self.cond(
+            STEP_CONDITION[step],
+            "False",
+            failure.reason,
+            f"the {step} step of revision {failure.revision} failed: {failure.message}{hint}",
+        )
+        self.phase = "Failed"
+        self.permanent = True
+
+    def record_verdict(self, revision: str, report: EvalReport) -> None:
+        verdict = decide_report(report, self.spec.evaluation)
+        metric = self.spec.evaluation.metric
+        candidate, baseline = report.aggregate["candidate"], report.aggregate["baseline"]
+        layout = self.layout(revision)
+        self.status.candidate = CandidateStatus(
+            revision=revision,
+            adapter_uri=layout.uri(self.store_uri, "adapter"),
+            metrics=_metrics(candidate),
+            baseline_metrics=_metrics(baseline),
+            score=f"{candidate.get(metric):.4f}",
+            baseline_score=f"{baseline.get(metric):.4f}",
+            verdict="Promoted" if verdict.promoted else "Rejected",
+            reason=verdict.message,
+            report_uri=layout.uri(self.store_uri, "eval", "report.json"),
+        )
+        self.status.history = record_history(
+            self.status.history,
+            HistoryEntry(
+                revision=revision,
+                source_digest=self.status.source_digest,
+                adapter_uri=self.status.candidate.adapter_uri,
+                metrics=self.status.candidate.metrics,
+                baseline_metrics=self.status.candidate.baseline_metrics,
+                verdict=self.status.candidate.verdict,
+                reason=verdict.message,
+                report_uri=self.status.candidate.report_uri,
+                completed_at=report.created_at,
+                judged_with=judgement_key(self.spec),
+            ),
+            self.spec.history_limit,
+        )
+        self.cond(
+            PROMOTED, "True" if verdict.promoted else "False", verdict.reason, verdict.message
+        )
+
+    # -- rollout ------------------------------------------------------------------------------
+
+    def rollout(self, revision: str) -> None:
+        """Move traffic to a promoted `revision` once its server is ready."""
+        entry = self.judged(revision)
+        if entry is None or entry.verdict != "Promoted" or revision == self.serving:
+            return
+        if entry.rollout is not None or self.spec.suspend:
+            return
+        server = self.obs.servers.get(revision)
+        deadline = self.spec.serving.progress_deadline_seconds
+        if server is None:
+            self.actions.append(Deploy(revision))
+            self.rolling_out = revision
+            self.phase = "RollingOut"
+            self.cond(ROLLED_OUT, "Unknown", "Progressing", f"deploying revision {revision}")
+            self.timers.append(float(deadline))
+            return
+        if server.ready:
+            self.actions.append(SwitchTraffic(revision))
+            self.status.serving = ServingStatus(
+                revision=revision,
+                endpoint=server.endpoint,
+                model_name=self.dm.metadata.name,
+                since=self.now,
+            )
+            self.set_rollout(entry, "RolledOut")
+            self.cond(ROLLED_OUT, "True", "RolledOut", f"traffic moved to revision {revision}")
+            return
+        ends = server.created_at + timedelta(seconds=deadline)
+        if server.failed or self.now >= ends:
+            self.actions.append(RemoveServer(revision, "RolloutFailed"))
+            self.set_rollout(entry, "RolloutFailed")
+            kept = self.serving or "none"
+            self.cond(
+                ROLLED_OUT,
+                "False",
+                "RolloutFailed",
+                f"revision {revision} was not ready within progressDeadlineSeconds={deadline} "
+                f"({server.message or 'no reason given'}); traffic stays on revision {kept}",
+            )
+            return
+        self.phase = "RollingOut"
+        self.rolling_out = revision
+        self.cond(ROLLED_OUT, "Unknown", "Progressing", f"waiting for revision {revision}")
+        self.wake_at(ends)
+
+    def set_rollout(
+        self, entry: HistoryEntry, outcome: Literal["RolledOut", "RolloutFailed"]
+    ) -> None:
+        updated = entry.model_copy(update={"rollout": outcome})
+        self.status.history = [
+            updated if h.revision == entry.revision else h for h in self.status.history
+        ]
+
+    def maintain_serving(self) -> None:
+        """Keep the serving revision's server and the Service as built; retire old servers."""
+        serving = self.serving
+        candidate = self.rolling_out
+        if serving is not None:
+            server = self.obs.servers.get(serving)
+            stale = server is None or server.serving_digest != serving_digest(self.dm)
+            # While a candidate rolls out, a missing serving server is not rebuilt only to be
+            # replaced; should the rollout fail, the next pass rebuilds it.
+            rolling = candidate is not None and server is None
+            if stale and not rolling and Deploy(serving) not in self.actions:
+                self.actions.append(Deploy(serving))
+            if self.obs.traffic != serving and SwitchTraffic(serving) not in self.actions:
+                self.actions.append(SwitchTraffic(serving))
+            if server is not None and server.ready:
+                endpoint = self.status.serving.endpoint if self.status.serving else None
+                self.cond(
+                    READY,
+                    "True",
+                    "Serving",
+                    f"revision {serving} serves model {self.dm.metadata.name!r}"
+                    + (f" at {endpoint}" if endpoint else ""),
+                )
+            else:
+                detail = server.message if server is not None else "its server is starting"
+                self.cond(READY, "False", "ServerNotReady", f"revision {serving}: {detail}")
+        else:
+            self.cond(
+                READY,
+                "False",
+                "NoRevisionPromoted",
+                "no revision has been promoted yet: nothing serves",
+            )
+        since = self.status.serving.since if self.status.serving else None
+        removing = {a.revision for a in self.actions if isinstance(a, RemoveServer)}
+        for revision in sorted(self.obs.servers):
+            if revision in (serving, candidate) or revision in removing:
+                continue
+            if since is not None and self.now < since + timedelta(
+                seconds=self.policy.cleanup_delay_seconds
+            ):
+                self.wake_at(since + timedelta(seconds=self.policy.cleanup_delay_seconds))
+                continue
+            self.actions.append(RemoveServer(revision, "Replaced"))
+
+    def finish(self) -> None:
+        if self.spec.suspend:
+            phase: Phase = "Suspended"
+        elif self.phase is not None:
+            phase = self.phase
+        elif self.serving is not None:
+            phase = "Ready"
+        elif self.status.candidate is not None and self.status.candidate.verdict == "Rejected":
+            phase = "Rejected"
+        else:
+            phase = "Pending"
+        self.status.phase = phase
+        self.status.observed_generation = self.generation
+
+
+def plan(
+    dm: DocModel,
+    generation: int | None,
+    status: DocModelStatus,
+    observed: Observed,
+    store_uri: str,
+    policy: Policy | None = None,
+) -> Plan:
+    """Decide the next actions and the new status of one DocModel. Pure: no I/O, no clock."""
+    return _Planner(dm, generation, status, observed, store_uri, policy or Policy()).run()
