@@ -376,6 +376,19 @@ class EvaluationSpec(ApiModel):
     max_new_tokens: int = Field(
         default=64, ge=1, le=4096, description="Longest generated answer (same for every system)."
     )
+    resources: ResourcesSpec | None = Field(
+        default=None,
+        description="Compute resources of the evaluation Job; unset uses training.resources.",
+    )
+    node_selector: dict[str, str] | None = Field(
+        default=None,
+        description="Node labels the evaluation pod must match; unset uses training.nodeSelector.",
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None,
+        max_length=32,
+        description="Tolerations of the evaluation pod; unset uses training.tolerations.",
+    )
 
 
 class ServingSpec(ApiModel):
@@ -403,6 +416,20 @@ class ServingSpec(ApiModel):
         le=7200,
         description="How long a new revision may take to become Ready before the rollout "
         "is abandoned and traffic stays on the old revision.",
+    )
+    strategy: Literal["BlueGreen", "Recreate"] = Field(
+        default="BlueGreen",
+        description="`BlueGreen`: the new revision's servers start beside the old ones and "
+        "traffic moves when they are Ready (needs room for both). `Recreate`: the old "
+        "revision's servers are removed first, for clusters without room for two copies; "
+        "the endpoint is down until the new ones are Ready (and, if they never are, until the "
+        "old revision is back).",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the server pods must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Tolerations of the server pods."
     )
 
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from docmodel.api import API_VERSION, KIND, DocModel, ResourcesSpec, spec_to_wire
+from docmodel.api import API_VERSION, KIND, DocModel, ResourcesSpec, Toleration, spec_to_wire
 from docmodel.artifacts import RevisionLayout, canonical_json, evaluation_digest
 from docmodel.failures import EXIT_CODES
 
@@ -265,6 +265,59 @@ def step_command(
     return StepCommand(step, args, env)
 
 
+@dataclass(frozen=True)
+class PodDefaults:
+    """The operator's defaults for pods whose spec names no node: ingest always, the other
+    steps and the servers when their own nodeSelector and tolerations are empty."""
+
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    resources: ResourcesSpec
+    node_selector: dict[str, str]
+    tolerations: list[Toleration]
+    priority_class_name: str | None = None
+
+    def apply(self, pod: dict[str, Any], defaults: PodDefaults) -> None:
+        if self.node_selector or self.tolerations:
+            selector: Mapping[str, str] = self.node_selector
+            tolerations: list[Any] = [
+                t.model_dump(by_alias=True, exclude_none=True) for t in self.tolerations
+            ]
+        else:
+            selector, tolerations = defaults.node_selector, [dict(t) for t in defaults.tolerations]
+        if selector:
+            pod["nodeSelector"] = dict(selector)
+        if tolerations:
+            pod["tolerations"] = tolerations
+        if self.priority_class_name:
+            pod["priorityClassName"] = self.priority_class_name
+
+
+def step_scheduling(dm: DocModel, step: Step) -> Scheduling:
+    """Where a step's pod runs: ingest needs no GPU; evaluation takes training's settings
+    where its own are unset."""
+    training, evaluation = dm.spec.training, dm.spec.evaluation
+    if step == "ingest":
+        return Scheduling(INGEST_RESOURCES, {}, [])
+    if step == "train":
+        return Scheduling(
+            training.resources,
+            training.node_selector,
+            training.tolerations,
+            training.priority_class_name,
+        )
+    return Scheduling(
+        evaluation.resources or training.resources,
+        training.node_selector if evaluation.node_selector is None else evaluation.node_selector,
+        training.tolerations if evaluation.tolerations is None else evaluation.tolerations,
+        training.priority_class_name,
+    )
+
+
 def _resources(res: ResourcesSpec) -> dict[str, Any]:
     amounts: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
     if res.gpu:
@@ -296,6 +349,7 @@ def build_job(
     trainer_image: str,
     *,
     serving_revision: str | None = None,
+    defaults: PodDefaults | None = None,
 ) -> dict[str, Any]:
     """The Job that runs `step` for `revision`."""
     spec = dm.spec
@@ -303,14 +357,14 @@ def build_job(
     name = job_name(dm, step, revision, serving_revision)
     lbls = {**labels(dm.metadata.name, STEP_SUFFIX[step], revision), LABEL_STEP: step}
     training = spec.training
-    gpu_step = step != "ingest"
+    scheduling = step_scheduling(dm, step)
     container = {
         "name": step,
         "image": training.image or trainer_image,
         "command": [TRAINER_PROGRAM],
         "args": command.args,
         "env": [e.to_k8s() for e in command.env],
-        "resources": _resources(training.resources if gpu_step else INGEST_RESOURCES),
+        "resources": _resources(scheduling.resources),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "work", "mountPath": JOB_WORKDIR}],
     }
@@ -319,15 +373,7 @@ def build_job(
         "containers": [container],
         "volumes": [{"name": "work", "emptyDir": {}}],
     }
-    if gpu_step:
-        if training.node_selector:
-            pod["nodeSelector"] = dict(training.node_selector)
-        if training.tolerations:
-            pod["tolerations"] = [
-                t.model_dump(by_alias=True, exclude_none=True) for t in training.tolerations
-            ]
-        if training.priority_class_name:
-            pod["priorityClassName"] = training.priority_class_name
+    scheduling.apply(pod, defaults or PodDefaults())
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -404,7 +450,12 @@ def _probe(kind: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def build_deployment(
-    dm: DocModel, owner: Owner, revision: str, store: StoreConfig, server_image: str
+    dm: DocModel,
+    owner: Owner,
+    revision: str,
+    store: StoreConfig,
+    server_image: str,
+    defaults: PodDefaults | None = None,
 ) -> dict[str, Any]:
     """The server Deployment of `revision` (blue-green: one per revision)."""
     spec = dm.spec
@@ -425,6 +476,14 @@ def build_deployment(
         "livenessProbe": _probe("live", 20, 3),
         "volumeMounts": [{"name": "work", "mountPath": SERVER_WORKDIR}],
     }
+    pod: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": "work", "emptyDir": {}}],
+    }
+    serving = spec.serving
+    Scheduling(serving.resources, serving.node_selector, serving.tolerations).apply(
+        pod, defaults or PodDefaults()
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -438,17 +497,15 @@ def build_deployment(
             "replicas": spec.serving.replicas,
             "progressDeadlineSeconds": spec.serving.progress_deadline_seconds,
             "selector": {"matchLabels": _selector(name, revision)},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-            },
-            "template": {
-                "metadata": {"labels": lbls},
-                "spec": {
-                    "containers": [container],
-                    "volumes": [{"name": "work", "emptyDir": {}}],
-                },
-            },
+            "strategy": (
+                {"type": "Recreate"}
+                if spec.serving.strategy == "Recreate"
+                else {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                }
+            ),
+            "template": {"metadata": {"labels": lbls}, "spec": pod},
         },
     }
 

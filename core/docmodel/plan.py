@@ -602,6 +602,14 @@ class _Planner:
         server = self.obs.servers.get(revision)
         deadline = self.spec.serving.progress_deadline_seconds
         if server is None:
+            serving = self.serving
+            if (
+                self.spec.serving.strategy == "Recreate"
+                and serving is not None
+                and serving in self.obs.servers
+            ):
+                # No room for two copies, as the user chose: the old server goes first.
+                self.actions.append(RemoveServer(serving, "Recreate"))
             self.actions.append(Deploy(revision))
             self.rolling_out = revision
             self.phase = "RollingOut"
@@ -659,7 +667,15 @@ class _Planner:
                 self.actions.append(Deploy(serving))
             if self.obs.traffic != serving and SwitchTraffic(serving) not in self.actions:
                 self.actions.append(SwitchTraffic(serving))
-            if server is not None and server.ready:
+            if server is None and rolling:
+                self.cond(
+                    READY,
+                    "False",
+                    "Recreating",
+                    f"revision {serving} was removed to make room for revision {candidate} "
+                    "(serving.strategy Recreate)",
+                )
+            elif server is not None and server.ready:
                 endpoint = self.status.serving.endpoint if self.status.serving else None
                 self.cond(
                     READY,

@@ -12,6 +12,7 @@ from docmodel.builders import (
     JOB_WORKDIR,
     NameTooLong,
     Owner,
+    PodDefaults,
     StoreConfig,
     build_deployment,
     build_job,
@@ -299,3 +300,41 @@ def test_step_commands_carry_the_docmodel_but_no_status() -> None:
     manifest = json.loads(command.literal_env()["DOCMODEL_MANIFEST"])
     assert set(manifest) == {"apiVersion", "kind", "metadata", "spec"}
     assert "DOCMODEL_TEACHER_API_KEY" not in command.literal_env()
+
+
+def test_evaluation_and_serving_schedule_on_their_own_settings() -> None:
+    spec = FULL["spec"] | {
+        "evaluation": {
+            "resources": {"gpu": 1, "cpu": "4", "memory": "24Gi"},
+            "nodeSelector": {"pool": "eval"},
+        },
+        "serving": FULL["spec"]["serving"]
+        | {
+            "nodeSelector": {"pool": "serve"},
+            "tolerations": [{"key": "serve", "operator": "Exists"}],
+        },
+    }
+    dm = parse_docmodel(FULL | {"spec": spec})
+    pod = build_job(dm, OWNER, "evaluate", REV, STORE, TRAINER)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "eval"}
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # Unset tolerations and priority class fall back to training's.
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["priorityClassName"] == "training"
+    server = build_deployment(dm, OWNER, REV, STORE, SERVER)["spec"]["template"]["spec"]
+    assert server["nodeSelector"] == {"pool": "serve"}
+    assert server["tolerations"] == [{"key": "serve", "operator": "Exists"}]
+
+
+def test_pods_without_a_node_of_their_own_take_the_operators_defaults() -> None:
+    defaults = PodDefaults(node_selector={"docmodel.dev/node-kind": "local"})
+    ingest = build_job(DM, OWNER, "ingest", REV, STORE, TRAINER, defaults=defaults)
+    assert ingest["spec"]["template"]["spec"]["nodeSelector"] == {"docmodel.dev/node-kind": "local"}
+    train = build_job(DM, OWNER, "train", REV, STORE, TRAINER, defaults=defaults)
+    assert train["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
+    server = build_deployment(DM, OWNER, REV, STORE, SERVER, defaults)
+    assert server["spec"]["template"]["spec"]["nodeSelector"] == {"docmodel.dev/node-kind": "local"}
+    recreate = parse_docmodel(FULL | {"spec": FULL["spec"] | {"serving": {"strategy": "Recreate"}}})
+    assert build_deployment(recreate, OWNER, REV, STORE, SERVER)["spec"]["strategy"] == {
+        "type": "Recreate"
+    }

@@ -669,3 +669,23 @@ def test_history_is_trimmed_to_the_limit() -> None:
     status = in_flight(history=[judged("a" * 10), judged("b" * 10)])
     result = run(status, dm=small, artifacts=ALL)
     assert [h.revision for h in result.status.history] == [R1, "a" * 10]
+
+
+def test_recreate_strategy_removes_the_old_server_first_and_restores_it_on_failure() -> None:
+    recreate = docmodel(serving={"strategy": "Recreate"})
+    status = serving_status(R1)
+    status.source_digest = listing(DM, "e2").digest
+    status.revision = R2
+    status.history.insert(0, judged(R2))
+    old = {R1: ready_server(R1, dm=recreate)}
+    first = run(status, dm=recreate, artifacts=ALL, servers=old, traffic=R1)
+    assert list(first.actions) == [RemoveServer(R1, "Recreate"), Deploy(R2)]
+
+    starting = {R2: ServerState(ready=False, created_at=T0)}
+    waiting = run(first.status, dm=recreate, artifacts=ALL, servers=starting, traffic=R1)
+    assert waiting.actions == ()
+    assert cond(waiting, "Ready") == ("False", "Recreating")
+
+    late = T0 + timedelta(seconds=recreate.spec.serving.progress_deadline_seconds)
+    failed = run(first.status, dm=recreate, at=late, artifacts=ALL, servers=starting, traffic=R1)
+    assert list(failed.actions) == [RemoveServer(R2, "RolloutFailed"), Deploy(R1)]
