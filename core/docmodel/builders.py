@@ -242,15 +242,20 @@ def step_command(
     revision: str,
     store: StoreConfig,
     *,
-    workdir: str = JOB_WORKDIR,
+    workdir: str | None = None,
     serving_revision: str | None = None,
     source_dir: str | None = None,
 ) -> StepCommand:
     """The trainer command of `step` for `revision` (evaluation also scores `serving_revision`).
 
-    `source_dir` reads the documents from a directory instead of the DocModel's bucket (local
-    mode's `--docs`).
+    The workdir defaults to a directory of the DocModel, revision and step under the Job's
+    volume, so that pods sharing a host path (a node without emptyDir) never resume from each
+    other's checkpoints. `source_dir` reads the documents from a directory instead of the
+    DocModel's bucket (local mode's `--docs`).
     """
+    if workdir is None:
+        meta = dm.metadata
+        workdir = f"{JOB_WORKDIR}/{meta.namespace}/{meta.name}/{revision}/{step}"
     args = [step, "--store", store.uri, "--revision", revision, "--workdir", workdir]
     if step == "ingest" and source_dir is not None:
         args += ["--source-dir", source_dir]
@@ -410,6 +415,7 @@ def server_env(
     spec = dm.spec
     env = [
         EnvVar("POD_IP", field_path="status.podIP"),
+        EnvVar("POD_NAME", field_path="metadata.name"),
         EnvVar("DOCMODEL_SERVED_NAME", dm.metadata.name),
         EnvVar("DOCMODEL_ADAPTER_URI", adapter_uri(dm, store.uri, revision)),
         EnvVar("DOCMODEL_BASE_MODEL", spec.base_model.name),
@@ -418,7 +424,9 @@ def server_env(
         EnvVar("DOCMODEL_MAX_MODEL_LEN", str(spec.serving.max_model_len)),
         EnvVar("DOCMODEL_GPU_MEMORY_UTILIZATION", str(spec.serving.gpu_memory_utilization)),
         EnvVar("DOCMODEL_PORT", str(spec.serving.port)),
-        EnvVar("DOCMODEL_WORKDIR", SERVER_WORKDIR),
+        # A directory of the pod's own under the volume: pods that share a host path (a node
+        # without emptyDir) never download into each other's directories.
+        EnvVar("DOCMODEL_WORKDIR", f"{SERVER_WORKDIR}/$(POD_NAME)"),
     ]
     if spec.base_model.mirror:
         env.append(EnvVar("DOCMODEL_BASE_MODEL_MIRROR", spec.base_model.mirror))

@@ -128,7 +128,7 @@ def _trainer(*args: str) -> list[str]:
     return [sys.executable, "-m", "docmodel_trainer.cli", *args]
 
 
-def _tiny_model() -> Path:
+def tiny_model() -> Path:
     """The demo's base model, cached under a key of its builder's code and the bundled docs."""
     digest = hashlib.sha256(TINY_BUILDER.read_bytes())
     for doc in sorted(p for p in (DEMO_DIR / "docs").rglob("*") if p.is_file()):
@@ -177,7 +177,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Paths, DocModel]:
     except SpecError as exc:
         raise BadInput(f"{docmodel_path}: {exc}") from None
     if base_model == "tiny":
-        manifest["spec"].setdefault("baseModel", {})["name"] = str(_tiny_model())
+        manifest["spec"].setdefault("baseModel", {})["name"] = str(tiny_model())
     elif base_model:
         manifest["spec"].setdefault("baseModel", {})["name"] = base_model
     model = parse_docmodel(manifest)

@@ -112,6 +112,7 @@ class Observed:
     job_revisions: frozenset[str] = frozenset()  # every revision that has Jobs
     servers: Mapping[str, ServerState] = field(default_factory=dict)  # by revision
     traffic: str | None = None  # the revision the Service (local: the state) points at
+    missing_secrets: tuple[str, ...] = ()  # Secrets the DocModel's pods need that do not exist
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,7 +360,8 @@ class _Planner:
         """Make `target` the revision worked on; supersede one still in flight."""
         current = self.status.revision
         for revision in sorted(self.obs.job_revisions - {target}):
-            reason = "Superseded" if revision == current else "Replaced"
+            in_flight = revision == current and history_entry(self.status, revision) is None
+            reason = "Superseded" if in_flight else "Replaced"
             self.actions.append(DeleteJobs(revision, reason))
         if current == target:
             return
@@ -476,6 +478,17 @@ class _Planner:
                 self.wake_at(failure.retry_at)
                 return False
         if self.spec.suspend:
+            return False
+        if self.obs.missing_secrets:
+            names = ", ".join(self.obs.missing_secrets)
+            self.cond(
+                condition,
+                "False",
+                "SecretNotFound",
+                f"the {step} step of revision {revision} needs Secret {names} in namespace "
+                f"{self.dm.metadata.namespace}, which does not exist",
+            )
+            self.timers.append(30.0)
             return False
         serving = self.serving if step == "evaluate" and self.serving != revision else None
         self.actions.append(StartStep(step, revision, serving))

@@ -105,6 +105,22 @@ def record_history(
     return [entry, *rest][:limit]
 
 
+REDACTED = "[redacted]"
+
+
+def redact(lines: Iterable[str], secrets: Iterable[str]) -> list[str]:
+    """`lines` with every occurrence of a Secret's value replaced (longest first, so a value
+    that contains another is hidden whole); values shorter than 4 characters are left alone,
+    as hiding them would hide ordinary words."""
+    values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+    out = []
+    for line in lines:
+        for value in values:
+            line = line.replace(value, REDACTED)
+        out.append(line)
+    return out
+
+
 def history_entry(status: DocModelStatus, revision: str | None) -> HistoryEntry | None:
     if revision is None:
         return None

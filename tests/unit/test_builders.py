@@ -135,7 +135,7 @@ def test_train_job_is_the_expected_object() -> None:
                                 "--revision",
                                 REV,
                                 "--workdir",
-                                JOB_WORKDIR,
+                                f"{JOB_WORKDIR}/ml/handbook/{REV}/train",
                             ],
                             "env": [
                                 manifest,

@@ -689,3 +689,13 @@ def test_recreate_strategy_removes_the_old_server_first_and_restores_it_on_failu
     late = T0 + timedelta(seconds=recreate.spec.serving.progress_deadline_seconds)
     failed = run(first.status, dm=recreate, at=late, artifacts=ALL, servers=starting, traffic=R1)
     assert list(failed.actions) == [RemoveServer(R2, "RolloutFailed"), Deploy(R1)]
+
+
+def test_missing_secret_is_named_and_nothing_starts() -> None:
+    result = run(in_flight(), missing_secrets=("docmodel-store",))
+    assert result.actions == ()
+    status, reason = cond(result, "DataReady")
+    assert (status, reason) == ("False", "SecretNotFound")
+    message = get_condition(result.status.conditions, "DataReady").message  # type: ignore[union-attr]
+    assert "docmodel-store" in message and "ml" in message
+    assert result.requeue_after == 30

@@ -96,3 +96,14 @@ def test_trainer_exit_codes_are_the_cores() -> None:
 
     for name in ("EXIT_BAD_INPUT", "EXIT_NO_DATA", "EXIT_STORAGE", "EXIT_UPSTREAM"):
         assert getattr(common, name) is getattr(failures, name)
+
+
+def test_secret_values_are_redacted_from_log_lines() -> None:
+    from docmodel.status import redact
+
+    lines = ["key=AKIA123456 secret=s3cr3t-value-long", "token s3cr3t-value", "ok"]
+    assert redact(lines, ["s3cr3t-value", "s3cr3t-value-long", "AKIA123456", "ab"]) == [
+        "key=[redacted] secret=[redacted]",
+        "token [redacted]",
+        "ok",
+    ]

@@ -1,0 +1,3 @@
+from docmodel_operator.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Kopf wiring: which events reconcile which DocModel. Nothing here decides anything.
+
+- Every event of a DocModel, and of its labelled children (Jobs, their pods, server
+  Deployments), reconciles that DocModel. Event handlers keep no progress on the object and
+  add no finalizer, so deleting a DocModel never waits for the operator: owner references
+  remove its children.
+- One operator-wide sweep (not a per-object timer, which would put a finalizer on every
+  DocModel) reconciles each DocModel whose timer is due: a retry, a rollout deadline, the
+  clean-up of an old server, the next source poll.
+- Peering: of several replicas, only the live one with the highest priority acts; Kopf pauses
+  the others' handlers, and the sweep checks the same peering record before acting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from docmodel.api import GROUP, PLURAL, VERSION
+from docmodel.builders import MANAGED_BY
+from docmodel_operator.kube import Kube
+from docmodel_operator.reconcile import Reconciler
+from docmodel_operator.settings import OperatorSettings
+
+log = logging.getLogger("docmodel.operator")
+
+PEERING_GROUP, PEERING_VERSION, PEERING_PLURAL = "kopf.dev", "v1", "clusterkopfpeerings"
+CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+NO_TIMER = float("inf")
+
+
+class Runtime:
+    """What the handlers share; set up by `docmodel_operator.main` before Kopf starts."""
+
+    settings: OperatorSettings
+    kube: Kube
+    reconciler: Reconciler
+    identity: str
+    due: dict[tuple[str, str], float]
+
+    def __init__(
+        self, settings: OperatorSettings, kube: Kube, reconciler: Reconciler, identity: str
+    ):
+        self.settings = settings
+        self.kube = kube
+        self.reconciler = reconciler
+        self.identity = identity
+        self.due = {}
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        requeue = self.reconciler.reconcile(namespace, name)
+        self.due[(namespace, name)] = NO_TIMER if requeue is None else time.monotonic() + requeue
+
+    def leading(self) -> bool:
+        """Whether no live peer outranks (or ties with) this operator, as Kopf decides it."""
+        if not self.settings.peering:
+            return True
+        try:
+            peering = self.kube.custom.get_cluster_custom_object(
+                PEERING_GROUP, PEERING_VERSION, PEERING_PLURAL, self.settings.peering
+            )
+        except ApiException:
+            return False
+        if not isinstance(peering, dict):
+            return False
+        now = datetime.now(UTC)
+        for identity, info in (peering.get("status") or {}).items():
+            if identity == self.identity or not isinstance(info, dict):
+                continue
+            seen = datetime.fromisoformat(str(info.get("lastseen")))
+            alive = (now - seen).total_seconds() < int(info.get("lifetime", 60))
+            if alive and int(info.get("priority", 0)) >= self.settings.priority:
+                return False
+        return True
+
+
+RUNTIME: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    if RUNTIME is None:
+        raise RuntimeError("the operator's runtime is not set up (start it with docmodel-operator)")
+    return RUNTIME
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    rt = runtime()
+    own = rt.settings
+    settings.watching.server_timeout = own.watch_timeout_seconds
+    settings.watching.client_timeout = own.watch_timeout_seconds + 30
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.posting.level = logging.WARNING
+    settings.peering.clusterwide = True
+    settings.peering.priority = own.priority
+    if own.peering:
+        settings.peering.name = own.peering
+        settings.peering.mandatory = True
+        settings.peering.stealth = True
+    else:
+        settings.peering.standalone = True
+    asyncio.get_running_loop().create_task(sweep(), name="docmodel-sweep")
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def docmodel_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    if namespace is None:
+        return
+    rt = runtime()
+    if type == "DELETED":
+        rt.due.pop((namespace, name), None)
+        rt.reconciler.forget(namespace, name)
+        return
+    rt.reconcile(namespace, name)
+
+
+def _child_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    name = labels.get("app.kubernetes.io/instance")
+    if name and namespace:
+        runtime().reconcile(namespace, name)
+
+
+for group, version, plural in (
+    ("batch", "v1", "jobs"),
+    ("", "v1", "pods"),
+    ("apps", "v1", "deployments"),
+):
+    kopf.on.event(group, version, plural, labels=CHILD_LABELS, id=f"child-{plural}")(_child_event)
+
+
+async def sweep() -> None:
+    """Reconcile the DocModels whose timers are due, every `resyncSeconds`."""
+    rt = runtime()
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(rt.settings.resync_seconds)
+        try:
+            if not await loop.run_in_executor(None, rt.leading):
+                continue
+            now = time.monotonic()
+            for key in [k for k, at in rt.due.items() if at <= now]:
+                await loop.run_in_executor(None, rt.reconcile, *key)
+        except Exception:  # the sweep must outlive any one failure
+            log.exception("Failed sweep")

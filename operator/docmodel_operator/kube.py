@@ -1,0 +1,232 @@
+"""The Kubernetes calls the operator makes, in one place, with the official client.
+
+Children are created with create-or-get (a 409 is followed by a read, so a replayed event
+never makes a second one) or, where the live object must follow the builder (the server
+Deployment and the Service), server-side apply with the operator's field manager.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from docmodel.api import GROUP, PLURAL, VERSION
+from docmodel.builders import MANAGED_BY
+
+log = logging.getLogger("docmodel.operator")
+
+USER_AGENT = "docmodel-operator/0.1.0"
+FIELD_MANAGER = "docmodel-operator"
+REQUEST_TIMEOUT = 30
+
+
+def load_client() -> client.ApiClient:
+    """In a pod, the ServiceAccount; elsewhere, KUBECONFIG or ~/.kube/config."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    api = client.ApiClient()
+    api.user_agent = USER_AGENT
+    return api
+
+
+def instance_selector(name: str) -> str:
+    return f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGED_BY}"
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient):
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    # -- the DocModel -------------------------------------------------------------------------
+
+    def get_docmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
+            return obj if isinstance(obj, dict) else None
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": status},
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to record
+                raise
+
+    def event(
+        self, owner: dict[str, Any], type_: str, reason: str, message: str, now: datetime
+    ) -> None:
+        meta = owner["metadata"]
+        stamp = now.astimezone(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=owner["apiVersion"],
+                kind=owner["kind"],
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            count=1,
+            source=client.V1EventSource(component=FIELD_MANAGER),
+            reporting_component=FIELD_MANAGER,
+            reporting_instance=FIELD_MANAGER,
+            action=reason,
+        )
+        try:
+            self.core.create_namespaced_event(
+                meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:  # an Event is worth a warning, never a failed reconcile
+            log.warning("Failed to post event reason=%s status=%s", reason, exc.status)
+
+    # -- children -----------------------------------------------------------------------------
+
+    def list_jobs(self, namespace: str, name: str) -> list[Any]:
+        return list(
+            self.batch.list_namespaced_job(
+                namespace,
+                label_selector=instance_selector(name),
+                _request_timeout=REQUEST_TIMEOUT,
+            ).items
+        )
+
+    def list_pods(self, namespace: str, name: str) -> list[Any]:
+        return list(
+            self.core.list_namespaced_pod(
+                namespace,
+                label_selector=instance_selector(name),
+                _request_timeout=REQUEST_TIMEOUT,
+            ).items
+        )
+
+    def list_deployments(self, namespace: str, name: str) -> list[Any]:
+        return list(
+            self.apps.list_namespaced_deployment(
+                namespace,
+                label_selector=instance_selector(name),
+                _request_timeout=REQUEST_TIMEOUT,
+            ).items
+        )
+
+    def get_service(self, namespace: str, name: str) -> Any | None:
+        try:
+            return self.core.read_namespaced_service(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's values, decoded; None when it does not exist."""
+        try:
+            secret = self.core.read_namespaced_secret(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {
+            key: base64.b64decode(value).decode(errors="replace")
+            for key, value in (secret.data or {}).items()
+        }
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        """Create the Job unless it exists (then read it); True when this call created it."""
+        meta = job["metadata"]
+        try:
+            self.batch.create_namespaced_job(
+                meta["namespace"],
+                job,  # type: ignore[arg-type]  # the client serialises plain dicts as they are
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            return True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        self.batch.read_namespaced_job(
+            meta["name"], meta["namespace"], _request_timeout=REQUEST_TIMEOUT
+        )
+        return False
+
+    def delete_jobs(self, namespace: str, name: str, revision: str) -> None:
+        """Delete the revision's Jobs and, in the background, their pods."""
+        self.batch.delete_collection_namespaced_job(
+            namespace,
+            label_selector=f"{instance_selector(name)},docmodel.dev/revision={revision}",
+            propagation_policy="Background",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        """Server-side apply of a Deployment or a Service, as the builder made it."""
+        meta = obj["metadata"]
+        apply = "application/apply-patch+yaml"  # JSON is YAML
+        if obj["kind"] == "Deployment":
+            self.apps.patch_namespaced_deployment(
+                meta["name"],
+                meta["namespace"],
+                obj,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=apply,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        elif obj["kind"] == "Service":
+            self.core.patch_namespaced_service(
+                meta["name"],
+                meta["namespace"],
+                obj,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=apply,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        else:
+            raise ValueError(f"apply does not handle kind {obj['kind']}")
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        try:
+            self.apps.delete_namespaced_deployment(
+                name,
+                namespace,
+                propagation_policy="Background",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,340 @@
+"""One reconcile of one DocModel: read it, observe the cluster and the store, ask the planner,
+record the status and Events, carry the actions out. Level-triggered and idempotent: every
+call starts from what is there, so a replayed event or a restart changes nothing that is done.
+
+Runs in a worker thread (Kopf runs sync handlers in its executor; the periodic sweep does the
+same), never on the event loop. One DocModel is reconciled by one thread at a time; a trigger
+that arrives meanwhile makes the running reconcile go round once more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from docmodel.api import DocModel, DocModelStatus, SpecError, parse_docmodel
+from docmodel.artifacts import open_artifact_store
+from docmodel.builders import (
+    Owner,
+    StoreConfig,
+    build_deployment,
+    build_job,
+    build_service,
+    deployment_name,
+    service_endpoint,
+)
+from docmodel.plan import (
+    Action,
+    DeleteJobs,
+    Deploy,
+    Observed,
+    Plan,
+    RemoveServer,
+    SourceCheck,
+    StartStep,
+    SwitchTraffic,
+    plan,
+    source_check_due,
+    target_revision,
+)
+from docmodel.revision import (
+    RevisionArtifacts,
+    list_source,
+    observe_revision,
+    open_source,
+    provided_store,
+)
+from docmodel.status import set_condition
+from docmodel.storage import ObjectStore, StorageError
+from docmodel_operator import metrics, observe
+from docmodel_operator.kube import Kube
+from docmodel_operator.settings import OperatorSettings
+
+log = logging.getLogger("docmodel.operator")
+
+SOURCE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Gate:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    again: bool = False
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The values of the Secrets a DocModel's pods use (to hide them in copied log lines), the
+    source's credentials, and the names of those that do not exist."""
+
+    values: tuple[str, ...] = ()
+    source_env: dict[str, str] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+
+
+class Reconciler:
+    def __init__(self, settings: OperatorSettings, kube: Kube, store: ObjectStore | None = None):
+        self.settings = settings
+        self.kube = kube
+        env = dict(os.environ)
+        if settings.store_endpoint:
+            env["DOCMODEL_STORE_ENDPOINT"] = settings.store_endpoint
+        self.store = store or open_artifact_store(settings.store_uri, env)
+        self.store_config = StoreConfig(
+            self.store.uri, settings.store_endpoint, settings.store_secret or None
+        )
+        self._gates: dict[tuple[str, str], _Gate] = {}
+        self._gates_lock = threading.Lock()
+
+    # -- entry point --------------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """Reconcile until no trigger arrived meanwhile; return seconds until a timer is due."""
+        with self._gates_lock:
+            gate = self._gates.setdefault((namespace, name), _Gate())
+        if not gate.lock.acquire(blocking=False):
+            gate.again = True
+            return None
+        try:
+            while True:
+                gate.again = False
+                requeue = self._timed(namespace, name)
+                if not gate.again:
+                    return requeue
+        finally:
+            gate.lock.release()
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._gates_lock:
+            self._gates.pop((namespace, name), None)
+
+    def _timed(self, namespace: str, name: str) -> float | None:
+        started = time.monotonic()
+        try:
+            requeue = self._reconcile(namespace, name)
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
+            metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
+            log.exception("Failed reconcile docmodel=%s/%s", namespace, name)
+            return 10.0
+        finally:
+            metrics.RECONCILE_TIME.labels(metrics.CONTROLLER).observe(time.monotonic() - started)
+        result = "requeue_after" if requeue is not None else "success"
+        metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, result).inc()
+        return requeue
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    def _reconcile(self, namespace: str, name: str) -> float | None:
+        body = self.kube.get_docmodel(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # gone: owner references remove the children
+        meta = body["metadata"]
+        generation = int(meta.get("generation") or 0)
+        status = parse_status(body.get("status"))
+        try:
+            dm = parse_docmodel(
+                {
+                    "apiVersion": body["apiVersion"],
+                    "kind": body["kind"],
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": body.get("spec") or {},
+                }
+            )
+        except SpecError as exc:
+            self._invalid(body, status, generation, exc)
+            return None
+        owner = Owner(name, namespace, meta["uid"])
+        secrets = self._secrets(dm)
+        at = now()
+        check = None
+        if source_check_due(dm.spec, status, generation, at):
+            check = self._list_source(dm, secrets)
+        observed = self._observe(dm, status, check, secrets, at)
+        result = plan(dm, generation, status, observed, self.store.uri, self.settings.policy)
+        self._record(body, status, result, at)
+        for action in result.actions:
+            self._act(dm, owner, action, observed)
+        return result.requeue_after
+
+    def _invalid(
+        self, body: dict[str, Any], status: DocModelStatus, generation: int, exc: SpecError
+    ) -> None:
+        """A spec the API server let through but the models refuse: say so, start nothing."""
+        new = status.model_copy(deep=True)
+        at = now()
+        new.conditions = set_condition(
+            new.conditions, "Ready", "False", "InvalidSpec", str(exc), generation, at
+        )
+        new.phase = "Failed"
+        new.observed_generation = generation
+        self._record(body, status, Plan(new, (), (), None, True), at)
+
+    def _secrets(self, dm: DocModel) -> Secrets:
+        spec = dm.spec
+        wanted: dict[str, str | None] = {}  # secret name -> the key of interest (None: all)
+        if self.settings.store_secret:
+            wanted[self.settings.store_secret] = None
+        if spec.source.secret_ref is not None:
+            wanted[spec.source.secret_ref.name] = None
+        for ref in (
+            spec.base_model.token_secret_ref,
+            spec.serving.api_key_secret_ref,
+            spec.dataset.teacher.secret_ref if spec.dataset.teacher else None,
+        ):
+            if ref is not None:
+                wanted.setdefault(ref.name, ref.key)
+        values: list[str] = []
+        missing: list[str] = []
+        source_env: dict[str, str] = {}
+        for secret_name in wanted:
+            data = self.kube.secret_data(dm.metadata.namespace, secret_name)
+            if data is None:
+                missing.append(secret_name)
+                continue
+            values.extend(v for v in data.values() if v)
+            if spec.source.secret_ref is not None and secret_name == spec.source.secret_ref.name:
+                source_env = {k: data[k] for k in SOURCE_KEYS if data.get(k)}
+        return Secrets(tuple(values), source_env, tuple(missing))
+
+    def _list_source(self, dm: DocModel, secrets: Secrets) -> SourceCheck:
+        spec = dm.spec
+        env = dict(secrets.source_env)
+        if spec.source.secret_ref is None:  # ambient credentials, as the pods have
+            env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+        try:
+            source = open_source(spec, env=env)
+            resolved = list_source(spec, source, provided_store(source, spec))
+        except StorageError as exc:
+            metrics.SOURCE_CHECKS.labels("error").inc()
+            where = f"bucket={spec.source.bucket} prefix={spec.source.prefix or '(none)'}"
+            return SourceCheck(error_reason=exc.reason, error_message=f"cannot list {where}: {exc}")
+        metrics.SOURCE_CHECKS.labels("ok").inc()
+        return SourceCheck(resolved=resolved)
+
+    def _observe(
+        self,
+        dm: DocModel,
+        status: DocModelStatus,
+        check: SourceCheck | None,
+        secrets: Secrets,
+        at: datetime,
+    ) -> Observed:
+        ns, name = dm.metadata.namespace, dm.metadata.name
+        target = target_revision(dm.spec, status, check)
+        serving = status.serving.revision if status.serving else None
+        pods = self.kube.list_pods(ns, name)
+        jobs, revisions = observe.step_jobs(
+            dm, self.kube.list_jobs(ns, name), pods, target, serving, secrets.values
+        )
+        artifacts = (
+            observe_revision(self.store, dm.spec, ns, name, target, serving)
+            if target is not None
+            else RevisionArtifacts()
+        )
+        return Observed(
+            now=at,
+            source=check,
+            artifacts=artifacts,
+            jobs=jobs,
+            job_revisions=revisions,
+            servers=observe.servers(
+                self.kube.list_deployments(ns, name), service_endpoint(dm), pods
+            ),
+            traffic=observe.traffic(self.kube.get_service(ns, name)),
+            missing_secrets=secrets.missing,
+        )
+
+    def _record(
+        self, body: dict[str, Any], before: DocModelStatus, result: Plan, at: datetime
+    ) -> None:
+        meta = body["metadata"]
+        if result.status != before:
+            self.kube.patch_status(meta["namespace"], meta["name"], status_patch(result.status))
+        for event in result.events:
+            self.kube.event(body, event.type, event.reason, event.message, at)
+            if event.reason in ("BeatBaseline", "BelowBaseline", "WorseThanServing"):
+                verdict = "Promoted" if event.type == "Normal" else "Rejected"
+                metrics.GATE_DECISIONS.labels(verdict, event.reason).inc()
+            elif event.reason in ("RolledOut", "RolloutFailed"):
+                metrics.ROLLOUTS.labels(event.reason).inc()
+        failure = result.status.last_failure
+        if failure is not None and failure != before.last_failure:
+            metrics.STEP_FAILURES.labels(failure.stage, failure.reason).inc()
+            log.warning(
+                "Failed step=%s docmodel=%s/%s revision=%s reason=%s exit_code=%s",
+                failure.stage,
+                meta["namespace"],
+                meta["name"],
+                failure.revision,
+                failure.reason,
+                failure.exit_code,
+            )
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _act(self, dm: DocModel, owner: Owner, action: Action, observed: Observed) -> None:
+        ns, name = dm.metadata.namespace, dm.metadata.name
+        where = f"docmodel={ns}/{name}"
+        if isinstance(action, StartStep):
+            job = build_job(
+                dm,
+                owner,
+                action.step,
+                action.revision,
+                self.store_config,
+                self.settings.trainer_image,
+                serving_revision=action.serving_revision,
+                defaults=self.settings.pod_defaults,
+            )
+            if self.kube.create_job(job):
+                metrics.STEPS_STARTED.labels(action.step).inc()
+                log.info("Created job=%s %s step=%s", job["metadata"]["name"], where, action.step)
+        elif isinstance(action, DeleteJobs):
+            self.kube.delete_jobs(ns, name, action.revision)
+            log.info("Deleted jobs %s revision=%s reason=%s", where, action.revision, action.reason)
+        elif isinstance(action, Deploy):
+            self.kube.apply(
+                build_deployment(
+                    dm,
+                    owner,
+                    action.revision,
+                    self.store_config,
+                    self.settings.server_image,
+                    self.settings.pod_defaults,
+                )
+            )
+            log.info("Applied deployment=%s %s", deployment_name(name, action.revision), where)
+        elif isinstance(action, SwitchTraffic):
+            self.kube.apply(build_service(dm, owner, action.revision))
+            log.info("Switched traffic %s revision=%s", where, action.revision)
+        elif isinstance(action, RemoveServer):
+            self.kube.delete_deployment(ns, deployment_name(name, action.revision))
+            log.info(
+                "Deleted deployment=%s %s reason=%s",
+                deployment_name(name, action.revision),
+                where,
+                action.reason,
+            )
+
+
+def parse_status(raw: dict[str, Any] | None) -> DocModelStatus:
+    """The recorded status; fields this version does not know (another writer's) are ignored."""
+    raw = dict(raw or {})
+    known = {f.alias or n for n, f in DocModelStatus.model_fields.items()} | set(
+        DocModelStatus.model_fields
+    )
+    return DocModelStatus.model_validate({k: v for k, v in raw.items() if k in known})
+
+
+def status_patch(status: DocModelStatus) -> dict[str, Any]:
+    """A merge patch that sets every field (unset ones to null, which removes them)."""
+    return status.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,88 @@
+"""The operator's one typed configuration, read once at start from `DOCMODEL_OPERATOR_*`.
+
+| Variable | Default | Meaning |
+|---|---|---|
+| `DOCMODEL_OPERATOR_STORE_URI` | required | The artifact store, `s3://bucket/prefix` (a directory only for tests). |
+| `DOCMODEL_OPERATOR_STORE_ENDPOINT` | unset (AWS) | S3 endpoint of the artifact store, for the operator and every pod. |
+| `DOCMODEL_OPERATOR_STORE_SECRET` | `docmodel-store` | Secret with `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` for the store, which must exist in each DocModel's namespace (pods can only reference their own namespace's Secrets; the operator never copies Secrets). Empty: pods use ambient credentials. |
+| `DOCMODEL_OPERATOR_TRAINER_IMAGE` | `ghcr.io/docmodel/trainer:0.1.0` | Default trainer image (`spec.training.image` overrides). |
+| `DOCMODEL_OPERATOR_SERVER_IMAGE` | `ghcr.io/docmodel/server:0.1.0` | Default server image (`spec.serving.image` overrides). |
+| `DOCMODEL_OPERATOR_NAMESPACES` | empty: every namespace | Comma-separated namespaces to watch. |
+| `DOCMODEL_OPERATOR_PEERING` | `docmodel` | Kopf peering object name; empty runs standalone. |
+| `DOCMODEL_OPERATOR_PRIORITY` | random | Peering priority: the live replica with the highest acts, the others wait. |
+| `DOCMODEL_OPERATOR_POD_NODE_SELECTOR` | `{}` | JSON node selector for pods whose spec names none (ingest always). |
+| `DOCMODEL_OPERATOR_POD_TOLERATIONS` | `[]` | JSON tolerations to go with it. |
+| `DOCMODEL_OPERATOR_CLEANUP_DELAY_SECONDS` | `120` | How long the old revision's server lives after traffic moved. |
+| `DOCMODEL_OPERATOR_PENDING_WARNING_SECONDS` | `300` | A pod Pending this long gets a condition with the scheduler's message. |
+| `DOCMODEL_OPERATOR_RESYNC_SECONDS` | `30` | Period of the sweep over every DocModel (timers, source polls). |
+| `DOCMODEL_OPERATOR_WATCH_TIMEOUT_SECONDS` | `300` | Server-side timeout of each watch request. |
+| `DOCMODEL_OPERATOR_LIVENESS_PORT` | `8080` | `/healthz` for the liveness probe (0: off). |
+| `DOCMODEL_OPERATOR_METRICS_PORT` | `9090` | Prometheus `/metrics` (0: off). |
+
+The operator's own credentials for the store are `DOCMODEL_STORE_AWS_ACCESS_KEY_ID` and
+`DOCMODEL_STORE_AWS_SECRET_ACCESS_KEY` (else the usual `AWS_*`), as every process reads them.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from docmodel.builders import PodDefaults
+from docmodel.plan import Policy
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a valid operator; the message names the variable."""
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOCMODEL_OPERATOR_", extra="ignore", frozen=True)
+
+    store_uri: str = Field(min_length=1)
+    store_endpoint: str | None = None
+    store_secret: str = "docmodel-store"
+    trainer_image: str = Field(default="ghcr.io/docmodel/trainer:0.1.0", min_length=1)
+    server_image: str = Field(default="ghcr.io/docmodel/server:0.1.0", min_length=1)
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    peering: str = "docmodel"
+    priority: int = Field(default_factory=lambda: random.randint(1, 1_000_000))
+    pod_node_selector: dict[str, str] = Field(default_factory=dict)
+    pod_tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    cleanup_delay_seconds: float = Field(default=120.0, ge=0)
+    pending_warning_seconds: float = Field(default=300.0, ge=0)
+    resync_seconds: float = Field(default=30.0, gt=0)
+    watch_timeout_seconds: int = Field(default=300, ge=10)
+    liveness_port: int = Field(default=8080, ge=0, le=65535)
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+
+    @classmethod
+    def from_env(cls) -> OperatorSettings:
+        try:
+            return cls()  # type: ignore[call-arg]  # store_uri comes from the environment
+        except ValidationError as exc:
+            problems = [
+                f"DOCMODEL_OPERATOR_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
+            ]
+            raise SettingsError("invalid operator configuration: " + "; ".join(problems)) from None
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [n.strip() for n in value.split(",") if n.strip()]
+        return value
+
+    @property
+    def pod_defaults(self) -> PodDefaults:
+        return PodDefaults(self.pod_node_selector, tuple(self.pod_tolerations))
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            cleanup_delay_seconds=self.cleanup_delay_seconds,
+            pending_warning_seconds=self.pending_warning_seconds,
+        )
