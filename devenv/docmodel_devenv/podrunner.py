@@ -13,8 +13,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,15 +29,6 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 NODE_NAME = "docmodel-local"
 LEASE_SECONDS = 40
-
-
-def _can_bind(address: str) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((address, 0))
-        except OSError:
-            return False
-    return True
 
 
 def image_envs_from_environ() -> dict[str, Path]:
@@ -60,9 +49,8 @@ class PodRunner:
     )
     cpu: str = "32"
     memory: str = "256Gi"
-    pod_network: str = field(
-        default_factory=lambda: os.environ.get("DOCMODEL_DEVENV_POD_NETWORK", "127.0.0.0/24")
-    )
+    # Pods get loopback addresses: nothing here routes another range on the host.
+    pod_network: str = "127.0.0.0/24"
     default_env: Path = REPO_ROOT / ".venv"
     image_envs: dict[str, Path] = field(default_factory=image_envs_from_environ)
     kubernetes_version: str = ""
@@ -73,7 +61,6 @@ class PodRunner:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _ip_cursor: int = -1
-    _added_route: bool = False
     _log_server: LogServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -103,29 +90,15 @@ class PodRunner:
         if self._log_server is not None:
             self._log_server.stop()
             self._log_server = None
-        if self._added_route:
-            subprocess.run(
-                ["ip", "route", "del", "local", self.pod_network, "dev", "lo"], check=False
-            )
-            self._added_route = False
         log.info("Stopped pod runner node=%s", self.node_name)
 
     def _ensure_local_network(self) -> None:
-        """Pod addresses must be local. 127.0.0.0/8 always is; another range (which, unlike
-        loopback, EndpointSlices accept) needs a local route, added here when we may."""
-        network = ipaddress.ip_network(self.pod_network)
-        if network.is_loopback or _can_bind(str(next(network.hosts()))):
-            return
-        command = ["ip", "route", "add", "local", str(network), "dev", "lo"]
-        try:
-            subprocess.run(command, check=True, capture_output=True)
-        except (OSError, subprocess.CalledProcessError) as error:
+        """Pod addresses are loopback addresses: traffic to pods never leaves this machine."""
+        if not ipaddress.ip_network(self.pod_network).is_loopback:
             raise RuntimeError(
-                f"Pod network {network} is not local and the route could not be added ({error}); "
-                f"run as root or `{' '.join(command)}` first"
-            ) from error
-        self._added_route = True
-        log.info("Added local route for pod network network=%s", network)
+                f"pod network {self.pod_network} is not a loopback range; local pods get "
+                "127.0.0.0/8 addresses only"
+            )
 
     # --- the Node and its heartbeats ---------------------------------------------------------
 

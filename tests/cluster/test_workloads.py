@@ -9,7 +9,6 @@ import urllib.request
 from typing import Any
 
 import pytest
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
@@ -247,41 +246,6 @@ def test_kubectl_sees_every_node(devenv: DevEnv) -> None:
     for node in nodes:
         ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True", node["metadata"]["name"]
-
-
-def test_service_endpoint_slices_point_at_local_pods(
-    devenv: DevEnv, kube: Kube, namespace: str
-) -> None:
-    assert devenv.runner is not None
-    if ipaddress.ip_network(devenv.runner.pod_network).is_loopback:
-        pytest.skip(
-            "EndpointSlices reject loopback pod addresses: set DOCMODEL_DEVENV_POD_NETWORK "
-            "(e.g. 10.245.0.0/24) to give local pods routable addresses"
-        )
-    kube.apps.create_namespaced_deployment(namespace, web_deployment("api", replicas=1))
-    service = {
-        "metadata": {"name": "api"},
-        "spec": {"selector": {"app": "api"}, "ports": [{"port": 80, "targetPort": "http"}]},
-    }
-    kube.core.create_namespaced_service(namespace, service)
-
-    discovery = client.DiscoveryV1Api(kube.api_client)
-
-    def ready_addresses() -> list[tuple[str, int | None]]:
-        slices = discovery.list_namespaced_endpoint_slice(
-            namespace, label_selector="kubernetes.io/service-name=api"
-        ).items
-        return [
-            (address, port.port)
-            for item in slices
-            for endpoint in item.endpoints or []
-            if endpoint.conditions and endpoint.conditions.ready
-            for address in endpoint.addresses
-            for port in item.ports or []
-        ]
-
-    ((address, port),) = wait_for(ready_addresses, 60, "a ready endpoint of Service api")
-    assert http_get(f"http://{address}:{port}/") == 200
 
 
 def test_local_pod_gets_the_kubelets_environment_after_its_init_containers(
