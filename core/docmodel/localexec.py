@@ -55,7 +55,6 @@ from docmodel.plan import (
     Plan,
     RemoveServer,
     ServerState,
-    SourceCheck,
     StartStep,
     SwitchTraffic,
     plan,
@@ -64,12 +63,12 @@ from docmodel.plan import (
 )
 from docmodel.revision import (
     RevisionArtifacts,
-    list_source,
+    SourceCheck,
+    check_source,
     observe_revision,
     open_source,
-    provided_store,
 )
-from docmodel.storage import ObjectStore, StorageError, read_json, write_json
+from docmodel.storage import ObjectStore, read_json, write_json
 
 log = logging.getLogger("docmodel.local")
 
@@ -314,19 +313,15 @@ class LocalExecutor:
     def check_source(self) -> SourceCheck:
         spec = self.dm.spec
         source = open_source(spec, None if self.source_dir is None else str(self.source_dir))
-        try:
-            resolved = list_source(spec, source, provided_store(source, spec))
-        except StorageError as exc:
-            return SourceCheck(
-                error_reason=exc.reason, error_message=f"cannot list the source: {exc}"
+        check = check_source(spec, source)
+        if check.resolved is not None:
+            log.info(
+                "Listed source=%s documents=%d revision=%s",
+                source.uri,
+                len(check.resolved.selection.documents),
+                check.resolved.revision,
             )
-        log.info(
-            "Listed source=%s documents=%d revision=%s",
-            source.uri,
-            len(resolved.selection.documents),
-            resolved.revision,
-        )
-        return SourceCheck(resolved=resolved)
+        return check
 
     # -- acting -------------------------------------------------------------------------------
 

@@ -6,12 +6,12 @@ executor goes round this loop until the plan has no actions left (local mode) or
 or requeue (the operator):
 
     due = source_check_due(dm.spec, status, generation, now)
-    check = <list the source: revision.list_source> if due else None
+    check = revision.check_source(dm.spec, <the source>) if due else None
     target = target_revision(dm.spec, status, check)
     observed = Observed(now, check, <revision.observe_revision(target)>, <the target's Jobs>,
                         <servers by revision>, <the revision traffic goes to>)
     result = plan(dm, generation, status, observed, store_uri)
-    <write result.status, emit result.events, carry out result.actions>
+    <carry out result.actions, then write result.status and emit result.events>
 
 The stages of one revision: ingest -> train -> evaluate (each a step whose artifact's manifest
 marks it done) -> the gate (docmodel.gate, on the report) -> rollout (blue-green: a server per
@@ -48,7 +48,7 @@ from docmodel.builders import STEPS, Step, serving_digest
 from docmodel.failures import FailureClass, backoff_seconds, classify
 from docmodel.gate import decide_report
 from docmodel.report import EvalReport, Scores
-from docmodel.revision import ResolvedSource, RevisionArtifacts
+from docmodel.revision import RevisionArtifacts, SourceCheck
 from docmodel.status import (
     DATA_READY,
     EVALUATED,
@@ -68,15 +68,6 @@ from docmodel.status import (
 # --------------------------------------------------------------------------------------------
 # What the executor observed
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourceCheck:
-    """One listing of the source: the revision it gives, or why listing failed."""
-
-    resolved: ResolvedSource | None = None
-    error_reason: str | None = None  # a StorageError's reason (AccessDenied, BucketNotFound...)
-    error_message: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,14 @@ from docmodel.artifacts import (
     select_sources,
 )
 from docmodel.report import EvalReport
-from docmodel.storage import LocalStore, ObjectInfo, ObjectStore, S3Credentials, S3Store
+from docmodel.storage import (
+    LocalStore,
+    ObjectInfo,
+    ObjectStore,
+    S3Credentials,
+    S3Store,
+    StorageError,
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,28 @@ def list_source(
 ) -> ResolvedSource:
     """List the source (no downloads) and resolve the revision; raises `StorageError`."""
     return resolve_source(spec, source.list(), None if provided is None else provided.list())
+
+
+@dataclass(frozen=True)
+class SourceCheck:
+    """One listing of the source: the revision it gives, or why listing failed."""
+
+    resolved: ResolvedSource | None = None
+    error_reason: str | None = None  # a StorageError's reason (AccessDenied, BucketNotFound...)
+    error_message: str = ""
+
+
+def check_source(spec: DocModelSpec, source: ObjectStore) -> SourceCheck:
+    """List the source for the planner: the revision, or the storage error naming the place."""
+    try:
+        return SourceCheck(resolved=list_source(spec, source, provided_store(source, spec)))
+    except StorageError as exc:
+        where = (
+            f"bucket={source.bucket} prefix={source.prefix or '(none)'}"
+            if isinstance(source, S3Store)
+            else f"directory {source.uri}"
+        )
+        return SourceCheck(error_reason=exc.reason, error_message=f"cannot list {where}: {exc}")
 
 
 def report_covers(

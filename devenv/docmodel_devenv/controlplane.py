@@ -94,6 +94,13 @@ class ControlPlane:
     apiserver_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     apiserver_ready_seconds: float = 0.0
+    # Record every request's metadata (user agent, verb, resource) in `audit_log`, for
+    # benchmarks that count a client's requests; off by default (it costs time and disk).
+    audit: bool = False
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.jsonl"
 
     @property
     def logs(self) -> Path:
@@ -211,9 +218,26 @@ class ControlPlane:
                 # The "kubernetes" Service cannot list a loopback address as its endpoint.
                 "--endpoint-reconciler-type=none",
                 "--v=1",
+                *self._audit_flags(),
             ],
         )
         write_kubeconfig(self.kubeconfig, self.server, pki)
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\n"
+            "omitStages: [RequestReceived]\nrules:\n  - level: Metadata\n"
+        )
+        self.logs.mkdir(parents=True, exist_ok=True)
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",
+        ]
         context = self.credentials.ssl_context()
         self._wait_ready("kube-apiserver", f"{self.server}/readyz", 90, context)
 

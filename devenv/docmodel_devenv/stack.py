@@ -33,13 +33,16 @@ class DevEnv:
     api: KubeApi | None = None
     s3: S3Credentials | None = None
     seconds: float = 0.0
+    audit: bool = False  # the API server's audit log (control_plane.audit_log)
 
     @classmethod
-    def create(cls, workdir: Path | None = None, keep_workdir: bool = False) -> DevEnv:
+    def create(
+        cls, workdir: Path | None = None, keep_workdir: bool = False, audit: bool = False
+    ) -> DevEnv:
         binaries = build.require_all()
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix="docmodel-devenv-"))
-        return cls(workdir=workdir, keep_workdir=keep_workdir, binaries=binaries)
+        return cls(workdir=workdir, keep_workdir=keep_workdir, binaries=binaries, audit=audit)
 
     @property
     def kubeconfig(self) -> Path:
@@ -54,7 +57,7 @@ class DevEnv:
         started = time.monotonic()
         procs.install_handlers()
         try:
-            self.control_plane = ControlPlane(self.binaries, self.workdir)
+            self.control_plane = ControlPlane(self.binaries, self.workdir, audit=self.audit)
             self.control_plane.start()
             self.api = KubeApi(self.control_plane.credentials)
             self.minio = MinIO(self.binaries, self.workdir)

@@ -111,7 +111,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def docmodel_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+def docmodel_event(
+    type: str, event: Mapping[str, Any], namespace: str | None, name: str, **_: Any
+) -> None:
     if namespace is None:
         return
     rt = runtime()
@@ -119,6 +121,9 @@ def docmodel_event(type: str, namespace: str | None, name: str, **_: Any) -> Non
         rt.due.pop((namespace, name), None)
         rt.reconciler.forget(namespace, name)
         return
+    raw = event.get("object")
+    if isinstance(raw, dict) and rt.reconciler.is_echo(raw):
+        return  # the event of our own status patch: nothing new to look at
     rt.reconcile(namespace, name)
 
 

@@ -113,32 +113,21 @@ class Kube:
 
     # -- children -----------------------------------------------------------------------------
 
-    def list_jobs(self, namespace: str, name: str) -> list[Any]:
-        return list(
-            self.batch.list_namespaced_job(
-                namespace,
-                label_selector=instance_selector(name),
-                _request_timeout=REQUEST_TIMEOUT,
-            ).items
+    @staticmethod
+    def _children(list_fn: Any, namespace: str, name: str) -> list[Any]:
+        result = list_fn(
+            namespace, label_selector=instance_selector(name), _request_timeout=REQUEST_TIMEOUT
         )
+        return list(result.items)
+
+    def list_jobs(self, namespace: str, name: str) -> list[Any]:
+        return self._children(self.batch.list_namespaced_job, namespace, name)
 
     def list_pods(self, namespace: str, name: str) -> list[Any]:
-        return list(
-            self.core.list_namespaced_pod(
-                namespace,
-                label_selector=instance_selector(name),
-                _request_timeout=REQUEST_TIMEOUT,
-            ).items
-        )
+        return self._children(self.core.list_namespaced_pod, namespace, name)
 
     def list_deployments(self, namespace: str, name: str) -> list[Any]:
-        return list(
-            self.apps.list_namespaced_deployment(
-                namespace,
-                label_selector=instance_selector(name),
-                _request_timeout=REQUEST_TIMEOUT,
-            ).items
-        )
+        return self._children(self.apps.list_namespaced_deployment, namespace, name)
 
     def get_service(self, namespace: str, name: str) -> Any | None:
         try:

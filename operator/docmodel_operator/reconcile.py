@@ -35,7 +35,6 @@ from docmodel.plan import (
     Observed,
     Plan,
     RemoveServer,
-    SourceCheck,
     StartStep,
     SwitchTraffic,
     plan,
@@ -44,13 +43,13 @@ from docmodel.plan import (
 )
 from docmodel.revision import (
     RevisionArtifacts,
-    list_source,
+    SourceCheck,
+    check_source,
     observe_revision,
     open_source,
-    provided_store,
 )
 from docmodel.status import set_condition
-from docmodel.storage import ObjectStore, StorageError
+from docmodel.storage import ObjectStore
 from docmodel_operator import metrics, observe
 from docmodel_operator.kube import Kube
 from docmodel_operator.settings import OperatorSettings
@@ -93,6 +92,9 @@ class Reconciler:
         )
         self._gates: dict[tuple[str, str], _Gate] = {}
         self._gates_lock = threading.Lock()
+        # The status each DocModel was last given, by generation: its own echo (the event of
+        # that status patch) needs no reconcile.
+        self._written: dict[tuple[str, str], tuple[int, DocModelStatus]] = {}
 
     # -- entry point --------------------------------------------------------------------------
 
@@ -115,6 +117,18 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         with self._gates_lock:
             self._gates.pop((namespace, name), None)
+            self._written.pop((namespace, name), None)
+
+    def is_echo(self, body: dict[str, Any]) -> bool:
+        """Whether `body` is what this operator's last status patch made of the DocModel."""
+        meta = body.get("metadata") or {}
+        written = self._written.get((meta.get("namespace", ""), meta.get("name", "")))
+        if written is None or written[0] != int(meta.get("generation") or 0):
+            return False
+        try:
+            return parse_status(body.get("status")) == written[1]
+        except ValueError:
+            return False
 
     def _timed(self, namespace: str, name: str) -> float | None:
         started = time.monotonic()
@@ -160,9 +174,11 @@ class Reconciler:
             check = self._list_source(dm, secrets)
         observed = self._observe(dm, status, check, secrets, at)
         result = plan(dm, generation, status, observed, self.store.uri, self.settings.policy)
-        self._record(body, status, result, at)
+        # Act first, record second: the status never claims what has not happened (traffic
+        # moved, a Job started); if an action fails, the next reconcile plans it again.
         for action in result.actions:
             self._act(dm, owner, action, observed)
+        self._record(body, status, result, at)
         return result.requeue_after
 
     def _invalid(
@@ -210,15 +226,9 @@ class Reconciler:
         env = dict(secrets.source_env)
         if spec.source.secret_ref is None:  # ambient credentials, as the pods have
             env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-        try:
-            source = open_source(spec, env=env)
-            resolved = list_source(spec, source, provided_store(source, spec))
-        except StorageError as exc:
-            metrics.SOURCE_CHECKS.labels("error").inc()
-            where = f"bucket={spec.source.bucket} prefix={spec.source.prefix or '(none)'}"
-            return SourceCheck(error_reason=exc.reason, error_message=f"cannot list {where}: {exc}")
-        metrics.SOURCE_CHECKS.labels("ok").inc()
-        return SourceCheck(resolved=resolved)
+        check = check_source(spec, open_source(spec, env=env))
+        metrics.SOURCE_CHECKS.labels("ok" if check.resolved is not None else "error").inc()
+        return check
 
     def _observe(
         self,
@@ -259,6 +269,8 @@ class Reconciler:
         meta = body["metadata"]
         if result.status != before:
             self.kube.patch_status(meta["namespace"], meta["name"], status_patch(result.status))
+            generation = int(meta.get("generation") or 0)
+            self._written[(meta["namespace"], meta["name"])] = (generation, result.status)
         for event in result.events:
             self.kube.event(body, event.type, event.reason, event.message, at)
             if event.reason in ("BeatBaseline", "BelowBaseline", "WorseThanServing"):

@@ -124,21 +124,28 @@ def test_docmodel_is_trained_judged_promoted_and_served(
         assert (ref.kind, ref.name, ref.controller) == ("DocModel", "handbook", True)
         assert child.metadata.labels["app.kubernetes.io/managed-by"] == "docmodel-operator"
 
-    # Events carry the conditions' reasons.
-    events = kube.core.list_namespaced_event(
-        namespace, field_selector="involvedObject.name=handbook"
-    ).items
-    reasons = {e.reason for e in events}
-    assert {"DatasetPublished", "AdapterTrained", "BeatBaseline", "Serving"} <= reasons
+    # Events carry the conditions' reasons (posted just after the status that `wait` saw).
+    def reasons() -> set[str]:
+        events = kube.core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=handbook"
+        ).items
+        return {e.reason for e in events}
+
+    wanted = {"DatasetPublished", "AdapterTrained", "BeatBaseline", "Serving"}
+    wait_for(lambda: wanted <= reasons(), 30, f"Events {wanted}")
 
     # The metrics endpoint serves controller-runtime's names and the domain metrics.
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as r:
-        text = r.read().decode()
+    def metrics_text() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as r:
+            return str(r.read().decode())
+
+    gate = 'docmodel_gate_decisions_total{reason="BeatBaseline",verdict="Promoted"}'
+    wait_for(lambda: gate in metrics_text(), 30, "the gate metric")
+    text = metrics_text()
     for metric in (
         'controller_runtime_reconcile_total{controller="docmodel"',
         "controller_runtime_reconcile_errors_total",
         "controller_runtime_reconcile_time_seconds_bucket",
-        'docmodel_gate_decisions_total{reason="BeatBaseline",verdict="Promoted"}',
         'docmodel_steps_started_total{step="train"}',
     ):
         assert metric in text, metric

@@ -28,7 +28,6 @@ from docmodel.plan import (
     Policy,
     RemoveServer,
     ServerState,
-    SourceCheck,
     StartStep,
     SwitchTraffic,
     judgement_key,
@@ -37,7 +36,7 @@ from docmodel.plan import (
     target_revision,
 )
 from docmodel.report import DecodingSettings, EvalReport, Scores
-from docmodel.revision import ResolvedSource, RevisionArtifacts, resolve_source
+from docmodel.revision import ResolvedSource, RevisionArtifacts, SourceCheck, resolve_source
 from docmodel.status import get_condition
 from docmodel.storage import ObjectInfo
 

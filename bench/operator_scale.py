@@ -1,0 +1,343 @@
+"""The operator at scale: one burst of DocModels on the local control plane, their Jobs and
+servers on kwok nodes (nothing really runs), the documents and every artifact but the
+evaluation report pre-seeded in MinIO.
+
+    .venv/bin/python bench/operator_scale.py                  # 200, then 1,000 DocModels
+    .venv/bin/python bench/operator_scale.py --count 50 --idle-seconds 60 --extra 0
+
+Figures (bench/results/operator_scale.json):
+- apply_to_job_p50_s / _p99_s: from the return of each DocModel's create call to this
+  client's receipt of the ADDED event of its first Job (the evaluation: dataset and adapter
+  are pre-seeded). creationTimestamp has a resolution of 1 s, so the client's clock is used.
+  Target: p99 < 2 s.
+- idle_api_requests_per_dm_per_min: once every DocModel serves, non-WATCH requests by the
+  operator (its client's user agent and Kopf's) per DocModel per minute, from the API server's
+  own audit log, beside source_polls_per_dm_per_min (the polls the DocModels' pollInterval
+  asks for in the same window). Target: no more than the polls' own requests.
+- rss_mb at `count` DocModels and after `extra` more (suspended) ones: the operator's
+  resident memory. Target: < 200 MB at 200.
+
+While the first Job of a DocModel runs, this script publishes the report its evaluation would
+have written (kwok completes the Job without running it), so the DocModel goes on to its
+verdict and a server on a kwok node, as a real one would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from docmodel.api import GROUP, PLURAL, VERSION, duration_seconds, parse_docmodel
+from docmodel.artifacts import Manifest, RevisionLayout, evaluation_digest
+from docmodel.report import DecodingSettings, EvalReport, Scores
+from docmodel.revision import list_source
+from docmodel.storage import S3Credentials as StoreCredentials
+from docmodel.storage import S3Store
+from docmodel_devenv.stack import DevEnv
+
+from benchlib import cpu_model, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "bench" / "results" / "operator_scale.json"
+NAMESPACE = "scale"
+KWOK = {"docmodel.dev/node-kind": "kwok"}
+POLL = "2m"
+
+
+def kubectl(env: DevEnv, *args: str) -> None:
+    subprocess.run(
+        [str(env.binaries["kubectl"]), f"--kubeconfig={env.kubeconfig}", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def manifest(name: str, bucket: str, endpoint: str, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "source": {
+            "bucket": bucket,
+            "prefix": "docs/",
+            "endpoint": endpoint,
+            "secretRef": {"name": "docmodel-s3"},
+        },
+        "baseModel": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+        "training": {"nodeSelector": KWOK},
+        "serving": {"nodeSelector": KWOK},
+        "retraining": {"pollInterval": POLL},
+        **extra,
+    }
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "DocModel",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": spec,
+    }
+
+
+class Store:
+    """The artifact store, where this script plays the workloads' part."""
+
+    def __init__(self, bucket: str, creds: Any):
+        self.s3 = S3Store(
+            bucket,
+            "artifacts",
+            endpoint=creds.endpoint,
+            credentials=StoreCredentials(creds.access_key, creds.secret_key),
+        )
+
+    def seed(self, body: dict[str, Any], revision: str, kinds: tuple[str, ...]) -> None:
+        meta = body["metadata"]
+        layout = RevisionLayout(meta["namespace"], meta["name"], revision)
+        dm = parse_docmodel(body)
+        for kind in kinds:
+            inputs: dict[str, str] = {}
+            if kind == "eval":
+                uri = layout.uri(self.s3.uri, "adapter")
+                inputs = {"adapter": uri, "evaluation": evaluation_digest(dm.spec)}
+                high, low = (
+                    Scores(exact_match=0.5, token_f1=0.8, rouge_l=0.8),
+                    Scores(exact_match=0.1, token_f1=0.2, rouge_l=0.2),
+                )
+                report = EvalReport(
+                    revision=revision,
+                    base_model=dm.spec.base_model.name,
+                    adapter_uri=uri,
+                    retriever="bm25",
+                    top_k=4,
+                    decoding=DecodingSettings(max_new_tokens=64, engine="transformers"),
+                    questions=[],
+                    aggregate={"candidate": high, "baseline": low},
+                )
+                self.s3.put_bytes(
+                    layout.key("eval", "report.json"), report.model_dump_json().encode()
+                )
+            manifest_ = Manifest(kind=kind, revision=revision, inputs=inputs)  # type: ignore[arg-type]
+            self.s3.put_bytes(
+                layout.key(kind, "manifest.json"), manifest_.model_dump_json().encode()
+            )  # type: ignore[arg-type]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def audit_counts(log: Path, since: datetime, until: datetime) -> dict[str, int]:
+    """Non-WATCH requests by user agent family within [since, until)."""
+    counts: dict[str, int] = {}
+    with log.open() as fh:
+        for line in fh:
+            event = json.loads(line)
+            if event.get("stage") != "ResponseComplete" or event.get("verb") == "watch":
+                continue
+            at = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+            if not since <= at < until:
+                continue
+            agent = event.get("userAgent", "")
+            family = (
+                "docmodel-operator"
+                if agent.startswith("docmodel-operator")
+                else "kopf"
+                if agent.startswith("kopf")
+                else None
+            )
+            if family:
+                counts[family] = counts.get(family, 0) + 1
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--extra", type=int, default=800, help="suspended DocModels added after")
+    parser.add_argument("--idle-seconds", type=float, default=240)
+    parser.add_argument("--output", type=Path, default=RESULT)
+    args = parser.parse_args()
+
+    env = DevEnv.create(audit=True)
+    env.start()
+    operator = None
+    try:
+        assert env.minio is not None and env.s3 is not None and env.api is not None
+        creds = env.s3
+        kubectl(env, "apply", "--server-side", "-f", str(ROOT / "crds"))
+        kubectl(env, "wait", "--for=condition=Established", "crd/docmodels.docmodel.dev")
+        kubectl(env, "create", "namespace", NAMESPACE)
+        from docmodel_devenv.minio import put_secret
+
+        put_secret(env.api, creds, NAMESPACE, "docmodel-s3")
+        put_secret(env.api, creds, NAMESPACE, "docmodel-store")
+        for bucket in ("docs", "store"):
+            env.minio.create_bucket(bucket)
+        client = creds.client()
+        client.put_object(Bucket="docs", Key="docs/guide.md", Body=b"# Guide\n\nHello.\n")
+        store = Store("store", creds)
+
+        from kubernetes import client as k8s
+        from kubernetes import config, watch
+
+        config.load_kube_config(str(env.kubeconfig))
+        custom = k8s.CustomObjectsApi()
+        batch = k8s.BatchV1Api()
+        apps = k8s.AppsV1Api()
+
+        bodies = {
+            f"dm-{i:04d}": manifest(f"dm-{i:04d}", "docs", creds.endpoint)
+            for i in range(args.count)
+        }
+        first = next(iter(bodies.values()))
+        dm = parse_docmodel(first)
+        source = S3Store(
+            "docs",
+            "docs/",
+            endpoint=creds.endpoint,
+            credentials=StoreCredentials(creds.access_key, creds.secret_key),
+        )
+        revision = list_source(dm.spec, source).revision  # the same for every DocModel
+        for body in bodies.values():
+            store.seed(body, revision, ("dataset", "adapter"))
+
+        job_seen: dict[str, float] = {}
+        reports = ThreadPoolExecutor(8)
+
+        def watch_jobs() -> None:
+            for event in watch.Watch().stream(
+                batch.list_namespaced_job, NAMESPACE, timeout_seconds=3600
+            ):
+                if event["type"] != "ADDED":
+                    continue
+                name = event["object"].metadata.labels["app.kubernetes.io/instance"]
+                if name not in job_seen:
+                    job_seen[name] = time.monotonic()
+                    reports.submit(store.seed, bodies[name], revision, ("eval",))
+
+        threading.Thread(target=watch_jobs, daemon=True).start()
+        time.sleep(1)
+
+        log = Path(tempfile.mkdtemp()) / "operator.log"
+        operator_env = {
+            **os.environ,
+            "KUBECONFIG": str(env.kubeconfig),
+            "DOCMODEL_OPERATOR_STORE_URI": "s3://store/artifacts",
+            "DOCMODEL_OPERATOR_STORE_ENDPOINT": creds.endpoint,
+            "DOCMODEL_STORE_AWS_ACCESS_KEY_ID": creds.access_key,
+            "DOCMODEL_STORE_AWS_SECRET_ACCESS_KEY": creds.secret_key,
+            "DOCMODEL_OPERATOR_NAMESPACES": NAMESPACE,
+            "DOCMODEL_OPERATOR_PEERING": "",
+            "DOCMODEL_OPERATOR_CLEANUP_DELAY_SECONDS": "5",
+            "DOCMODEL_OPERATOR_LIVENESS_PORT": "0",
+            "DOCMODEL_OPERATOR_METRICS_PORT": "0",
+        }
+        with log.open("wb") as out:
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "docmodel_operator"],
+                env=operator_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        time.sleep(5)
+
+        applied: dict[str, float] = {}
+        started = time.monotonic()
+        for name, body in bodies.items():
+            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
+            applied[name] = time.monotonic()
+        burst_s = time.monotonic() - started
+        deadline = time.monotonic() + 600
+        while len(job_seen) < len(bodies) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        latencies = sorted(job_seen[n] - applied[n] for n in bodies if n in job_seen)
+        print(f"Jobs for {len(latencies)}/{len(bodies)} DocModels", file=sys.stderr)
+
+        def serving() -> int:
+            items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+            return sum(1 for i in items if (i.get("status") or {}).get("phase") == "Ready")
+
+        deadline = time.monotonic() + 900
+        while (ready := serving()) < len(bodies) and time.monotonic() < deadline:
+            print(f"Ready {ready}/{len(bodies)}", file=sys.stderr)
+            time.sleep(10)
+        ready_s = time.monotonic() - started
+        time.sleep(10)
+        rss_at_count = rss_mb(operator.pid)
+
+        idle_from = datetime.now(UTC)
+        time.sleep(args.idle_seconds)
+        idle_to = datetime.now(UTC)
+        assert env.control_plane is not None
+        counts = audit_counts(env.control_plane.audit_log, idle_from, idle_to)
+        minutes = (idle_to - idle_from).total_seconds() / 60
+        per_dm_min = sum(counts.values()) / len(bodies) / minutes
+        polls_per_dm_min = 60 / duration_seconds(POLL)
+
+        for i in range(args.extra):
+            body = manifest(f"extra-{i:04d}", "docs", creds.endpoint, suspend=True)
+            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
+        time.sleep(min(120, 10 + args.extra * 0.1))
+        rss_at_total = rss_mb(operator.pid)
+
+        def pct(q: float) -> float | None:
+            if not latencies:
+                return None
+            return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3)
+
+        result = {
+            "benchmark": "operator_scale",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count()},
+            "docmodels": len(bodies),
+            "burst_create_s": round(burst_s, 2),
+            "jobs_seen": len(latencies),
+            "apply_to_job_p50_s": pct(0.5),
+            "apply_to_job_p99_s": pct(0.99),
+            "apply_to_job_max_s": round(latencies[-1], 3) if latencies else None,
+            "apply_to_job_mean_s": round(statistics.mean(latencies), 3) if latencies else None,
+            "ready": serving(),
+            "all_ready_after_s": round(ready_s, 1),
+            "idle_window_s": round(minutes * 60, 1),
+            "idle_requests": counts,
+            "idle_api_requests_per_dm_per_min": round(per_dm_min, 3),
+            "source_polls_per_dm_per_min": round(polls_per_dm_min, 3),
+            "poll_interval": POLL,
+            "rss_mb": {
+                str(len(bodies)): round(rss_at_count, 1),
+                str(len(bodies) + args.extra): round(rss_at_total, 1),
+            },
+            "deployments": len(apps.list_namespaced_deployment(NAMESPACE).items),
+        }
+        write_result(
+            args.output,
+            result,
+            (
+                "apply_to_job_p50_s",
+                "apply_to_job_p99_s",
+                "idle_api_requests_per_dm_per_min",
+                "source_polls_per_dm_per_min",
+                "rss_mb",
+            ),
+        )
+        return 0
+    finally:
+        if operator is not None:
+            operator.terminate()
+            operator.wait(timeout=30)
+        env.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
