@@ -30,7 +30,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +54,7 @@ RESULT = ROOT / "bench" / "results" / "operator_scale.json"
 NAMESPACE = "scale"
 KWOK = {"docmodel.dev/node-kind": "kwok"}
 POLL = "2m"
+SMALL = {"gpu": 0, "cpu": "100m", "memory": "128Mi"}
 
 
 def kubectl(env: DevEnv, *args: str) -> None:
@@ -74,8 +74,9 @@ def manifest(name: str, bucket: str, endpoint: str, **extra: Any) -> dict[str, A
             "secretRef": {"name": "docmodel-s3"},
         },
         "baseModel": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
-        "training": {"nodeSelector": KWOK},
-        "serving": {"nodeSelector": KWOK},
+        # Small requests, so that every pod fits the kwok nodes at once (GPUs would not).
+        "training": {"method": "lora", "nodeSelector": KWOK, "resources": SMALL},
+        "serving": {"nodeSelector": KWOK, "resources": SMALL},
         "retraining": {"pollInterval": POLL},
         **extra,
     }
@@ -167,9 +168,10 @@ def main() -> int:
     parser.add_argument("--extra", type=int, default=800, help="suspended DocModels added after")
     parser.add_argument("--idle-seconds", type=float, default=240)
     parser.add_argument("--output", type=Path, default=RESULT)
+    parser.add_argument("--keep", action="store_true", help="keep the dev environment's files")
     args = parser.parse_args()
 
-    env = DevEnv.create(audit=True)
+    env = DevEnv.create(audit=True, keep_workdir=args.keep)
     env.start()
     operator = None
     try:
@@ -229,7 +231,8 @@ def main() -> int:
         threading.Thread(target=watch_jobs, daemon=True).start()
         time.sleep(1)
 
-        log = Path(tempfile.mkdtemp()) / "operator.log"
+        log = env.workdir / "operator.log"
+        print(f"Operator log: {log}", file=sys.stderr)
         operator_env = {
             **os.environ,
             "KUBECONFIG": str(env.kubeconfig),
@@ -251,6 +254,8 @@ def main() -> int:
                 stderr=subprocess.STDOUT,
             )
         time.sleep(5)
+        rss_at_start = rss_mb(operator.pid)
+        run_from = datetime.now(UTC)
 
         applied: dict[str, float] = {}
         started = time.monotonic()
@@ -281,6 +286,7 @@ def main() -> int:
         idle_to = datetime.now(UTC)
         assert env.control_plane is not None
         counts = audit_counts(env.control_plane.audit_log, idle_from, idle_to)
+        busy = audit_counts(env.control_plane.audit_log, run_from, idle_from)
         minutes = (idle_to - idle_from).total_seconds() / 60
         per_dm_min = sum(counts.values()) / len(bodies) / minutes
         polls_per_dm_min = 60 / duration_seconds(POLL)
@@ -310,11 +316,13 @@ def main() -> int:
             "ready": serving(),
             "all_ready_after_s": round(ready_s, 1),
             "idle_window_s": round(minutes * 60, 1),
+            "requests_until_ready": busy,
             "idle_requests": counts,
             "idle_api_requests_per_dm_per_min": round(per_dm_min, 3),
             "source_polls_per_dm_per_min": round(polls_per_dm_min, 3),
             "poll_interval": POLL,
             "rss_mb": {
+                "0": round(rss_at_start, 1),
                 str(len(bodies)): round(rss_at_count, 1),
                 str(len(bodies) + args.extra): round(rss_at_total, 1),
             },

@@ -13,6 +13,7 @@ as `StorageError` subclasses whose messages name the bucket and prefix and never
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -163,6 +164,31 @@ class LocalStore:
         return LocalStore(self._path(prefix))
 
 
+@functools.lru_cache(maxsize=32)
+def _s3_client(endpoint: str | None, region: str, credentials: S3Credentials | None) -> Any:
+    """One client per endpoint, region and credentials, shared (boto3 clients are
+    thread-safe): a long-running process such as the operator lists sources over and over,
+    and a new client each time costs memory and time."""
+    import boto3
+    from botocore.config import Config
+
+    kwargs: dict[str, Any] = {
+        "endpoint_url": endpoint,
+        "region_name": region,
+        "config": Config(
+            retries={"max_attempts": 5, "mode": "standard"},
+            s3={"addressing_style": "path" if endpoint else "auto"},
+            connect_timeout=10,
+            read_timeout=60,
+        ),
+    }
+    if credentials:
+        kwargs["aws_access_key_id"] = credentials.access_key_id
+        kwargs["aws_secret_access_key"] = credentials.secret_access_key
+        kwargs["aws_session_token"] = credentials.session_token
+    return boto3.client("s3", **kwargs)
+
+
 class S3Store:
     """A bucket prefix in S3 or an S3-compatible store."""
 
@@ -185,24 +211,7 @@ class S3Store:
         self._client = client or self._make_client()
 
     def _make_client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        kwargs: dict[str, Any] = {
-            "endpoint_url": self.endpoint,
-            "region_name": self.region or "us-east-1",
-            "config": Config(
-                retries={"max_attempts": 5, "mode": "standard"},
-                s3={"addressing_style": "path" if self.endpoint else "auto"},
-                connect_timeout=10,
-                read_timeout=60,
-            ),
-        }
-        if self.credentials:
-            kwargs["aws_access_key_id"] = self.credentials.access_key_id
-            kwargs["aws_secret_access_key"] = self.credentials.secret_access_key
-            kwargs["aws_session_token"] = self.credentials.session_token
-        return boto3.client("s3", **kwargs)
+        return _s3_client(self.endpoint, self.region or "us-east-1", self.credentials)
 
     def _key(self, key: str) -> str:
         return _join(self.prefix, key)

@@ -53,9 +53,27 @@ class Runtime:
         self.reconciler = reconciler
         self.identity = identity
         self.due = {}
+        self.seen: dict[str, str] = {}  # uid -> the resourceVersion last reconciled for
 
-    def reconcile(self, namespace: str, name: str) -> None:
-        requeue = self.reconciler.reconcile(namespace, name)
+    def new(self, event: Mapping[str, Any]) -> bool:
+        """Whether the event shows an object version not seen before. Kopf lists every
+        resource again each time a watch request ends (`watchTimeoutSeconds`): those replays
+        carry nothing new and cost no reconcile."""
+        raw = event.get("object")
+        meta = raw.get("metadata") if isinstance(raw, dict) else None
+        if not isinstance(meta, dict) or not meta.get("uid"):
+            return True
+        uid, version = str(meta["uid"]), str(meta.get("resourceVersion", ""))
+        if event.get("type") == "DELETED":
+            self.seen.pop(uid, None)
+            return True
+        if self.seen.get(uid) == version:
+            return False
+        self.seen[uid] = version
+        return True
+
+    def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> None:
+        requeue = self.reconciler.reconcile(namespace, name, body)
         self.due[(namespace, name)] = NO_TIMER if requeue is None else time.monotonic() + requeue
 
     def leading(self) -> bool:
@@ -117,19 +135,25 @@ def docmodel_event(
     if namespace is None:
         return
     rt = runtime()
+    if not rt.new(event):
+        return
     if type == "DELETED":
         rt.due.pop((namespace, name), None)
         rt.reconciler.forget(namespace, name)
         return
     raw = event.get("object")
-    if isinstance(raw, dict) and rt.reconciler.is_echo(raw):
-        return  # the event of our own status patch: nothing new to look at
-    rt.reconcile(namespace, name)
+    if not isinstance(raw, dict):
+        rt.reconcile(namespace, name)
+    elif not rt.reconciler.is_echo(raw):
+        rt.reconcile(namespace, name, raw)
+    # else: the event of our own status patch, nothing new to look at
 
 
-def _child_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+def _child_event(
+    namespace: str | None, labels: Mapping[str, str], event: Mapping[str, Any], **_: Any
+) -> None:
     name = labels.get("app.kubernetes.io/instance")
-    if name and namespace:
+    if name and namespace and runtime().new(event):
         runtime().reconcile(namespace, name)
 
 

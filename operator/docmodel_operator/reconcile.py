@@ -98,17 +98,22 @@ class Reconciler:
 
     # -- entry point --------------------------------------------------------------------------
 
-    def reconcile(self, namespace: str, name: str) -> float | None:
+    def reconcile(
+        self, namespace: str, name: str, body: dict[str, Any] | None = None
+    ) -> float | None:
         """Reconcile until no trigger arrived meanwhile; return seconds until a timer is due."""
         with self._gates_lock:
             gate = self._gates.setdefault((namespace, name), _Gate())
         if not gate.lock.acquire(blocking=False):
             gate.again = True
             return None
+        if body is not None and not self._current(body):
+            body = None  # older than the status written since: read the object afresh
         try:
             while True:
                 gate.again = False
-                requeue = self._timed(namespace, name)
+                requeue = self._timed(namespace, name, body)
+                body = None  # a trigger arrived meanwhile: read the object afresh
                 if not gate.again:
                     return requeue
         finally:
@@ -118,6 +123,15 @@ class Reconciler:
         with self._gates_lock:
             self._gates.pop((namespace, name), None)
             self._written.pop((namespace, name), None)
+
+    def _current(self, body: dict[str, Any]) -> bool:
+        """Whether `body` already shows the last status written (or none was written)."""
+        meta = body.get("metadata") or {}
+        written = self._written.get((meta.get("namespace", ""), meta.get("name", "")))
+        try:
+            return written is None or parse_status(body.get("status")) == written[1]
+        except ValueError:
+            return False
 
     def is_echo(self, body: dict[str, Any]) -> bool:
         """Whether `body` is what this operator's last status patch made of the DocModel."""
@@ -130,10 +144,10 @@ class Reconciler:
         except ValueError:
             return False
 
-    def _timed(self, namespace: str, name: str) -> float | None:
+    def _timed(self, namespace: str, name: str, body: dict[str, Any] | None) -> float | None:
         started = time.monotonic()
         try:
-            requeue = self._reconcile(namespace, name)
+            requeue = self._reconcile(namespace, name, body)
         except Exception:
             metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
             metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
@@ -147,8 +161,10 @@ class Reconciler:
 
     # -- one pass -----------------------------------------------------------------------------
 
-    def _reconcile(self, namespace: str, name: str) -> float | None:
-        body = self.kube.get_docmodel(namespace, name)
+    def _reconcile(self, namespace: str, name: str, body: dict[str, Any] | None) -> float | None:
+        """One pass; `body` is the object as its watch event delivered it (else it is read)."""
+        if body is None:
+            body = self.kube.get_docmodel(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None  # gone: owner references remove the children
         meta = body["metadata"]
@@ -268,9 +284,14 @@ class Reconciler:
     ) -> None:
         meta = body["metadata"]
         if result.status != before:
-            self.kube.patch_status(meta["namespace"], meta["name"], status_patch(result.status))
-            generation = int(meta.get("generation") or 0)
-            self._written[(meta["namespace"], meta["name"])] = (generation, result.status)
+            key = (meta["namespace"], meta["name"])
+            # Remembered before the patch is sent: its event may arrive before the reply.
+            self._written[key] = (int(meta.get("generation") or 0), result.status)
+            try:
+                self.kube.patch_status(key[0], key[1], status_patch(result.status))
+            except Exception:
+                self._written.pop(key, None)
+                raise
         for event in result.events:
             self.kube.event(body, event.type, event.reason, event.message, at)
             if event.reason in ("BeatBaseline", "BelowBaseline", "WorseThanServing"):
