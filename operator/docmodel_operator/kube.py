@@ -184,29 +184,21 @@ class Kube:
     def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply of a Deployment or a Service, as the builder made it."""
         meta = obj["metadata"]
-        apply = "application/apply-patch+yaml"  # JSON is YAML
-        if obj["kind"] == "Deployment":
-            self.apps.patch_namespaced_deployment(
-                meta["name"],
-                meta["namespace"],
-                obj,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=apply,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        elif obj["kind"] == "Service":
-            self.core.patch_namespaced_service(
-                meta["name"],
-                meta["namespace"],
-                obj,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=apply,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        else:
+        patch = {
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "Service": self.core.patch_namespaced_service,
+        }.get(obj["kind"])
+        if patch is None:
             raise ValueError(f"apply does not handle kind {obj['kind']}")
+        patch(
+            meta["name"],
+            meta["namespace"],
+            obj,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",  # JSON is YAML
+            _request_timeout=REQUEST_TIMEOUT,
+        )
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         try:

@@ -124,25 +124,27 @@ class Reconciler:
             self._gates.pop((namespace, name), None)
             self._written.pop((namespace, name), None)
 
-    def _current(self, body: dict[str, Any]) -> bool:
-        """Whether `body` already shows the last status written (or none was written)."""
+    def _last_written(self, body: dict[str, Any]) -> tuple[int, DocModelStatus] | None:
         meta = body.get("metadata") or {}
-        written = self._written.get((meta.get("namespace", ""), meta.get("name", "")))
+        return self._written.get((meta.get("namespace", ""), meta.get("name", "")))
+
+    @staticmethod
+    def _shows(body: dict[str, Any], status: DocModelStatus) -> bool:
         try:
-            return written is None or parse_status(body.get("status")) == written[1]
+            return parse_status(body.get("status")) == status
         except ValueError:
             return False
 
+    def _current(self, body: dict[str, Any]) -> bool:
+        """Whether `body` already shows the last status written (or none was written)."""
+        written = self._last_written(body)
+        return written is None or self._shows(body, written[1])
+
     def is_echo(self, body: dict[str, Any]) -> bool:
         """Whether `body` is what this operator's last status patch made of the DocModel."""
-        meta = body.get("metadata") or {}
-        written = self._written.get((meta.get("namespace", ""), meta.get("name", "")))
-        if written is None or written[0] != int(meta.get("generation") or 0):
-            return False
-        try:
-            return parse_status(body.get("status")) == written[1]
-        except ValueError:
-            return False
+        written = self._last_written(body)
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        return written is not None and written[0] == generation and self._shows(body, written[1])
 
     def _timed(self, namespace: str, name: str, body: dict[str, Any] | None) -> float | None:
         started = time.monotonic()
