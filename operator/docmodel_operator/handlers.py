@@ -1,12 +1,15 @@
 """Kopf wiring: which events reconcile which DocModel. Nothing here decides anything.
 
 - Every event of a DocModel, and of its labelled children (Jobs, their pods, server
-  Deployments), reconciles that DocModel. Event handlers keep no progress on the object and
+  Deployments, the Service), goes into the cache (`docmodel_operator.cache`) and reconciles
+  that DocModel, which reads the cluster from the cache only. Secrets of the watched
+  namespaces go into the cache too. Event handlers keep no progress on the object and
   add no finalizer, so deleting a DocModel never waits for the operator: owner references
   remove its children.
 - One operator-wide sweep (not a per-object timer, which would put a finalizer on every
   DocModel) reconciles each DocModel whose timer is due: a retry, a rollout deadline, the
-  clean-up of an old server, the next source poll.
+  clean-up of an old server, the next source poll. Every `relistSeconds` it also lists the
+  children and Secrets again, as the cache's safety net.
 - Peering: of several replicas, only the live one with the highest priority acts; Kopf pauses
   the others' handlers, and the sweep checks the same peering record before acting.
 """
@@ -25,7 +28,8 @@ from kubernetes.client.exceptions import ApiException
 
 from docmodel.api import GROUP, PLURAL, VERSION
 from docmodel.builders import MANAGED_BY
-from docmodel_operator.kube import Kube
+from docmodel_operator.cache import CHILD_KINDS, Cache
+from docmodel_operator.kube import Kube, child_selector
 from docmodel_operator.reconcile import Reconciler
 from docmodel_operator.settings import OperatorSettings
 
@@ -42,6 +46,7 @@ class Runtime:
     settings: OperatorSettings
     kube: Kube
     reconciler: Reconciler
+    cache: Cache
     identity: str
     due: dict[tuple[str, str], float]
 
@@ -51,6 +56,7 @@ class Runtime:
         self.settings = settings
         self.kube = kube
         self.reconciler = reconciler
+        self.cache = reconciler.cache
         self.identity = identity
         self.due = {}
         self.seen: dict[str, str] = {}  # uid -> the resourceVersion last reconciled for
@@ -71,6 +77,18 @@ class Runtime:
             return False
         self.seen[uid] = version
         return True
+
+    def relist(self) -> None:
+        """One LIST of each child kind and of the Secrets, per watched namespace, into the
+        cache: before the watches start (so the first reconciles see what exists) and then
+        every `relistSeconds` (what a watch missed while it was down)."""
+        namespaces: list[str | None] = [*self.settings.namespaces] or [None]
+        for namespace in namespaces:
+            for kind in CHILD_KINDS:
+                items, version = self.kube.list_raw(kind, namespace, child_selector())
+                self.cache.relist(kind, namespace, items, version)
+            items, version = self.kube.list_raw("secrets", namespace)
+            self.cache.relist_secrets(namespace, items, version)
 
     def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> None:
         requeue = self.reconciler.reconcile(namespace, name, body)
@@ -139,39 +157,71 @@ def docmodel_event(
         return
     if type == "DELETED":
         rt.due.pop((namespace, name), None)
+        rt.cache.drop_docmodel(namespace, name)
         rt.reconciler.forget(namespace, name)
         return
     raw = event.get("object")
     if not isinstance(raw, dict):
+        return
+    rt.cache.put_docmodel(raw)
+    if not rt.reconciler.is_echo(raw):
         rt.reconcile(namespace, name)
-    elif not rt.reconciler.is_echo(raw):
-        rt.reconcile(namespace, name, raw)
     # else: the event of our own status patch, nothing new to look at
 
 
-def _child_event(
-    namespace: str | None, labels: Mapping[str, str], event: Mapping[str, Any], **_: Any
-) -> None:
-    name = labels.get("app.kubernetes.io/instance")
-    if name and namespace and runtime().new(event):
-        runtime().reconcile(namespace, name)
+def _child_handler(kind: str) -> Any:
+    def child_event(
+        namespace: str | None, labels: Mapping[str, str], event: Mapping[str, Any], **_: Any
+    ) -> None:
+        rt = runtime()
+        raw = event.get("object")
+        if isinstance(raw, dict):
+            if event.get("type") == "DELETED":
+                rt.cache.drop_child(kind, raw)
+            else:
+                rt.cache.put_child(kind, raw)
+        name = labels.get("app.kubernetes.io/instance")
+        if name and namespace and rt.new(event):
+            rt.reconcile(namespace, name)
+
+    return child_event
 
 
 for group, version, plural in (
     ("batch", "v1", "jobs"),
     ("", "v1", "pods"),
     ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
 ):
-    kopf.on.event(group, version, plural, labels=CHILD_LABELS, id=f"child-{plural}")(_child_event)
+    kopf.on.event(group, version, plural, labels=CHILD_LABELS, id=f"child-{plural}")(
+        _child_handler(plural)
+    )
+
+
+@kopf.on.event("", "v1", "secrets", id="secrets")
+def secret_event(
+    type: str, event: Mapping[str, Any], namespace: str | None, name: str, **_: Any
+) -> None:
+    """Secrets only feed the cache: a DocModel waiting for one retries on its own timer."""
+    raw = event.get("object")
+    if type == "DELETED":
+        runtime().cache.drop_secret(namespace or "", name)
+    elif isinstance(raw, dict):
+        runtime().cache.put_secret(raw)
 
 
 async def sweep() -> None:
-    """Reconcile the DocModels whose timers are due, every `resyncSeconds`."""
+    """Reconcile the DocModels whose timers are due, every `resyncSeconds`; list the children
+    again every `relistSeconds`."""
     rt = runtime()
     loop = asyncio.get_running_loop()
+    listed = time.monotonic()
     while True:
         await asyncio.sleep(rt.settings.resync_seconds)
         try:
+            if time.monotonic() - listed >= rt.settings.relist_seconds:
+                await loop.run_in_executor(None, rt.relist)
+                listed = time.monotonic()
             if not await loop.run_in_executor(None, rt.leading):
                 continue
             now = time.monotonic()

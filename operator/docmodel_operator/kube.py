@@ -8,6 +8,7 @@ Deployment and the Service), server-side apply with the operator's field manager
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -36,8 +37,12 @@ def load_client() -> client.ApiClient:
     return api
 
 
+def child_selector() -> str:
+    return f"app.kubernetes.io/managed-by={MANAGED_BY}"
+
+
 def instance_selector(name: str) -> str:
-    return f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGED_BY}"
+    return f"app.kubernetes.io/instance={name},{child_selector()}"
 
 
 class Kube:
@@ -49,17 +54,6 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
 
     # -- the DocModel -------------------------------------------------------------------------
-
-    def get_docmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
-            )
-            return obj if isinstance(obj, dict) else None
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:
@@ -113,34 +107,37 @@ class Kube:
 
     # -- children -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _children(list_fn: Any, namespace: str, name: str) -> list[Any]:
-        result = list_fn(
-            namespace, label_selector=instance_selector(name), _request_timeout=REQUEST_TIMEOUT
-        )
-        return list(result.items)
-
-    def list_jobs(self, namespace: str, name: str) -> list[Any]:
-        return self._children(self.batch.list_namespaced_job, namespace, name)
-
-    def list_pods(self, namespace: str, name: str) -> list[Any]:
-        return self._children(self.core.list_namespaced_pod, namespace, name)
-
-    def list_deployments(self, namespace: str, name: str) -> list[Any]:
-        return self._children(self.apps.list_namespaced_deployment, namespace, name)
-
-    def get_service(self, namespace: str, name: str) -> Any | None:
+    def list_raw(
+        self, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One LIST of `kind` (jobs, pods, deployments, services, secrets) in `namespace`
+        (None: every namespace), as plain objects, with the list's resourceVersion."""
+        api = {
+            "jobs": (self.batch, "job"),
+            "pods": (self.core, "pod"),
+            "deployments": (self.apps, "deployment"),
+            "services": (self.core, "service"),
+            "secrets": (self.core, "secret"),
+        }
+        group, singular = api[kind]
+        args: tuple[str, ...] = ()
+        if namespace is None:
+            fn = getattr(group, f"list_{singular}_for_all_namespaces")
+        else:
+            fn, args = getattr(group, f"list_namespaced_{singular}"), (namespace,)
+        kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        raw = json.loads(fn(*args, **kwargs).data)
         try:
-            return self.core.read_namespaced_service(
-                name, namespace, _request_timeout=REQUEST_TIMEOUT
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+            version = int(str((raw.get("metadata") or {}).get("resourceVersion")))
+        except (TypeError, ValueError):
+            version = None
+        return list(raw.get("items") or []), version
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's values, decoded; None when it does not exist."""
+        """The Secret's values, decoded; None when it does not exist. (The cache keeps
+        those of `Opaque` Secrets; this reads one of another type.)"""
         try:
             secret = self.core.read_namespaced_secret(
                 name, namespace, _request_timeout=REQUEST_TIMEOUT

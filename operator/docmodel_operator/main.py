@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 
 from docmodel.logs import setup_logging
 from docmodel_operator import handlers
+from docmodel_operator.cache import Cache
 from docmodel_operator.kube import Kube, load_client
 from docmodel_operator.reconcile import Reconciler
 from docmodel_operator.settings import OperatorSettings, SettingsError
@@ -71,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("Rejected configuration: %s", exc)
         return 2
     identity = f"{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
-    handlers.RUNTIME = handlers.Runtime(settings, kube, Reconciler(settings, kube), identity)
+    handlers.RUNTIME = handlers.Runtime(
+        settings, kube, Reconciler(settings, kube, Cache()), identity
+    )
+    handlers.RUNTIME.relist()  # before the watches: the first reconciles see every child
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     log.info(

@@ -1,12 +1,14 @@
 """From cluster objects to what the planner observes: Jobs and their pods as `JobState`,
 server Deployments as `ServerState`, the Service's selector as the revision traffic goes to.
 
-Pure functions of the objects the client returned, so they are tested without a cluster.
+Pure functions of the objects as the API serves them (plain JSON, as the watches deliver them
+to the cache), so they are tested without a cluster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from docmodel.builders import (
@@ -24,80 +26,108 @@ JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 LOG_TAIL_LINES = 20
 
 
-def _labels(obj: Any) -> dict[str, str]:
-    return dict(obj.metadata.labels or {})
+Obj = dict[str, Any]
 
 
-def _true_conditions(obj: Any) -> dict[str, Any]:
-    return {c.type: c for c in (obj.status.conditions or []) if c.status == "True"}
+def _meta(obj: Obj) -> Obj:
+    return obj.get("metadata") or {}
 
 
-def _job_of(pod: Any) -> str | None:
+def _status(obj: Obj) -> Obj:
+    return obj.get("status") or {}
+
+
+def _labels(obj: Obj) -> dict[str, str]:
+    return dict(_meta(obj).get("labels") or {})
+
+
+def _time(value: Any) -> datetime | None:
+    """A Kubernetes timestamp (RFC 3339, `Z` for UTC)."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _true_conditions(obj: Obj) -> dict[str, Obj]:
+    return {c["type"]: c for c in _status(obj).get("conditions") or [] if c.get("status") == "True"}
+
+
+def _job_of(pod: Obj) -> str | None:
     labels = _labels(pod)
     return next((labels[k] for k in JOB_NAME_LABELS if k in labels), None)
 
 
-def _terminated(pod: Any) -> Any | None:
-    for status in pod.status.container_statuses or []:
-        if status.state is not None and status.state.terminated is not None:
-            return status.state.terminated
+def _terminated(pod: Obj) -> Obj | None:
+    for status in _status(pod).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated")
+        if terminated is not None:
+            return dict(terminated)
     return None
 
 
-def job_state(job: Any, pods: Iterable[Any], secrets: Iterable[str] = ()) -> JobState:
+def job_state(job: Obj, pods: Iterable[Obj], secrets: Iterable[str] = ()) -> JobState:
     """What one Job says: done, failed (with the last pod's exit code, reason and log lines,
     Secret values hidden), waiting to be scheduled, or running."""
     conditions = _true_conditions(job)
     if "Complete" in conditions:
-        return JobState("Succeeded", exit_code=0, since=conditions["Complete"].last_transition_time)
+        return JobState(
+            "Succeeded", exit_code=0, since=_time(conditions["Complete"].get("lastTransitionTime"))
+        )
     failed = conditions.get("Failed")
-    own = [p for p in pods if _job_of(p) == job.metadata.name]
+    own = [p for p in pods if _job_of(p) == _meta(job).get("name")]
     if failed is not None:
         finished = [(p, t) for p in own if (t := _terminated(p)) is not None]
-        finished.sort(key=lambda pt: pt[1].finished_at or pt[0].metadata.creation_timestamp)
-        exit_code, reason, tail = None, failed.reason, []
+        finished.sort(
+            key=lambda pt: str(pt[1].get("finishedAt") or _meta(pt[0]).get("creationTimestamp"))
+        )
+        exit_code, reason, tail = None, failed.get("reason"), []
         if finished:
             _, term = finished[-1]
-            exit_code = term.exit_code
-            if term.reason == "OOMKilled":
+            exit_code = term.get("exitCode")
+            if term.get("reason") == "OOMKilled":
                 reason = "OOMKilled"
-            tail = [line for line in (term.message or "").splitlines() if line.strip()]
+            tail = [line for line in (term.get("message") or "").splitlines() if line.strip()]
         return JobState(
             "Failed",
             exit_code=exit_code,
             reason=reason,
-            message=" ".join(redact([failed.message or ""], secrets)),
+            message=" ".join(redact([failed.get("message") or ""], secrets)),
             log_tail=tuple(redact(tail[-LOG_TAIL_LINES:], secrets)),
-            since=failed.last_transition_time,
+            since=_time(failed.get("lastTransitionTime")),
         )
     for pod in own:
-        if pod.status.phase != "Pending":
+        if _status(pod).get("phase") != "Pending":
             continue
-        scheduled = next((c for c in pod.status.conditions or [] if c.type == "PodScheduled"), None)
-        if scheduled is not None and scheduled.status == "False":
+        scheduled = next(
+            (c for c in _status(pod).get("conditions") or [] if c.get("type") == "PodScheduled"),
+            None,
+        )
+        if scheduled is not None and scheduled.get("status") == "False":
             return JobState(
                 "Pending",
-                reason=scheduled.reason or "Unschedulable",
-                message=scheduled.message or "",
-                since=pod.metadata.creation_timestamp,
+                reason=scheduled.get("reason") or "Unschedulable",
+                message=scheduled.get("message") or "",
+                since=_time(_meta(pod).get("creationTimestamp")),
             )
-    return JobState("Running", since=job.metadata.creation_timestamp)
+    return JobState("Running", since=_time(_meta(job).get("creationTimestamp")))
 
 
 def step_jobs(
     dm: Any,
-    jobs: Iterable[Any],
-    pods: Iterable[Any],
+    jobs: Iterable[Obj],
+    pods: Iterable[Obj],
     target: str | None,
     serving: str | None,
     secrets: Iterable[str] = (),
 ) -> tuple[dict[Step, JobState], frozenset[str]]:
     """The target revision's Job of each step (evaluation: the one for today's settings and
     serving revision), and every revision that has Jobs at all."""
-    jobs = [j for j in jobs if j.metadata.deletion_timestamp is None]
+    jobs = [j for j in jobs if not _meta(j).get("deletionTimestamp")]
     pods = list(pods)
     revisions = frozenset(_labels(j)[LABEL_REVISION] for j in jobs if LABEL_REVISION in _labels(j))
-    by_name = {j.metadata.name: j for j in jobs}
+    by_name = {_meta(j).get("name"): j for j in jobs}
     states: dict[Step, JobState] = {}
     if target is not None:
         for step in STEPS:
@@ -107,33 +137,34 @@ def step_jobs(
     return states, revisions
 
 
-def server_state(deployment: Any, endpoint: str | None, pods: Iterable[Any] = ()) -> ServerState:
+def server_state(deployment: Obj, endpoint: str | None, pods: Iterable[Obj] = ()) -> ServerState:
     """A revision's Deployment: ready when every replica of the current spec is ready; failed
     past its progress deadline (Kubernetes' own ProgressDeadlineExceeded)."""
-    spec, status = deployment.spec, deployment.status
-    wanted = spec.replicas if spec.replicas is not None else 1
+    spec, status, meta = deployment.get("spec") or {}, _status(deployment), _meta(deployment)
+    wanted = spec["replicas"] if spec.get("replicas") is not None else 1
     ready = (
-        (status.ready_replicas or 0) >= wanted
-        and (status.updated_replicas or 0) >= wanted
-        and (status.observed_generation or 0) >= (deployment.metadata.generation or 0)
+        (status.get("readyReplicas") or 0) >= wanted
+        and (status.get("updatedReplicas") or 0) >= wanted
+        and (status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
     )
     failed, messages = False, []
-    for cond in status.conditions or []:
-        if cond.type == "Progressing" and cond.reason == "ProgressDeadlineExceeded":
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             failed = True
-        if cond.status == "False" and cond.message:
-            messages.append(cond.message)
+        if cond.get("status") == "False" and cond.get("message"):
+            messages.append(cond["message"])
     revision = _labels(deployment).get(LABEL_REVISION)
     for pod in pods:
         if _labels(pod).get(LABEL_REVISION) != revision or _job_of(pod) is not None:
             continue
-        for cs in pod.status.container_statuses or []:
-            if cs.state is not None and cs.state.waiting is not None and cs.state.waiting.reason:
-                messages.append(f"pod {pod.metadata.name}: {cs.state.waiting.reason}")
-    annotations = deployment.metadata.annotations or {}
+        for cs in _status(pod).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason"):
+                messages.append(f"pod {_meta(pod).get('name')}: {waiting['reason']}")
+    annotations = meta.get("annotations") or {}
     return ServerState(
         ready=ready,
-        created_at=deployment.metadata.creation_timestamp,
+        created_at=_time(meta.get("creationTimestamp")) or datetime.now(UTC),
         serving_digest=annotations.get(ANNOTATION_SERVING_DIGEST),
         endpoint=endpoint,
         message="; ".join(messages),
@@ -142,19 +173,19 @@ def server_state(deployment: Any, endpoint: str | None, pods: Iterable[Any] = ()
 
 
 def servers(
-    deployments: Iterable[Any], endpoint: str | None, pods: Iterable[Any] = ()
+    deployments: Iterable[Obj], endpoint: str | None, pods: Iterable[Obj] = ()
 ) -> dict[str, ServerState]:
     pods = list(pods)
     out = {}
     for deployment in deployments:
         revision = _labels(deployment).get(LABEL_REVISION)
-        if revision and deployment.metadata.deletion_timestamp is None:
+        if revision and not _meta(deployment).get("deletionTimestamp"):
             out[revision] = server_state(deployment, endpoint, pods)
     return out
 
 
-def traffic(service: Any | None) -> str | None:
-    if service is None or service.spec is None:
+def traffic(service: Obj | None) -> str | None:
+    if service is None:
         return None
-    selector = service.spec.selector or {}
+    selector = (service.get("spec") or {}).get("selector") or {}
     return selector.get(LABEL_REVISION)

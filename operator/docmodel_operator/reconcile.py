@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from docmodel.api import DocModel, DocModelStatus, SpecError, parse_docmodel
-from docmodel.artifacts import open_artifact_store
+from docmodel.artifacts import evaluation_digest, open_artifact_store
 from docmodel.builders import (
     Owner,
     StoreConfig,
@@ -27,6 +27,7 @@ from docmodel.builders import (
     build_service,
     deployment_name,
     service_endpoint,
+    service_name,
 )
 from docmodel.plan import (
     Action,
@@ -51,6 +52,7 @@ from docmodel.revision import (
 from docmodel.status import set_condition
 from docmodel.storage import ObjectStore
 from docmodel_operator import metrics, observe
+from docmodel_operator.cache import Cache
 from docmodel_operator.kube import Kube
 from docmodel_operator.settings import OperatorSettings
 
@@ -80,9 +82,16 @@ class Secrets:
 
 
 class Reconciler:
-    def __init__(self, settings: OperatorSettings, kube: Kube, store: ObjectStore | None = None):
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        kube: Kube,
+        cache: Cache,
+        store: ObjectStore | None = None,
+    ):
         self.settings = settings
         self.kube = kube
+        self.cache = cache
         env = dict(os.environ)
         if settings.store_endpoint:
             env["DOCMODEL_STORE_ENDPOINT"] = settings.store_endpoint
@@ -95,6 +104,10 @@ class Reconciler:
         # The status each DocModel was last given, by generation: its own echo (the event of
         # that status patch) needs no reconcile.
         self._written: dict[tuple[str, str], tuple[int, DocModelStatus]] = {}
+        # Complete artifacts (dataset, adapter and a covering report) by what they were read
+        # for: a revision's artifacts never change once written, so an idle DocModel's polls
+        # read nothing from the store.
+        self._complete: dict[tuple[str, str], tuple[tuple[str, ...], RevisionArtifacts]] = {}
 
     # -- entry point --------------------------------------------------------------------------
 
@@ -107,8 +120,6 @@ class Reconciler:
         if not gate.lock.acquire(blocking=False):
             gate.again = True
             return None
-        if body is not None and not self._current(body):
-            body = None  # older than the status written since: read the object afresh
         try:
             while True:
                 gate.again = False
@@ -123,6 +134,10 @@ class Reconciler:
         with self._gates_lock:
             self._gates.pop((namespace, name), None)
             self._written.pop((namespace, name), None)
+            self._forget_artifacts(namespace, name)
+
+    def _forget_artifacts(self, namespace: str, name: str) -> None:
+        self._complete.pop((namespace, name), None)
 
     def _last_written(self, body: dict[str, Any]) -> tuple[int, DocModelStatus] | None:
         meta = body.get("metadata") or {}
@@ -134,11 +149,6 @@ class Reconciler:
             return parse_status(body.get("status")) == status
         except ValueError:
             return False
-
-    def _current(self, body: dict[str, Any]) -> bool:
-        """Whether `body` already shows the last status written (or none was written)."""
-        written = self._last_written(body)
-        return written is None or self._shows(body, written[1])
 
     def is_echo(self, body: dict[str, Any]) -> bool:
         """Whether `body` is what this operator's last status patch made of the DocModel."""
@@ -164,14 +174,20 @@ class Reconciler:
     # -- one pass -----------------------------------------------------------------------------
 
     def _reconcile(self, namespace: str, name: str, body: dict[str, Any] | None) -> float | None:
-        """One pass; `body` is the object as its watch event delivered it (else it is read)."""
+        """One pass; `body` is the object as its watch event delivered it (else the cache's)."""
         if body is None:
-            body = self.kube.get_docmodel(namespace, name)
+            body = self.cache.docmodel(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return None  # gone: owner references remove the children
+            return None  # gone (or not seen yet): owner references remove the children
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
-        status = parse_status(body.get("status"))
+        written = self._last_written(body)
+        if written is not None and not self._shows(body, written[1]):
+            # The watch has not delivered the last status patch yet; this operator is the
+            # status's only writer, so what it wrote is the status.
+            status = written[1]
+        else:
+            status = parse_status(body.get("status"))
         try:
             dm = parse_docmodel(
                 {
@@ -230,7 +246,9 @@ class Reconciler:
         missing: list[str] = []
         source_env: dict[str, str] = {}
         for secret_name in wanted:
-            data = self.kube.secret_data(dm.metadata.namespace, secret_name)
+            exists, data = self.cache.secret(dm.metadata.namespace, secret_name)
+            if exists and data is None:  # of a type whose values the cache does not keep
+                data = self.kube.secret_data(dm.metadata.namespace, secret_name)
             if data is None:
                 missing.append(secret_name)
                 continue
@@ -259,15 +277,13 @@ class Reconciler:
         ns, name = dm.metadata.namespace, dm.metadata.name
         target = target_revision(dm.spec, status, check)
         serving = status.serving.revision if status.serving else None
-        pods = self.kube.list_pods(ns, name)
+        pods = self.cache.children("pods", ns, name)
         jobs, revisions = observe.step_jobs(
-            dm, self.kube.list_jobs(ns, name), pods, target, serving, secrets.values
+            dm, self.cache.children("jobs", ns, name), pods, target, serving, secrets.values
         )
-        artifacts = (
-            observe_revision(self.store, dm.spec, ns, name, target, serving)
-            if target is not None
-            else RevisionArtifacts()
-        )
+        if any(job.phase == "Failed" for job in jobs.values()):
+            self._forget_artifacts(ns, name)  # a step may have failed for a missing artifact
+        artifacts = self._artifacts(dm, target, serving)
         return Observed(
             now=at,
             source=check,
@@ -275,11 +291,35 @@ class Reconciler:
             jobs=jobs,
             job_revisions=revisions,
             servers=observe.servers(
-                self.kube.list_deployments(ns, name), service_endpoint(dm), pods
+                self.cache.children("deployments", ns, name), service_endpoint(dm), pods
             ),
-            traffic=observe.traffic(self.kube.get_service(ns, name)),
+            traffic=observe.traffic(
+                next(
+                    (
+                        svc
+                        for svc in self.cache.children("services", ns, name)
+                        if svc["metadata"].get("name") == service_name(name)
+                    ),
+                    None,
+                )
+            ),
             missing_secrets=secrets.missing,
         )
+
+    def _artifacts(
+        self, dm: DocModel, target: str | None, serving: str | None
+    ) -> RevisionArtifacts:
+        if target is None:
+            return RevisionArtifacts()
+        ns, name = dm.metadata.namespace, dm.metadata.name
+        read_for = (target, serving or "", evaluation_digest(dm.spec))
+        known = self._complete.get((ns, name))
+        if known is not None and known[0] == read_for:
+            return known[1]
+        artifacts = observe_revision(self.store, dm.spec, ns, name, target, serving)
+        if artifacts.dataset and artifacts.adapter and artifacts.report is not None:
+            self._complete[(ns, name)] = (read_for, artifacts)
+        return artifacts
 
     def _record(
         self, body: dict[str, Any], before: DocModelStatus, result: Plan, at: datetime

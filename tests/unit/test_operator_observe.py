@@ -1,8 +1,10 @@
-"""What the operator reads from cluster objects, as the planner observes it."""
+"""What the operator reads from cluster objects, as the planner observes it. The objects are
+built with the client's models and turned into the API's JSON, as the watches deliver them."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from kubernetes import client as k
 
@@ -10,6 +12,14 @@ from docmodel.api import parse_docmodel
 from docmodel.builders import job_name
 from docmodel_operator.observe import job_state, server_state, step_jobs, traffic
 from docmodel_operator.reconcile import parse_status, status_patch
+
+API = k.ApiClient()
+
+
+def plain(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = API.sanitize_for_serialization(obj)
+    return out
+
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 T1 = datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
@@ -23,10 +33,14 @@ DM = parse_docmodel(
 )
 
 
-def job(name: str, *conditions: k.V1JobCondition, labels: dict[str, str] | None = None) -> k.V1Job:
-    return k.V1Job(
-        metadata=k.V1ObjectMeta(name=name, creation_timestamp=T0, labels=labels or {}),
-        status=k.V1JobStatus(conditions=list(conditions)),
+def job(
+    name: str, *conditions: k.V1JobCondition, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return plain(
+        k.V1Job(
+            metadata=k.V1ObjectMeta(name=name, creation_timestamp=T0, labels=labels or {}),
+            status=k.V1JobStatus(conditions=list(conditions)),
+        )
     )
 
 
@@ -41,7 +55,7 @@ def pod(
     phase: str = "Failed",
     terminated: k.V1ContainerStateTerminated | None = None,
     scheduled: k.V1PodCondition | None = None,
-) -> k.V1Pod:
+) -> dict[str, Any]:
     statuses = []
     if terminated is not None:
         statuses.append(
@@ -54,17 +68,19 @@ def pod(
                 state=k.V1ContainerState(terminated=terminated),
             )
         )
-    return k.V1Pod(
-        metadata=k.V1ObjectMeta(
-            name=f"{job_name_}-abcde",
-            creation_timestamp=T0,
-            labels={"batch.kubernetes.io/job-name": job_name_},
-        ),
-        status=k.V1PodStatus(
-            phase=phase,
-            container_statuses=statuses,
-            conditions=[scheduled] if scheduled else [],
-        ),
+    return plain(
+        k.V1Pod(
+            metadata=k.V1ObjectMeta(
+                name=f"{job_name_}-abcde",
+                creation_timestamp=T0,
+                labels={"batch.kubernetes.io/job-name": job_name_},
+            ),
+            status=k.V1PodStatus(
+                phase=phase,
+                container_statuses=statuses,
+                conditions=[scheduled] if scheduled else [],
+            ),
+        )
     )
 
 
@@ -111,19 +127,21 @@ def test_step_jobs_pick_the_targets_jobs_and_list_every_revision() -> None:
     assert revisions == frozenset({"r0", "r1"})
 
 
-def deployment(**status: int) -> k.V1Deployment:
-    return k.V1Deployment(
-        metadata=k.V1ObjectMeta(
-            name="handbook-r1",
-            generation=2,
-            creation_timestamp=T0,
-            labels={"docmodel.dev/revision": "r1"},
-            annotations={"docmodel.dev/serving-digest": "abc"},
-        ),
-        spec=k.V1DeploymentSpec(
-            replicas=2, selector=k.V1LabelSelector(), template=k.V1PodTemplateSpec()
-        ),
-        status=k.V1DeploymentStatus(**status),
+def deployment(**status: int) -> dict[str, Any]:
+    return plain(
+        k.V1Deployment(
+            metadata=k.V1ObjectMeta(
+                name="handbook-r1",
+                generation=2,
+                creation_timestamp=T0,
+                labels={"docmodel.dev/revision": "r1"},
+                annotations={"docmodel.dev/serving-digest": "abc"},
+            ),
+            spec=k.V1DeploymentSpec(
+                replicas=2, selector=k.V1LabelSelector(), template=k.V1PodTemplateSpec()
+            ),
+            status=k.V1DeploymentStatus(**status),
+        )
     )
 
 
@@ -137,12 +155,14 @@ def test_server_is_ready_only_when_every_replica_of_the_current_spec_is() -> Non
     )
     assert not stale.ready
     stuck = deployment(ready_replicas=0, observed_generation=2)
-    stuck.status.conditions = [
-        k.V1DeploymentCondition(
-            type="Progressing",
-            status="False",
-            reason="ProgressDeadlineExceeded",
-            message='ReplicaSet "handbook-r1-5d9" has timed out progressing.',
+    stuck["status"]["conditions"] = [
+        plain(
+            k.V1DeploymentCondition(
+                type="Progressing",
+                status="False",
+                reason="ProgressDeadlineExceeded",
+                message='ReplicaSet "handbook-r1-5d9" has timed out progressing.',
+            )
         )
     ]
     failed = server_state(stuck, None)
@@ -150,7 +170,7 @@ def test_server_is_ready_only_when_every_replica_of_the_current_spec_is() -> Non
 
 
 def test_traffic_is_the_services_revision() -> None:
-    service = k.V1Service(spec=k.V1ServiceSpec(selector={"docmodel.dev/revision": "r1"}))
+    service = plain(k.V1Service(spec=k.V1ServiceSpec(selector={"docmodel.dev/revision": "r1"})))
     assert traffic(service) == "r1" and traffic(None) is None
 
 

@@ -1,0 +1,236 @@
+"""What the watches delivered, kept in memory, so that a reconcile reads the cluster without
+asking the API server: the DocModels, their labelled children (Jobs, their pods, server
+Deployments, the Service) and the Secrets of the watched namespaces.
+
+The same idea as client-go's informer cache, fed by the Kopf watches the operator already
+runs for its triggers:
+- Before Kopf starts, one LIST per kind (per watched namespace) primes the cache, so that the
+  first reconciles after a restart see every child that exists (not an empty cluster, which
+  would make the planner start Jobs again and report servers gone).
+- Each watch event replaces the object unless the cache holds a newer version (resource
+  versions are compared as the integers the API server hands out; one that is not an integer
+  always replaces).
+- A periodic re-LIST (`relist`) drops what was deleted while no watch ran, and keeps
+  what changed since the list was taken.
+
+Objects are stored trimmed to what the operator reads: `managedFields` and the pod templates
+go (a pod's or Job's spec is never read). Of the Secrets, every name is kept (to tell a
+missing Secret from one of another type) and the values of `Opaque` ones; the reconciler
+reads any other referenced Secret directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from docmodel.builders import MANAGED_BY
+
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+CHILD_KINDS = ("jobs", "pods", "deployments", "services")
+# Kept of each child's spec: what the observer reads (replicas, the Service's selector).
+SPEC_FIELDS = {"deployments": ("replicas",), "services": ("selector",)}
+DATA_TYPES = ("Opaque", "")
+TOMBSTONES = 4096  # uids of recently deleted objects, so that a late LIST cannot revive them
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+def _version(obj: dict[str, Any]) -> int | None:
+    raw = (obj.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(str(raw))
+    except (TypeError, ValueError):
+        return None
+
+
+def _newer(incoming: dict[str, Any], held: dict[str, Any] | None) -> bool:
+    if held is None:
+        return True
+    new, old = _version(incoming), _version(held)
+    return new is None or old is None or new >= old
+
+
+def trim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a child the observer reads."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    spec = obj.get("spec") or {}
+    return {
+        "metadata": meta,
+        "spec": {k: spec[k] for k in SPEC_FIELDS.get(kind, ()) if k in spec},
+        "status": obj.get("status") or {},
+    }
+
+
+def decode(secret: dict[str, Any]) -> dict[str, str]:
+    return {
+        key: base64.b64decode(value).decode(errors="replace")
+        for key, value in (secret.get("data") or {}).items()
+    }
+
+
+class Cache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._docmodels: dict[Key, dict[str, Any]] = {}
+        # kind -> (namespace, instance) -> uid -> object
+        self._children: dict[str, dict[Key, dict[str, dict[str, Any]]]] = {
+            kind: {} for kind in CHILD_KINDS
+        }
+        self._secret_names: dict[Key, int | None] = {}  # every Secret: its resourceVersion
+        self._secret_data: dict[Key, dict[str, str]] = {}  # the values of Opaque ones
+        self._gone: dict[str, None] = {}  # recently deleted uids, oldest first
+        self.primed = False
+
+    # -- DocModels ----------------------------------------------------------------------------
+
+    def docmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._docmodels.get((namespace, name))
+
+    def put_docmodel(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self._lock:
+            if _newer(obj, self._docmodels.get(key)):
+                self._docmodels[key] = obj
+
+    def drop_docmodel(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._docmodels.pop((namespace, name), None)
+
+    def docmodel_count(self) -> int:
+        with self._lock:
+            return len(self._docmodels)
+
+    # -- children -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _owner(obj: dict[str, Any]) -> tuple[Key, str] | None:
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or not labels.get(INSTANCE_LABEL):
+            return None
+        if not meta.get("uid") or not meta.get("namespace"):
+            return None
+        return (meta["namespace"], labels[INSTANCE_LABEL]), str(meta["uid"])
+
+    def children(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._children[kind].get((namespace, name), {}).values())
+
+    def put_child(self, kind: str, obj: dict[str, Any]) -> None:
+        owned = self._owner(obj)
+        if owned is None:
+            return
+        key, uid = owned
+        with self._lock:
+            if uid in self._gone:
+                return
+            objects = self._children[kind].setdefault(key, {})
+            if _newer(obj, objects.get(uid)):
+                objects[uid] = trim(kind, obj)
+
+    def drop_child(self, kind: str, obj: dict[str, Any]) -> None:
+        owned = self._owner(obj)
+        if owned is None:
+            return
+        key, uid = owned
+        with self._lock:
+            self._forget_uid(uid)
+            objects = self._children[kind].get(key)
+            if objects is not None:
+                objects.pop(uid, None)
+                if not objects:
+                    del self._children[kind][key]
+
+    def _forget_uid(self, uid: str) -> None:
+        self._gone[uid] = None
+        while len(self._gone) > TOMBSTONES:
+            del self._gone[next(iter(self._gone))]
+
+    def relist(
+        self, kind: str, namespace: str | None, items: Iterable[dict[str, Any]], version: int | None
+    ) -> None:
+        """Replace the cached children of `kind` (in `namespace`; None: all) with a LIST taken
+        at `version`, keeping what is newer than the list."""
+        listed: dict[Key, dict[str, dict[str, Any]]] = {}
+        for obj in items:
+            owned = self._owner(obj)
+            if owned is not None:
+                listed.setdefault(owned[0], {})[owned[1]] = obj
+        with self._lock:
+            held = self._children[kind]
+            for key in list(held):
+                if namespace is not None and key[0] != namespace:
+                    continue
+                for uid, obj in list(held[key].items()):
+                    if uid not in listed.get(key, {}) and not self._after(obj, version):
+                        del held[key][uid]
+                if not held[key]:
+                    del held[key]
+            for key, objs in listed.items():
+                for uid, obj in objs.items():
+                    if uid in self._gone:
+                        continue
+                    current = held.setdefault(key, {})
+                    if _newer(obj, current.get(uid)):
+                        current[uid] = trim(kind, obj)
+
+    @staticmethod
+    def _after(obj: dict[str, Any], version: int | None) -> bool:
+        """Whether a cached object changed after a LIST at `version` (so the list cannot
+        show it)."""
+        own = _version(obj)
+        return own is not None and version is not None and own > version
+
+    # -- Secrets ------------------------------------------------------------------------------
+
+    def put_secret(self, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        with self._lock:
+            held = self._secret_names.get(key)
+            version = _version(obj)
+            if held is not None and version is not None and version < held:
+                return
+            self._secret_names[key] = version
+            if obj.get("type", "") in DATA_TYPES:
+                self._secret_data[key] = decode(obj)
+            else:
+                self._secret_data.pop(key, None)
+
+    def drop_secret(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._secret_names.pop((namespace, name), None)
+            self._secret_data.pop((namespace, name), None)
+
+    def relist_secrets(
+        self, namespace: str | None, items: Iterable[dict[str, Any]], version: int | None
+    ) -> None:
+        """As `relist`, for the Secrets (of `namespace`; None: all)."""
+        items = list(items)
+        listed = {
+            ((i.get("metadata") or {}).get("namespace", ""), i["metadata"]["name"]) for i in items
+        }
+        with self._lock:
+            for key, held in list(self._secret_names.items()):
+                if (namespace is not None and key[0] != namespace) or key in listed:
+                    continue
+                if held is None or version is None or held <= version:
+                    self._secret_names.pop(key, None)
+                    self._secret_data.pop(key, None)
+        for obj in items:
+            self.put_secret(obj)
+
+    def secret(self, namespace: str, name: str) -> tuple[bool, dict[str, str] | None]:
+        """(exists, values): values None when the Secret exists but is not of a type whose
+        values the cache keeps."""
+        with self._lock:
+            key = (namespace, name)
+            if key not in self._secret_names:
+                return False, None
+            return True, self._secret_data.get(key)
