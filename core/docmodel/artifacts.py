@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from docmodel.api import DocModelSpec
 from docmodel.storage import (
+    NotFound,
     ObjectInfo,
     ObjectStore,
     S3Credentials,
@@ -289,10 +290,11 @@ def read_manifest(
     store: ObjectStore, layout: RevisionLayout, kind: ArtifactKind
 ) -> Manifest | None:
     """The artifact's manifest, or None when the artifact is absent or incomplete."""
-    key = layout.key(kind, MANIFEST)
-    if not store.exists(key):
+    try:
+        raw = store.get_bytes(layout.key(kind, MANIFEST))  # one request, not a HEAD and a GET
+    except NotFound:
         return None
-    return Manifest.model_validate_json(store.get_bytes(key))
+    return Manifest.model_validate_json(raw)
 
 
 def open_artifact_store(uri: str, env: dict[str, str] | None = None) -> ObjectStore:

@@ -158,11 +158,18 @@ def observe_revision(
     name: str,
     revision: str,
     serving_revision: str | None,
+    known: RevisionArtifacts | None = None,
 ) -> RevisionArtifacts:
-    """Read the revision's manifests, and its report when it covers today's evaluation."""
+    """Read the revision's manifests, and its report when it covers today's evaluation.
+    `known`: what an earlier call found of the same revision; a revision's dataset and
+    adapter never change once written, so they are not read again."""
     layout = RevisionLayout(namespace, name, revision)
-    dataset = read_manifest(store, layout, "dataset") is not None
-    adapter = read_manifest(store, layout, "adapter") is not None
+    dataset = (known is not None and known.dataset) or read_manifest(
+        store, layout, "dataset"
+    ) is not None
+    adapter = (known is not None and known.adapter) or read_manifest(
+        store, layout, "adapter"
+    ) is not None
     report = None
     evaluated = read_manifest(store, layout, "eval")
     compared = serving_revision if serving_revision not in (None, revision) else None

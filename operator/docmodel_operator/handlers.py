@@ -1,13 +1,15 @@
 """Kopf wiring: which events reconcile which DocModel. Nothing here decides anything.
 
 - Every event of a DocModel, and of its labelled children (Jobs, their pods, server
-  Deployments, the Service), goes into the cache (`docmodel_operator.cache`) and reconciles
-  that DocModel, which reads the cluster from the cache only. Secrets of the watched
-  namespaces go into the cache too. Event handlers keep no progress on the object and
+  Deployments, the Service), goes into the cache (`docmodel_operator.cache`) and marks that
+  DocModel dirty in the work queue (`docmodel_operator.workqueue`); `workers` threads
+  reconcile dirty DocModels, reading the cluster from the cache only. Secrets of the watched
+  namespaces go into the cache too. The handlers are coroutines that only do this
+  bookkeeping; every API call happens in the workers. Event handlers keep no progress on the object and
   add no finalizer, so deleting a DocModel never waits for the operator: owner references
   remove its children.
 - One operator-wide sweep (not a per-object timer, which would put a finalizer on every
-  DocModel) reconciles each DocModel whose timer is due: a retry, a rollout deadline, the
+  DocModel) marks dirty each DocModel whose timer is due: a retry, a rollout deadline, the
   clean-up of an old server, the next source poll. Every `relistSeconds` it also lists the
   children and Secrets again, as the cache's safety net.
 - Peering: of several replicas, only the live one with the highest priority acts; Kopf pauses
@@ -32,6 +34,7 @@ from docmodel_operator.cache import CHILD_KINDS, Cache
 from docmodel_operator.kube import Kube, child_selector
 from docmodel_operator.reconcile import Reconciler
 from docmodel_operator.settings import OperatorSettings
+from docmodel_operator.workqueue import WorkQueue, start_workers
 
 log = logging.getLogger("docmodel.operator")
 
@@ -57,6 +60,7 @@ class Runtime:
         self.kube = kube
         self.reconciler = reconciler
         self.cache = reconciler.cache
+        self.queue = WorkQueue()
         self.identity = identity
         self.due = {}
         self.seen: dict[str, str] = {}  # uid -> the resourceVersion last reconciled for
@@ -90,9 +94,20 @@ class Runtime:
             items, version = self.kube.list_raw("secrets", namespace)
             self.cache.relist_secrets(namespace, items, version)
 
-    def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> None:
-        requeue = self.reconciler.reconcile(namespace, name, body)
+    def reconcile(self, namespace: str, name: str) -> None:
+        """Mark the DocModel dirty: a worker reconciles it soon."""
+        self.queue.add((namespace, name))
+
+    def work(self, namespace: str, name: str) -> None:
+        """One worker's reconcile of a dirty DocModel; remember when its timer is due."""
+        if self.cache.docmodel(namespace, name) is None:
+            self.due.pop((namespace, name), None)  # deleted (or not seen yet)
+            return
+        requeue = self.reconciler.reconcile(namespace, name)
         self.due[(namespace, name)] = NO_TIMER if requeue is None else time.monotonic() + requeue
+
+    def start_workers(self) -> None:
+        start_workers(self.queue, self.settings.workers, self.work)
 
     def leading(self) -> bool:
         """Whether no live peer outranks (or ties with) this operator, as Kopf decides it."""
@@ -143,11 +158,12 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.peering.stealth = True
     else:
         settings.peering.standalone = True
+    rt.start_workers()
     asyncio.get_running_loop().create_task(sweep(), name="docmodel-sweep")
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def docmodel_event(
+async def docmodel_event(
     type: str, event: Mapping[str, Any], namespace: str | None, name: str, **_: Any
 ) -> None:
     if namespace is None:
@@ -170,7 +186,7 @@ def docmodel_event(
 
 
 def _child_handler(kind: str) -> Any:
-    def child_event(
+    async def child_event(
         namespace: str | None, labels: Mapping[str, str], event: Mapping[str, Any], **_: Any
     ) -> None:
         rt = runtime()
@@ -199,7 +215,7 @@ for group, version, plural in (
 
 
 @kopf.on.event("", "v1", "secrets", id="secrets")
-def secret_event(
+async def secret_event(
     type: str, event: Mapping[str, Any], namespace: str | None, name: str, **_: Any
 ) -> None:
     """Secrets only feed the cache: a DocModel waiting for one retries on its own timer."""
@@ -225,7 +241,8 @@ async def sweep() -> None:
             if not await loop.run_in_executor(None, rt.leading):
                 continue
             now = time.monotonic()
-            for key in [k for k, at in rt.due.items() if at <= now]:
-                await loop.run_in_executor(None, rt.reconcile, *key)
+            for key in [k for k, at in list(rt.due.items()) if at <= now]:
+                rt.due[key] = NO_TIMER  # until the worker's reconcile sets it again
+                rt.reconcile(*key)
         except Exception:  # the sweep must outlive any one failure
             log.exception("Failed sweep")

@@ -6,7 +6,7 @@ number of DocModels.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 CONTROLLER = "docmodel"
 
@@ -26,6 +26,7 @@ RECONCILE_TIME = Histogram(
     ["controller"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+QUEUE_DEPTH = Gauge("workqueue_depth", "Current depth of workqueue.", ["name"])
 STEPS_STARTED = Counter(
     "docmodel_steps_started_total", "Lifecycle steps started, by step.", ["step"]
 )

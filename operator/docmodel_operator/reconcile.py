@@ -2,16 +2,14 @@
 record the status and Events, carry the actions out. Level-triggered and idempotent: every
 call starts from what is there, so a replayed event or a restart changes nothing that is done.
 
-Runs in a worker thread (Kopf runs sync handlers in its executor; the periodic sweep does the
-same), never on the event loop. One DocModel is reconciled by one thread at a time; a trigger
-that arrives meanwhile makes the running reconcile go round once more.
+Runs in a worker thread of the work queue (`docmodel_operator.workqueue`), never on the event
+loop; the queue hands a DocModel to one worker at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,12 +63,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class _Gate:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    again: bool = False
-
-
 @dataclass(frozen=True)
 class Secrets:
     """The values of the Secrets a DocModel's pods use (to hide them in copied log lines), the
@@ -99,45 +91,28 @@ class Reconciler:
         self.store_config = StoreConfig(
             self.store.uri, settings.store_endpoint, settings.store_secret or None
         )
-        self._gates: dict[tuple[str, str], _Gate] = {}
-        self._gates_lock = threading.Lock()
         # The status each DocModel was last given, by generation: its own echo (the event of
         # that status patch) needs no reconcile.
         self._written: dict[tuple[str, str], tuple[int, DocModelStatus]] = {}
-        # Complete artifacts (dataset, adapter and a covering report) by what they were read
-        # for: a revision's artifacts never change once written, so an idle DocModel's polls
-        # read nothing from the store.
-        self._complete: dict[tuple[str, str], tuple[tuple[str, ...], RevisionArtifacts]] = {}
+        # What each DocModel's last read of the store found, by what it was read for: a
+        # revision's artifacts never change once written, so what was found is not read
+        # again, and an idle DocModel's polls read nothing from the store.
+        self._found: dict[tuple[str, str], tuple[tuple[str, ...], RevisionArtifacts]] = {}
 
     # -- entry point --------------------------------------------------------------------------
 
     def reconcile(
         self, namespace: str, name: str, body: dict[str, Any] | None = None
     ) -> float | None:
-        """Reconcile until no trigger arrived meanwhile; return seconds until a timer is due."""
-        with self._gates_lock:
-            gate = self._gates.setdefault((namespace, name), _Gate())
-        if not gate.lock.acquire(blocking=False):
-            gate.again = True
-            return None
-        try:
-            while True:
-                gate.again = False
-                requeue = self._timed(namespace, name, body)
-                body = None  # a trigger arrived meanwhile: read the object afresh
-                if not gate.again:
-                    return requeue
-        finally:
-            gate.lock.release()
+        """One reconcile; return seconds until a timer is due (None: no timer)."""
+        return self._timed(namespace, name, body)
 
     def forget(self, namespace: str, name: str) -> None:
-        with self._gates_lock:
-            self._gates.pop((namespace, name), None)
-            self._written.pop((namespace, name), None)
-            self._forget_artifacts(namespace, name)
+        self._written.pop((namespace, name), None)
+        self._forget_artifacts(namespace, name)
 
     def _forget_artifacts(self, namespace: str, name: str) -> None:
-        self._complete.pop((namespace, name), None)
+        self._found.pop((namespace, name), None)
 
     def _last_written(self, body: dict[str, Any]) -> tuple[int, DocModelStatus] | None:
         meta = body.get("metadata") or {}
@@ -313,12 +288,12 @@ class Reconciler:
             return RevisionArtifacts()
         ns, name = dm.metadata.namespace, dm.metadata.name
         read_for = (target, serving or "", evaluation_digest(dm.spec))
-        known = self._complete.get((ns, name))
-        if known is not None and known[0] == read_for:
-            return known[1]
-        artifacts = observe_revision(self.store, dm.spec, ns, name, target, serving)
-        if artifacts.dataset and artifacts.adapter and artifacts.report is not None:
-            self._complete[(ns, name)] = (read_for, artifacts)
+        found = self._found.get((ns, name))
+        known = found[1] if found is not None and found[0][0] == target else None
+        if found is not None and found[0] == read_for and complete(found[1]):
+            return found[1]  # complete: nothing left to look for
+        artifacts = observe_revision(self.store, dm.spec, ns, name, target, serving, known)
+        self._found[(ns, name)] = (read_for, artifacts)
         return artifacts
 
     def _record(
@@ -413,3 +388,7 @@ def parse_status(raw: dict[str, Any] | None) -> DocModelStatus:
 def status_patch(status: DocModelStatus) -> dict[str, Any]:
     """A merge patch that sets every field (unset ones to null, which removes them)."""
     return status.model_dump(mode="json", by_alias=True)
+
+
+def complete(artifacts: RevisionArtifacts) -> bool:
+    return artifacts.dataset and artifacts.adapter and artifacts.report is not None

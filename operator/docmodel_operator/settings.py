@@ -15,6 +15,7 @@
 | `DOCMODEL_OPERATOR_CLEANUP_DELAY_SECONDS` | `120` | How long the old revision's server lives after traffic moved. |
 | `DOCMODEL_OPERATOR_PENDING_WARNING_SECONDS` | `300` | A pod Pending this long gets a condition with the scheduler's message. |
 | `DOCMODEL_OPERATOR_RESYNC_SECONDS` | `30` | Period of the sweep over every DocModel (timers, source polls). |
+| `DOCMODEL_OPERATOR_WORKERS` | `4` | Reconciles that run at once (controller-runtime's `MaxConcurrentReconciles`); one DocModel is only ever reconciled by one. |
 | `DOCMODEL_OPERATOR_RELIST_SECONDS` | `600` | Period of a fresh LIST of the children and Secrets into the operator's cache (what a watch missed). |
 | `DOCMODEL_OPERATOR_WATCH_TIMEOUT_SECONDS` | `300` | Server-side timeout of each watch request. |
 | `DOCMODEL_OPERATOR_LIVENESS_PORT` | `8080` | `/healthz` for the liveness probe (0: off). |
@@ -57,6 +58,7 @@ class OperatorSettings(BaseSettings):
     pending_warning_seconds: float = Field(default=300.0, ge=0)
     resync_seconds: float = Field(default=30.0, gt=0)
     relist_seconds: float = Field(default=600.0, gt=0)
+    workers: int = Field(default=4, ge=1, le=64)
     watch_timeout_seconds: int = Field(default=300, ge=10)
     liveness_port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=9090, ge=0, le=65535)
