@@ -52,6 +52,9 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
+# The shortest source poll: each one lists the whole source. A cron schedule has five fields,
+# so it fires at most once a minute, above this floor too.
+MIN_POLL_SECONDS = 30
 # Five cron fields of digits, *, /, ',' and '-' (or named months/days), or an @-macro.
 # The API server checks this shape; croniter checks the values in Python.
 CRON_PATTERN = (
@@ -178,7 +181,9 @@ class ChunkingSpec(ApiModel):
         default=384,
         ge=32,
         le=8192,
-        description="Largest passage, in approximate tokens (whitespace words x 1.3).",
+        description="Largest passage, in approximate tokens (whitespace words x 1.3). No "
+        "passage is larger: a longer table is split by rows (header repeated), code by lines, "
+        "an over-long row or line by words.",
     )
     overlap_tokens: int = Field(
         default=48,
@@ -237,7 +242,20 @@ class DatasetSpec(ApiModel):
         description="Fraction of source documents held out for evaluation. The split is by "
         "document, so no evaluation passage is ever trained on.",
     )
-    seed: int = Field(default=1234, ge=0, le=2**31 - 1, description="Seed of the train/eval split.")
+    seed: int = Field(
+        default=1234,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed of the train/eval split and of which pairs a capped document keeps.",
+    )
+    max_pairs_per_document: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Most question/answer pairs kept from one document, chosen with `seed` "
+        "before the train/eval split, so one huge table cannot swamp the dataset; the dataset "
+        "manifest records what was dropped.",
+    )
     chunking: ChunkingSpec = Field(
         default_factory=ChunkingSpec, description="How documents are cut into passages."
     )
@@ -439,7 +457,8 @@ class RetrainingSpec(ApiModel):
     schedule: str | None = Field(
         default=None,
         pattern=CRON_PATTERN,
-        description="Cron schedule (five fields, UTC) of periodic retraining.",
+        description="Cron schedule (five fields, UTC) of periodic retraining; it fires at most "
+        "once a minute (a sixth, seconds field is refused).",
     )
     on_source_change: bool = Field(
         default=True, description="Retrain when the documents change (their ETag digest)."
@@ -447,7 +466,8 @@ class RetrainingSpec(ApiModel):
     poll_interval: str = Field(
         default="10m",
         pattern=DURATION_PATTERN,
-        description="How often the source is checked for changes, for example `10m` or `1h`.",
+        description="How often the source is checked for changes, for example `10m` or `1h`; "
+        "at least 30s.",
     )
 
     @field_validator("schedule")
@@ -542,6 +562,14 @@ RULES: list[Rule] = [
         field_path=".embeddingModel",
         message="embeddingModel is required when retriever is embedding",
         check=lambda b: b.retriever != "embedding" or b.embedding_model is not None,
+    ),
+    Rule(
+        on=RetrainingSpec,
+        cel=f"!has(self.pollInterval) || duration(self.pollInterval) >= duration('{MIN_POLL_SECONDS}s')",
+        field_path=".pollInterval",
+        message=f"pollInterval must be at least {MIN_POLL_SECONDS}s (each poll lists the whole "
+        "source)",
+        check=lambda r: duration_seconds(r.poll_interval) >= MIN_POLL_SECONDS,
     ),
     Rule(
         on=Toleration,

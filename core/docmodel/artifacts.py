@@ -21,7 +21,7 @@ import json
 import os
 import platform
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from docmodel.api import DocModelSpec
+from docmodel.dataset import SkippedFile
 from docmodel.storage import (
     NotFound,
     ObjectInfo,
@@ -51,7 +52,15 @@ MANIFEST = "manifest.json"
 TRAINING_FIELDS: dict[str, tuple[str, ...]] = {
     "source": ("bucket", "prefix", "endpoint", "include", "exclude", "maxFileBytes"),
     "base_model": ("name", "mirror"),
-    "dataset": ("generator", "providedPrefix", "teacher", "evalFraction", "seed", "chunking"),
+    "dataset": (
+        "generator",
+        "providedPrefix",
+        "teacher",
+        "evalFraction",
+        "seed",
+        "maxPairsPerDocument",
+        "chunking",
+    ),
     "training": (
         "method",
         "lora",
@@ -85,6 +94,7 @@ class SourceSelection:
 
     documents: list[ObjectInfo]  # every document the globs match, skipped ones included
     qa_files: list[ObjectInfo]  # provided QA files that are read
+    unsafe: list[SkippedFile] = field(default_factory=list)  # keys never read (`unsafe_key`)
 
     @property
     def digest(self) -> str:
@@ -100,20 +110,50 @@ def select_sources(
 
     `provided` is the listing under `dataset.providedPrefix`, when set; otherwise, with the
     `provided` generator, QA files beside the documents count. A document that ingest will skip
-    (empty, too large) still counts: fixing it is a change that deserves a new revision.
+    (empty, too large) still counts: fixing it is a change that deserves a new revision. A key
+    that could name a path outside the work directory (`unsafe_key`) never counts and is never
+    read: it is returned in `unsafe` with the reason.
     """
     src = spec.source
-    documents, qa_files = [], []
+    documents: list[ObjectInfo] = []
+    qa_files: list[ObjectInfo] = []
+    unsafe: list[SkippedFile] = []
     beside = spec.dataset.generator == "provided" and provided is None
     for obj in listed:
-        if is_qa_file(obj.key):
+        reason = unsafe_key(obj.key)
+        if reason is not None:
+            unsafe.append(SkippedFile(key=obj.key, reason=reason))
+        elif is_qa_file(obj.key):
             if beside:
                 qa_files.append(obj)
         elif matches(obj.key, src.include, src.exclude):
             documents.append(obj)
     if provided is not None:
-        qa_files.extend(o for o in provided if is_qa_file(o.key))
-    return SourceSelection(documents, qa_files)
+        for obj in provided:
+            reason = unsafe_key(obj.key)
+            if reason is not None:
+                unsafe.append(SkippedFile(key=obj.key, reason=reason))
+            elif is_qa_file(obj.key):
+                qa_files.append(obj)
+    return SourceSelection(documents, qa_files, unsafe)
+
+
+def unsafe_key(key: str) -> str | None:
+    """Why an object key (relative to the listed prefix) must never be read, or None. S3
+    allows any key; a leading `/`, an empty component or a `.`/`..` component could name a
+    path outside (or beside) the file it is copied to. MinIO refuses such keys; AWS does not."""
+    if not key:
+        return "empty object key"
+    if key.startswith("/"):
+        return "object key starts with '/' (it would name an absolute path)"
+    parts = key.split("/")
+    if any(p in (".", "..") for p in parts):
+        return "object key has a '.' or '..' component (it could name a path outside the work directory)"
+    if "" in parts:
+        return "object key has an empty component ('//' or a trailing '/')"
+    if "\x00" in key:
+        return "object key holds a NUL character"
+    return None
 
 
 def source_digest(objects: Iterable[ObjectInfo]) -> str:

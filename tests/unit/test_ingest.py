@@ -366,3 +366,36 @@ def test_ingest_revision_comes_from_the_shared_source_selection(tmp_path) -> Non
     spec = parse_docmodel(manifest).spec
     expected = revision_id(spec, select_sources(spec, LocalStore(CORPUS).list()).digest)
     assert revision_file.read_text().strip() == expected
+
+
+def test_one_huge_table_gives_at_most_the_cap_chosen_by_seed_and_recorded(tmp_path):
+    source = tmp_path / "docs"
+    source.mkdir()
+    rows = "\n".join(f"| svc-{i:04d} | team {i % 37} | port {8000 + i} |" for i in range(2000))
+    (source / "services.md").write_text(
+        f"# Services\n\n| Service | Owner | Port |\n|---|---|---|\n{rows}\n"
+    )
+    for name in ("onboarding", "travel", "security"):
+        (source / f"{name}.md").write_text(
+            f"# {name.title()}\n\nThe {name} policy is owned by the {name} office. "
+            f"Requests about {name} go to the {name} desk within five working days.\n"
+        )
+
+    def kept(name: str, dataset: dict) -> tuple[dict, list[str]]:
+        (tmp_path / name).mkdir()
+        run = Run(tmp_path / name, source, dataset)
+        rc, message = run()
+        assert rc == 0, message
+        manifest, _, train, evals = run.dataset()
+        questions = [p.question for p in [*train, *evals] if p.source == "services.md"]
+        return manifest.details, questions
+
+    details, questions = kept("a", {"maxPairsPerDocument": 50})
+    assert 0 < len(questions) <= 50
+    dropped = details["pairs_dropped_by_cap"]["services.md"]
+    assert dropped > 1000 and details["pairs_generated"] >= dropped + len(questions)
+    assert "onboarding.md" not in details["pairs_dropped_by_cap"]
+    _, again = kept("b", {"maxPairsPerDocument": 50})
+    assert again == questions  # the same seed keeps the same pairs
+    _, other = kept("c", {"maxPairsPerDocument": 50, "seed": 99})
+    assert other != questions

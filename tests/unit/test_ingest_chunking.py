@@ -43,15 +43,43 @@ def test_long_sections_are_cut_below_max_tokens_with_overlap():
         assert before.text.endswith(overlap) and approx_tokens(overlap) <= 16
 
 
-def test_code_blocks_and_tables_are_never_cut():
-    code = "\n".join(f"echo step {i} of the long deployment script" for i in range(60))
-    rows = "\n".join(f"| key{i} | value {i} |" for i in range(60))
+def test_code_blocks_and_tables_that_fit_are_never_cut():
+    code = "\n".join(f"echo step {i}" for i in range(8))
+    rows = "\n".join(f"| key{i} | value {i} |" for i in range(5))
     text = f"# Ops\n\nIntro text.\n\n```sh\n{code}\n```\n\n| Key | Value |\n|---|---|\n{rows}\n"
     passages = chunk_document(doc_of(text), max_tokens=64, overlap_tokens=0)
     codes = [b for p in passages for b in p.blocks if b.kind == "code"]
     tables = [b for p in passages for b in p.blocks if b.kind == "table"]
     assert [b.text for b in codes] == [code]
-    assert len(tables) == 1 and len(tables[0].rows) == 61
+    assert len(tables) == 1 and len(tables[0].rows) == 6
+
+
+def test_oversized_tables_split_by_rows_under_the_header_and_no_passage_exceeds_the_limit():
+    rows = "\n".join(f"| key{i} | value {i} of the table |" for i in range(3000))
+    huge_cell = " ".join(["word"] * 400)
+    text = f"# Metrics\n\n| Key | Value |\n|---|---|\n{rows}\n| wide | {huge_cell} |\n"
+    passages = chunk_document(doc_of(text), max_tokens=64, overlap_tokens=8)
+    assert all(approx_tokens(p.text) <= 64 for p in passages)
+    tables = [b for p in passages for b in p.blocks if b.kind == "table"]
+    assert len(tables) > 100
+    assert all(
+        t.rows[0] == ["Key", "Value"] and t.text.startswith("| Key | Value |") for t in tables
+    )
+    kept = [row for t in tables for row in t.rows[1:]]
+    assert kept == [[f"key{i}", f"value {i} of the table"] for i in range(3000)]  # every row, once
+    assert sum(p.text.count("word") for p in passages) >= 400  # the wide row, by words (+ overlap)
+
+
+def test_oversized_code_splits_by_whole_lines_and_a_huge_line_by_words():
+    lines = [f"echo step {i} of the long deployment script" for i in range(300)]
+    long_line = "x=" + " ".join(f"arg{i}" for i in range(500))
+    code = "\n".join([*lines, long_line])
+    passages = chunk_document(doc_of(f"# Ops\n\n```sh\n{code}\n```\n"), 64, 0)
+    assert all(approx_tokens(p.text) <= 64 for p in passages)
+    codes = [b.text for p in passages for b in p.blocks if b.kind == "code"]
+    whole = [line for c in codes for line in c.split("\n") if line.startswith("echo")]
+    assert whole == lines  # lines are never cut
+    assert sum(c.count("arg") for c in codes) == 500
 
 
 def test_no_overlap_when_overlap_is_zero():

@@ -123,3 +123,33 @@ def test_hostile_html_nesting_keeps_the_text():
     html = b"<html><body>" + b"<div>" * 5000 + b"<p>Deep text survives.</p>" + b"</div>" * 5000
     doc = parse_document("deep.html", html + b"</body></html>")
     assert "Deep text survives." in doc.sections[-1].blocks[-1].text
+
+
+BADGE_README = b"""[![Build](https://ci.example/badge.svg)](https://ci.example) [![Slack](https://slack.example/badge.svg)](https://slack.example)
+
+# [![Logo](logo.png)](https://example.com) Orbit Storage
+
+[![Docker Pulls](https://img.shields.io/docker/pulls/orbit/orbit.svg)](https://hub.docker.com/r/orbit) | [![license](https://img.shields.io/badge/license-Apache-blue)](LICENSE)
+Orbit stores objects. See the [install guide](install.md) for details.
+
+[Docs](https://docs.example) | [Blog](https://blog.example)
+
+## [Install](#install)
+
+| Platform | Download |
+| --- | --- |
+| Linux | [orbit-linux](https://dl.example/linux) |
+"""
+
+
+def test_badge_rows_and_link_only_lines_never_reach_titles_or_text():
+    doc = parse_document("README.md", BADGE_README)
+    assert doc.title == "Orbit Storage"
+    text = "\n".join(b.text for s in doc.sections for b in s.blocks)
+    for noise in ("Build", "Slack", "Docker Pulls", "license", "Logo", "Docs", "Blog"):
+        assert noise not in text and noise not in doc.title, noise
+    assert "Orbit stores objects. See the install guide for details." in text
+    headings = [s.heading_path for s in doc.sections if s.heading_path]
+    assert ["Orbit Storage", "Install"] in headings  # a heading that is a link keeps its text
+    (table,) = [b for s in doc.sections for b in s.blocks if b.kind == "table"]
+    assert table.rows[1] == ["Linux", "orbit-linux"]  # a cell that is a link keeps its text

@@ -9,6 +9,7 @@ import hashlib
 import io
 
 import pytest
+import yaml
 from botocore.exceptions import ClientError
 from test_ingest import docmodel_file
 
@@ -129,3 +130,44 @@ def test_wrong_credentials_are_access_denied(tmp_path, monkeypatch, code):
     use_s3(monkeypatch, fake)
     rc, message = run_s3(tmp_path)
     assert rc == common.EXIT_STORAGE and "larkspur-docs" in message and code in message
+
+
+UNSAFE = {
+    "handbook/../escape.md": "'.' or '..' component",
+    "handbook/./hidden.md": "'.' or '..' component",
+    "handbook//absolute.md": "starts with '/'",
+    "handbook/dir//twice.md": "empty component",
+}
+
+
+def test_unsafe_keys_are_skipped_with_a_reason_never_read_and_change_no_revision(
+    tmp_path, monkeypatch
+):
+    """Keys S3 allows and MinIO refuses (so the listing is faked): never read, never written
+    outside the work directory, listed as skipped; the revision is the one without them, in
+    the one function ingest and the operator both use."""
+    from docmodel.api import parse_docmodel
+    from docmodel.revision import list_source
+
+    clean = corpus_objects()
+    objects = {**clean, **{k: b"# Escape\n\nAnything.\n" for k in UNSAFE}}
+    fake = FakeS3(objects)
+    use_s3(monkeypatch, fake)
+    rc, message = run_s3(tmp_path, "--revision", "r1")
+    assert rc == 0, message
+    assert not set(UNSAFE) & set(fake.gets)
+    assert not (tmp_path.parent / "escape.md").exists()
+    manifest = read_manifest(
+        LocalStore(tmp_path / "store"), RevisionLayout("docs", "handbook", "r1"), "dataset"
+    )
+    assert manifest is not None
+    skipped = {s["key"]: s["reason"] for s in manifest.details["documents_skipped"]}
+    for key, why in UNSAFE.items():
+        relative = key.removeprefix("handbook/")
+        assert relative in skipped and why in skipped[relative], (key, skipped)
+
+    spec = parse_docmodel(yaml.safe_load(docmodel_file(tmp_path).read_text())).spec
+    with_unsafe = list_source(spec, S3Store("docs", "handbook/", client=FakeS3(objects)))
+    without = list_source(spec, S3Store("docs", "handbook/", client=FakeS3(clean)))
+    assert with_unsafe.revision == without.revision
+    assert len(with_unsafe.selection.unsafe) == len(UNSAFE)

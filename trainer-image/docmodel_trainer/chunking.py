@@ -1,8 +1,12 @@
-"""Parsed documents to passages: by heading first, code blocks and tables whole, with overlap.
+"""Parsed documents to passages: by heading first, code blocks and tables kept whole where they
+fit, with overlap.
 
 Each section (a heading and its blocks) is packed into passages of at most `max_tokens`
-approximate tokens (whitespace words x 1.3, as `spec.dataset.chunking` defines them). A code
-block or a table is never cut; a paragraph longer than a passage is cut at sentence ends.
+approximate tokens (whitespace words x 1.3, as `spec.dataset.chunking` defines them), and no
+passage is ever larger. A code block or a table that fits a passage is never cut; a longer one
+is split: a table by rows, its header row repeated in every piece; code by lines; a single row
+or line still over the limit by words. A paragraph longer than a passage is cut at sentence
+ends.
 Consecutive passages of one section repeat about `overlap_tokens` of the previous passage's
 prose. Passages whose normalised text was seen before (in this or an earlier document) are
 dropped, so an identical passage belongs to exactly one document.
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from docmodel.dataset import Chunk
-from docmodel_trainer.parsing import Block, ParsedDocument, Section
+from docmodel_trainer.parsing import Block, ParsedDocument, Section, render_table
 
 TOKENS_PER_WORD = 1.3
 
@@ -90,21 +94,66 @@ def _chunk_section(
 
 
 def _fit(blocks: list[Block], max_tokens: int) -> Iterable[Block]:
-    """Blocks no larger than `max_tokens` (a passage less its overlap), except code and tables,
-    which stay whole."""
+    """Blocks no larger than `max_tokens` (a passage less its overlap)."""
     for block in blocks:
-        if block.kind in ("code", "table") or approx_tokens(block.text) <= max_tokens:
+        if approx_tokens(block.text) <= max_tokens:
             yield block
+        elif block.kind == "table" and block.rows:
+            yield from _split_table(block, max_tokens)
+        elif block.kind == "code":
+            yield from _split_code(block, max_tokens)
+        else:
+            yield from _split_prose(block, max_tokens)
+
+
+def _split_table(block: Block, max_tokens: int) -> Iterable[Block]:
+    """Groups of rows under the repeated header row; a row too long even alone, by words."""
+    header, *rows = block.rows
+    group: list[list[str]] = []
+    for row in rows:
+        candidate = [header, *group, row]
+        if group and approx_tokens(render_table(candidate)) > max_tokens:
+            yield Block(kind="table", text=render_table([header, *group]), rows=[header, *group])
+            group = []
+        if approx_tokens(render_table([header, row])) > max_tokens:
+            for words in _word_runs(render_table([header, row]), max_tokens):
+                yield Block(kind="paragraph", text=words)
             continue
-        piece: list[str] = []
-        for sentence in _sentences(block.text):
-            for words in _word_runs(sentence, max_tokens):
-                if piece and approx_tokens(" ".join([*piece, words])) > max_tokens:
-                    yield Block(kind=block.kind, text=" ".join(piece))
-                    piece = []
-                piece.append(words)
-        if piece:
-            yield Block(kind=block.kind, text=" ".join(piece))
+        group.append(row)
+    if group:
+        yield Block(kind="table", text=render_table([header, *group]), rows=[header, *group])
+
+
+def _split_code(block: Block, max_tokens: int) -> Iterable[Block]:
+    """Runs of whole lines; a line too long even alone, by words."""
+    lines: list[str] = []
+    for line in block.text.split("\n"):
+        if approx_tokens(line) > max_tokens:
+            if lines:
+                yield Block(kind="code", text="\n".join(lines))
+                lines = []
+            for words in _word_runs(line, max_tokens):
+                yield Block(kind="code", text=words)
+            continue
+        if lines and approx_tokens("\n".join([*lines, line])) > max_tokens:
+            yield Block(kind="code", text="\n".join(lines))
+            lines = []
+        lines.append(line)
+    if any(line.strip() for line in lines):
+        yield Block(kind="code", text="\n".join(lines))
+
+
+def _split_prose(block: Block, max_tokens: int) -> Iterable[Block]:
+    """Runs of whole sentences; a sentence too long even alone, by words."""
+    piece: list[str] = []
+    for sentence in _sentences(block.text):
+        for words in _word_runs(sentence, max_tokens):
+            if piece and approx_tokens(" ".join([*piece, words])) > max_tokens:
+                yield Block(kind=block.kind, text=" ".join(piece))
+                piece = []
+            piece.append(words)
+    if piece:
+        yield Block(kind=block.kind, text=" ".join(piece))
 
 
 def _sentences(text: str) -> list[str]:

@@ -37,7 +37,7 @@ from docmodel_trainer.qa.teacher import TeacherError
 from docmodel_trainer.sources import Fetcher, list_sources
 from docmodel_trainer.split import EVAL as EVAL_SPLIT
 from docmodel_trainer.split import TRAIN as TRAIN_SPLIT
-from docmodel_trainer.split import deduplicate_pairs, split_documents
+from docmodel_trainer.split import cap_pairs, deduplicate_pairs, split_documents
 
 log = logging.getLogger("docmodel.trainer.ingest")
 
@@ -132,11 +132,21 @@ def run(args: argparse.Namespace) -> int:
             common.EXIT_NO_DATA,
         )
 
-    with_pairs = {p.source for p in generated.pairs if p.source in fetched.documents}
+    pairs, capped = cap_pairs(
+        generated.pairs, spec.dataset.max_pairs_per_document, spec.dataset.seed
+    )
+    for source, lost in sorted(capped.items()):
+        log.warning(
+            "Capped pairs document=%s kept=%d dropped=%d (dataset.maxPairsPerDocument)",
+            source,
+            spec.dataset.max_pairs_per_document,
+            lost,
+        )
+    with_pairs = {p.source for p in pairs if p.source in fetched.documents}
     splits = split_documents(with_pairs, spec.dataset.eval_fraction, spec.dataset.seed)
     for key in fetched.documents:
         splits.setdefault(key, TRAIN_SPLIT)
-    train, evals, removed = deduplicate_pairs(generated.pairs, splits)
+    train, evals, removed = deduplicate_pairs(pairs, splits)
 
     stats = DatasetStats(
         documents_listed=len(listing.matched),
@@ -160,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
         "teacher_failed_passages": generated.failed_passages,
         "teacher_requests": generated.teacher_requests,
         "unattributed_pairs": generated.unattributed,
+        "pairs_generated": len(generated.pairs),
+        "pairs_dropped_by_cap": capped,  # document -> pairs over dataset.maxPairsPerDocument
         "decoded_with_fallback": sorted(
             k for k, d in fetched.documents.items() if d.encoding not in ("utf-8", "pdf")
         ),

@@ -171,16 +171,37 @@ def render_table(rows: list[list[str]]) -> str:
 # Markdown (markdown-it-py, CommonMark plus GFM tables)
 
 
-def _inline_text(token: Any) -> str:
-    out = []
+def _inline_text(token: Any, drop_link_lines: bool = True) -> str:
+    """The text of inline content. Images give none: their alt text (badges such as "Slack" or
+    "Docker Pulls", logos) is not prose and must not reach titles or questions. With
+    `drop_link_lines`, a line of nothing but links and separators (a badge or navigation row)
+    gives none either; headings keep their link text (`## [Install](#install)`)."""
+    lines: list[str] = []
+    text: list[str] = []
+    outside: list[str] = []  # the line's text outside links
+    links = depth = 0
+
+    def end_line() -> None:
+        line = "".join(text)
+        if drop_link_lines and links and not re.search(r"\w", "".join(outside)):
+            line = ""
+        lines.append(line)
+
     for child in getattr(token, "children", None) or []:
-        if child.type in ("text", "code_inline"):
-            out.append(child.content)
+        if child.type == "link_open":
+            depth += 1
+            links += 1
+        elif child.type == "link_close":
+            depth = max(0, depth - 1)
+        elif child.type in ("text", "code_inline"):
+            text.append(child.content)
+            if depth == 0:
+                outside.append(child.content)
         elif child.type in ("softbreak", "hardbreak"):
-            out.append("\n")
-        elif child.type == "image":
-            out.append(_inline_text(child))
-    return "".join(out)
+            end_line()
+            text, outside, links = [], [], 0
+    end_line()
+    return "\n".join(line for line in lines if line.strip())
 
 
 def _parse_markdown(text: str) -> list[Section]:
@@ -208,7 +229,7 @@ def _parse_markdown(text: str) -> list[Section]:
         elif tok.type in ("fence", "code_block"):
             b.add("code", tok.content)
         elif tok.type == "inline":
-            content = _inline_text(tok)
+            content = _inline_text(tok, drop_link_lines=not heading_level and table is None)
             if heading_level:
                 b.heading(heading_level, content)
                 heading_level = 0

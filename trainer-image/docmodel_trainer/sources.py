@@ -56,10 +56,16 @@ class Listing:
 def list_sources(
     store: ObjectStore, spec: DocModelSpec, qa_store: ObjectStore | None = None
 ) -> Listing:
-    """What to read, and what to skip without reading (empty, too large, unsupported)."""
+    """What to read, and what to skip without reading (unsafe keys, empty, too large,
+    unsupported)."""
     resolved = list_source(spec, store, qa_store)
     selection = resolved.selection
-    out = Listing(resolved, matched=selection.documents, qa_files=selection.qa_files)
+    out = Listing(
+        resolved,
+        matched=selection.documents,
+        qa_files=selection.qa_files,
+        skipped=list(selection.unsafe),
+    )
     for obj in selection.documents:
         reason = skip_reason(obj, spec.source.max_file_bytes)
         if reason:

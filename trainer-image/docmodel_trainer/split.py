@@ -32,6 +32,31 @@ def split_documents(sources: Iterable[str], eval_fraction: float, seed: int) -> 
     return {k: EVAL if k in held_out else TRAIN for k in keys}
 
 
+def cap_pairs(pairs: Iterable[QAPair], cap: int, seed: int) -> tuple[list[QAPair], dict[str, int]]:
+    """At most `cap` pairs per source document, chosen by a seeded hash of each pair (so the
+    same seed keeps the same pairs, and adding pairs to a document moves few others), in their
+    original order; and how many each capped document lost."""
+    pairs = list(pairs)
+    by_source: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        by_source.setdefault(pair.source or "", []).append(i)
+    keep: set[int] = set()
+    dropped: dict[str, int] = {}
+    for source, indices in by_source.items():
+        if len(indices) <= cap:
+            keep.update(indices)
+            continue
+        ranked = sorted(
+            indices,
+            key=lambda i: hashlib.sha256(
+                f"{seed}\x1f{source}\x1f{normalise(pairs[i].question)}\x1f{i}".encode()
+            ).hexdigest(),
+        )
+        keep.update(ranked[:cap])
+        dropped[source] = len(indices) - cap
+    return [p for i, p in enumerate(pairs) if i in keep], dropped
+
+
 def pair_id(source: str, question: str) -> str:
     return hashlib.sha256(f"{source}\x1f{normalise(question)}".encode()).hexdigest()[:16]
 
