@@ -7,12 +7,16 @@ random weights (compute does not depend on weight values; built once in /tmp/lla
 the path the reference scripts use):
 
   ours      docmodel_trainer.sft.build_trainer, the code `docmodel-trainer train` runs: NF4 base
-            with bf16 compute and no fp32 up-casting, LoRA r=16 on all 7 projections, rows of
-            2048 tokens, batch 2, packed best-fit-decreasing from a realistic QA length mix,
+            with bf16 compute and no fp32 up-casting, LoRA r=16 on all 7 projections, batch 2,
             padding-free (FlashAttention varlen when flash-attn is installed, else SDPA with a
             block-diagonal mask), TRL's chunked LM head (no 128k-vocab logits), gradient
-            checkpointing. Loss on every token here, as in the baseline, so both do the same
-            LM-head work.
+            checkpointing. For the ratio it trains on identical full rows to the baseline's
+            (2048 random token ids each), so the ratio compares the step alone. Loss on every
+            token here, as in the baseline, so both do the same LM-head work.
+            non_padding_fraction is what our packer (TRL best-fit-decreasing, as training sets
+            it) makes of the demo's real QA length mix: examples/local ingested as local mode
+            does, each pair in the chat template, 4,000 pairs drawn from its lengths, packed
+            into 2048-token rows (a random-id dataset would fill every row by construction).
   baseline  shared/reference/seed_qlora_baseline.py variant A (batch 2 x 2048, fixed length).
   unsloth   shared/reference/unsloth_anchor.py, only when `unsloth` is importable (b2 figure).
 
@@ -51,12 +55,16 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def reference(name: str) -> Path:
-    """The shared reference scripts: in the checkout (shared/) or beside it (/work/shared)."""
-    for base in (ROOT / "shared", ROOT.parent / "shared", Path("/work/shared")):
+    """The shared reference scripts: in the checkout (shared/), beside it (/work/shared), or
+    where bench/gpu/prepare.sh copied them for the GPU machine (.whl/reference)."""
+    for base in (ROOT / "shared", ROOT.parent / "shared", Path("/work/shared"), ROOT / ".whl"):
         path = base / "reference" / name
         if path.is_file():
             return path
-    raise SystemExit(f"cannot find reference/{name} under shared/ (looked beside {ROOT})")
+    raise SystemExit(
+        f"cannot find reference/{name} under shared/ or .whl/ (looked beside {ROOT}; "
+        "bench/gpu/prepare.sh copies them to .whl/reference)"
+    )
 
 
 def llama_config(tiny: bool):  # type: ignore[no-untyped-def]
@@ -107,16 +115,60 @@ def ensure_model(path: Path, tiny: bool) -> None:
     model.save_pretrained(path)
 
 
-def qa_lengths(n: int, seed: int, scale: float) -> list[tuple[int, int]]:
-    """(prompt, answer) token counts of QA pairs drawn from documentation: chat header plus a
-    question of ~10-60 tokens, answers from a short phrase to a few paragraphs (log-normal)."""
+def demo_lengths(tokenizer, n: int, seed: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Token counts of `n` QA pairs drawn (seeded, with replacement) from the demo's own training
+    pairs, in the chat template: examples/local ingested as `docmodel local run` ingests it,
+    counted with `tokenizer` (the stand-in; Llama's own is not available offline)."""
+    from docmodel_trainer.cli import main as trainer_main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rc = trainer_main(
+            [
+                "ingest",
+                "--docmodel",
+                str(ROOT / "examples/local/docmodel.yaml"),
+                "--source-dir",
+                str(ROOT / "examples/local/docs"),
+                "--store",
+                tmp,
+                "--no-cache",
+            ]
+        )
+        if rc != 0:
+            raise SystemExit(f"ingest of the demo corpus failed (exit {rc})")
+        (train,) = Path(tmp).glob("*/*/rev-*/dataset/train.jsonl")
+        pairs = [json.loads(line) for line in train.read_text().splitlines() if line.strip()]
+    lengths = [
+        len(
+            tokenizer.apply_chat_template(
+                [
+                    {"role": "user", "content": p["question"]},
+                    {"role": "assistant", "content": p["answer"]},
+                ],
+                tokenize=True,
+            )
+        )
+        for p in pairs
+    ]
     rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        prompt = 12 + int(min(rng.lognormvariate(3.2, 0.45), 80))
-        answer = 4 + int(min(rng.lognormvariate(4.2, 0.8), 900))
-        out.append((max(4, int(prompt * scale)), max(2, int(answer * scale))))
-    return out
+    return [rng.choice(lengths) for _ in range(n)]
+
+
+def packing_fill(lengths: list[int], seq: int) -> dict[str, float | int]:
+    """What our packer (TRL's best-fit-decreasing, as sft_config sets it) makes of these
+    lengths: real tokens over the positions of the rows it builds."""
+    from datasets import Dataset
+    from trl.data_utils import pack_dataset
+
+    rows = Dataset.from_list([{"input_ids": [1] * n} for n in lengths])
+    packed = pack_dataset(rows, seq, strategy="bfd")
+    tokens = sum(min(n, seq) for n in lengths)
+    return {
+        "non_padding_fraction": round(tokens / (len(packed) * seq), 4),
+        "packed_pairs": len(lengths),
+        "packed_rows": len(packed),
+        "mean_pair_tokens": round(sum(lengths) / len(lengths), 1),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,10 +192,11 @@ def run_ours(args: argparse.Namespace) -> dict:
     tokenizer = build_tokenizer()
     rng = random.Random(0)
     rows = []
-    for p, a in qa_lengths(4000 if cuda else 400, seed=0, scale=1.0 if cuda else 0.1):
-        ids = [rng.randrange(8, vocab) for _ in range(p + a)]
+    for _ in range((args.steps + args.warmup) * 2 + 2):  # identical full rows, as the baseline's
+        ids = [rng.randrange(8, vocab) for _ in range(seq)]
         rows.append({"input_ids": ids, "labels": list(ids)})
     dataset = Dataset.from_list(rows)
+    packing = packing_fill(demo_lengths(tokenizer, 4000 if cuda else 400, seed=0), seq)
     t0 = time.time()
     model = modeling.load_model(args.model, quantize_4bit=cuda)
     load_s = time.time() - t0
@@ -185,6 +238,9 @@ def run_ours(args: argparse.Namespace) -> dict:
             self.steps.append((time.perf_counter() - self._t, trainer.counts.tokens - self._tokens))
 
     timer = StepTimer()
+    callbacks: list[TrainerCallback] = [timer]
+    if getattr(args, "profile", None):
+        callbacks.append(step_profiler(Path(args.profile), args.warmup, cuda))
     with tempfile.TemporaryDirectory() as out:
         trainer = sft.build_trainer(
             model,
@@ -194,7 +250,7 @@ def run_ours(args: argparse.Namespace) -> dict:
             Path(out),
             cuda=cuda,
             assistant_only_loss=False,
-            callbacks=[timer],
+            callbacks=callbacks,
         )
         trainer.train()
     measured = timer.steps[args.warmup :]
@@ -207,8 +263,10 @@ def run_ours(args: argparse.Namespace) -> dict:
         "tokens_per_step": round(tokens / len(measured)),
         "rows_per_step": 2,
         "row_length": seq,
-        "pack_fill_fraction": round(tokens / len(measured) / (2 * seq), 4),
-        "non_padding_fraction": round(counts.non_padding_fraction, 4),
+        "row_fill_fraction": round(tokens / len(measured) / (2 * seq), 4),
+        "trained_non_padding_fraction": round(counts.non_padding_fraction, 4),
+        **packing,
+        "packing_source": "examples/local QA pairs (ingest), chat template, stand-in tokenizer",
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "attention": modeling.attention_implementation(),
         "load_s": round(load_s, 1),
@@ -218,6 +276,40 @@ def run_ours(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------------
+
+
+def step_profiler(path: Path, start: int, cuda: bool, steps: int = 2):  # type: ignore[no-untyped-def]
+    """A callback that profiles `steps` training steps after `start` with torch.profiler and
+    writes the operators by self time (CUDA's on a GPU) to `path`."""
+    import torch
+    from transformers import TrainerCallback
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+
+    class StepProfiler(TrainerCallback):
+        def __init__(self) -> None:
+            self.prof: torch.profiler.profile | None = None
+            self.seen = 0
+
+        def on_step_begin(self, *a, **k):  # type: ignore[no-untyped-def]
+            if self.seen == start and self.prof is None:
+                self.prof = torch.profiler.profile(activities=activities, record_shapes=False)
+                self.prof.__enter__()
+
+        def on_step_end(self, *a, **k):  # type: ignore[no-untyped-def]
+            self.seen += 1
+            if self.prof is not None and self.seen == start + steps:
+                if cuda:
+                    torch.cuda.synchronize()
+                self.prof.__exit__(None, None, None)
+                key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+                table = self.prof.key_averages().table(sort_by=key, row_limit=30)
+                path.write_text(f"{steps} training steps after {start} warm-up steps\n{table}\n")
+                self.prof = None
+
+    return StepProfiler()
 
 
 def machine() -> dict:
@@ -259,6 +351,11 @@ def main() -> None:
         "OpenMP threads contending with other work made steps erratic)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/train_throughput.json")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="only our path, a few steps: write a torch.profiler table of 2 steps here",
+    )
     parser.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -266,6 +363,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.worker == "ours":
         args.result.write_text(json.dumps(run_ours(args)))
+        return
+    if args.profile is not None:  # our step only, profiled: what bounds it
+        import torch
+
+        cuda = torch.cuda.is_available()
+        args.model = str(MODEL_8B if cuda else MODEL_TINY)
+        ensure_model(Path(args.model), tiny=not cuda)
+        figures = run_ours(args)
+        print(json.dumps({"profile": str(args.profile), **figures}))
         return
 
     import torch
