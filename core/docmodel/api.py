@@ -16,10 +16,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "docmodel.dev"
@@ -51,6 +58,21 @@ HTTP_URL_PATTERN = r"^https?://[^\s/@?#]+(/[^\s?#]*)?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+# Kubernetes' own rules for values copied into pod specs, so a bad one is refused at apply time
+# (by these patterns in the CRD and in Python), not when the Job is created.
+# A label key or taint key: an optional DNS-subdomain prefix and `/`, then a name of at most 63.
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+# An image reference: [registry[:port]/]path[:tag][@sha256:digest], as the container runtime
+# parses it (path components lower case).
+IMAGE_PATTERN = (
+    r"^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+)
 DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
 # The shortest source poll: each one lists the whole source. A cron schedule has five fields,
 # so it fires at most once a minute, above this floor too.
@@ -275,14 +297,27 @@ class LoraSpec(ApiModel):
     )
 
 
+LabelKey = Annotated[str, StringConstraints(pattern=QUALIFIED_NAME_PATTERN, max_length=317)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+ImageRef = Annotated[str, StringConstraints(pattern=IMAGE_PATTERN, max_length=512)]
+MAX_NODE_SELECTOR = 64
+
+
+def node_selector_field(description: str, optional: bool = False) -> Any:
+    """A node selector: label keys and values as Kubernetes checks them, at most 64 pairs."""
+    if optional:
+        return Field(default=None, max_length=MAX_NODE_SELECTOR, description=description)
+    return Field(default_factory=dict, max_length=MAX_NODE_SELECTOR, description=description)
+
+
 class Toleration(ApiModel):
     """A Kubernetes toleration (see `kubectl explain pod.spec.tolerations`)."""
 
-    key: str | None = Field(default=None, description="Taint key the toleration applies to.")
+    key: LabelKey | None = Field(default=None, description="Taint key the toleration applies to.")
     operator: Literal["Exists", "Equal"] = Field(
         default="Equal", description="Relationship between key and value."
     )
-    value: str | None = Field(default=None, description="Taint value matched with `Equal`.")
+    value: LabelValue | None = Field(default=None, description="Taint value matched with `Equal`.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; unset matches all effects."
     )
@@ -333,8 +368,8 @@ class TrainingSpec(ApiModel):
     resources: ResourcesSpec = Field(
         default_factory=ResourcesSpec, description="Compute resources of the training Job."
     )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels the training pod must match."
+    node_selector: dict[LabelKey, LabelValue] = node_selector_field(
+        "Node labels the training pod must match."
     )
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Tolerations of the training pod."
@@ -342,6 +377,7 @@ class TrainingSpec(ApiModel):
     priority_class_name: str | None = Field(
         default=None,
         pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
         description="PriorityClass of the training pod.",
     )
     backoff_limit: int = Field(
@@ -350,7 +386,7 @@ class TrainingSpec(ApiModel):
     active_deadline_seconds: int = Field(
         default=86400, ge=60, le=7 * 86400, description="Wall-clock limit of the training Job."
     )
-    image: str | None = Field(default=None, min_length=1, description="Trainer image override.")
+    image: ImageRef | None = Field(default=None, description="Trainer image override.")
 
 
 class BaselineSpec(ApiModel):
@@ -398,9 +434,9 @@ class EvaluationSpec(ApiModel):
         default=None,
         description="Compute resources of the evaluation Job; unset uses training.resources.",
     )
-    node_selector: dict[str, str] | None = Field(
-        default=None,
-        description="Node labels the evaluation pod must match; unset uses training.nodeSelector.",
+    node_selector: dict[LabelKey, LabelValue] | None = node_selector_field(
+        "Node labels the evaluation pod must match; unset uses training.nodeSelector.",
+        optional=True,
     )
     tolerations: list[Toleration] | None = Field(
         default=None,
@@ -413,7 +449,7 @@ class ServingSpec(ApiModel):
     """How the promoted revision is served."""
 
     replicas: int = Field(default=1, ge=1, le=64, description="vLLM server replicas.")
-    image: str | None = Field(default=None, min_length=1, description="Server image override.")
+    image: ImageRef | None = Field(default=None, description="Server image override.")
     resources: ResourcesSpec = Field(
         default_factory=ResourcesSpec, description="Compute resources of each server pod."
     )
@@ -443,8 +479,8 @@ class ServingSpec(ApiModel):
         "the endpoint is down until the new ones are Ready (and, if they never are, until the "
         "old revision is back).",
     )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels the server pods must match."
+    node_selector: dict[LabelKey, LabelValue] = node_selector_field(
+        "Node labels the server pods must match."
     )
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Tolerations of the server pods."
@@ -773,6 +809,8 @@ class SpecError(ValueError):
 
 
 def _camel_path(loc: tuple[int | str, ...]) -> str:
+    if loc and loc[-1] == "[key]":  # a map key: the map is the field (as the API server says)
+        loc = loc[:-2]
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):

@@ -157,11 +157,22 @@ class _Converter:
                 schema["additionalProperties"], dict
             ):
                 out["additionalProperties"] = self.node(schema["additionalProperties"])
+            if "patternProperties" in schema:  # a map whose keys the model constrains
+                out.update(_map_of(schema, self.node))
         elif kind in ("string", "integer", "number", "boolean"):
             out["type"] = kind
         else:
             raise ValueError(f"unsupported schema node: {schema}")
-        for key in ("pattern", "format", "minLength", "maxLength", "minItems", "maxItems"):
+        for key in (
+            "pattern",
+            "format",
+            "minLength",
+            "maxLength",
+            "minItems",
+            "maxItems",
+            "minProperties",
+            "maxProperties",
+        ):
             if key in schema:
                 out[key] = schema[key]
         for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
@@ -171,6 +182,29 @@ class _Converter:
                 out[bound] = schema[flag]
                 out[flag] = True
         return out
+
+
+def _map_of(schema: dict[str, Any], node: Any) -> dict[str, Any]:
+    """A map with constrained keys: a structural schema has no `patternProperties` or
+    `propertyNames`, so the values' schema becomes `additionalProperties` and the key rules a
+    CEL rule (the API server bounds its cost by the map's `maxProperties`)."""
+    ((key_pattern, value_schema),) = schema["patternProperties"].items()
+    checks = [f'k.matches(r"{key_pattern}")']
+    max_key = (schema.get("propertyNames") or {}).get("maxLength")
+    if max_key is not None:
+        checks.insert(0, f"size(k) <= {max_key}")
+    if "maxProperties" not in schema:
+        raise ValueError(f"a map with constrained keys needs a maximum size: {schema}")
+    return {
+        "additionalProperties": node(value_schema),
+        "x-kubernetes-validations": [
+            {
+                "rule": f"self.all(k, {' && '.join(checks)})",
+                "message": "keys must be Kubernetes label keys (an optional DNS-subdomain "
+                "prefix and '/', then a name of at most 63 letters, digits, '-', '_' or '.')",
+            }
+        ],
+    }
 
 
 def _ordered(node: dict[str, Any]) -> dict[str, Any]:
