@@ -566,6 +566,33 @@ class Rule:
     check: Callable[[Any], bool]
 
 
+# Room in a prompt beside the passages, in tokens (the same approximate tokens as
+# `chunking.maxTokens`): the chat template's headers and a system line, and a question.
+CHAT_TEMPLATE_TOKENS = 64
+QUESTION_TOKENS = 64
+
+
+def _cel_or_default(path: str) -> str:
+    """`self.<path>` in CEL, or the field's default where any part of the path is absent."""
+    parts = path.split(".")
+    model: type[BaseModel] = DocModelSpec
+    default: Any = None
+    for part in parts:
+        name = next(n for n, f in model.model_fields.items() if (f.alias or n) == part)
+        info = model.model_fields[name]
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            model = type(default)
+    guards = " && ".join(f"has(self.{'.'.join(parts[: i + 1])})" for i in range(len(parts)))
+    return f"({guards} ? self.{path} : {default})"
+
+
+def _prompt_fits(spec: DocModelSpec) -> bool:
+    passages = spec.evaluation.baseline.top_k * spec.dataset.chunking.max_tokens
+    room = CHAT_TEMPLATE_TOKENS + QUESTION_TOKENS + spec.evaluation.max_new_tokens
+    return passages + room <= spec.serving.max_model_len
+
+
 RULES: list[Rule] = [
     Rule(
         on=DatasetSpec,
@@ -606,6 +633,23 @@ RULES: list[Rule] = [
         message=f"pollInterval must be at least {MIN_POLL_SECONDS}s (each poll lists the whole "
         "source)",
         check=lambda r: duration_seconds(r.poll_interval) >= MIN_POLL_SECONDS,
+    ),
+    Rule(
+        on=DocModelSpec,
+        cel=(
+            f"{_cel_or_default('evaluation.baseline.topK')} "
+            f"* {_cel_or_default('dataset.chunking.maxTokens')} "
+            f"+ {CHAT_TEMPLATE_TOKENS + QUESTION_TOKENS} "
+            f"+ {_cel_or_default('evaluation.maxNewTokens')} "
+            f"<= {_cel_or_default('serving.maxModelLen')}"
+        ),
+        field_path=".serving.maxModelLen",
+        message="the baseline's prompt does not fit serving.maxModelLen: evaluation.baseline.topK "
+        "x dataset.chunking.maxTokens + "
+        f"{CHAT_TEMPLATE_TOKENS + QUESTION_TOKENS} (chat template and question) + "
+        "evaluation.maxNewTokens must be at most serving.maxModelLen; raise maxModelLen or "
+        "lower topK or chunking.maxTokens",
+        check=_prompt_fits,
     ),
     Rule(
         on=Toleration,
