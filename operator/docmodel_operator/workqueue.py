@@ -6,6 +6,9 @@ fixed pool of workers reconciles dirty DocModels.
   never behind replays of the same ones.
 - A key is never reconciled by two workers at once: one dirtied while a worker has it is
   queued again when that worker is done, so the change is looked at.
+- A spec the operator has not handled yet (a new DocModel, an edit) goes to the front: a
+  user's change waits for nothing but other users' changes, not for the status churn of
+  children (a burst's pods becoming ready).
 """
 
 from __future__ import annotations
@@ -25,17 +28,30 @@ class WorkQueue:
         self._queue: deque[Key] = deque()
         self._dirty: set[Key] = set()
         self._processing: set[Key] = set()
+        self._urgent: set[Key] = set()
         self._closed = False
 
-    def add(self, key: Key) -> None:
+    def add(self, key: Key, urgent: bool = False) -> None:
+        """Mark `key` dirty; `urgent` puts it at the front (a spec not handled yet)."""
         with self._cond:
+            if urgent:
+                self._urgent.add(key)
             if key in self._dirty:
+                if urgent and key not in self._processing:
+                    self._queue.remove(key)
+                    self._queue.appendleft(key)
                 return
             self._dirty.add(key)
             if key not in self._processing:
-                self._queue.append(key)
-                metrics.QUEUE_DEPTH.labels(metrics.CONTROLLER).set(len(self._queue))
-                self._cond.notify()
+                self._enqueue(key)
+
+    def _enqueue(self, key: Key) -> None:
+        if key in self._urgent:
+            self._queue.appendleft(key)
+        else:
+            self._queue.append(key)
+        metrics.QUEUE_DEPTH.labels(metrics.CONTROLLER).set(len(self._queue))
+        self._cond.notify()
 
     def get(self) -> Key | None:
         """The next dirty key, marked as processing; None once the queue is closed."""
@@ -47,6 +63,7 @@ class WorkQueue:
             key = self._queue.popleft()
             metrics.QUEUE_DEPTH.labels(metrics.CONTROLLER).set(len(self._queue))
             self._dirty.discard(key)
+            self._urgent.discard(key)
             self._processing.add(key)
             return key
 
@@ -54,8 +71,7 @@ class WorkQueue:
         with self._cond:
             self._processing.discard(key)
             if key in self._dirty:
-                self._queue.append(key)
-                self._cond.notify()
+                self._enqueue(key)
 
     def close(self) -> None:
         with self._cond:

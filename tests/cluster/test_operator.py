@@ -252,6 +252,34 @@ def test_rejected_candidate_is_never_rolled_out(
     assert status["candidate"]["baselineScore"] in rejected.message
 
 
+def test_a_rule_only_python_checks_is_refused_by_the_operator_before_any_job(
+    kube: Kube, namespace: str, s3_bucket: S3Bucket, operator: Operator, base_model: str
+) -> None:
+    """The API server checks a cron schedule's shape only; its values are `PYTHON_ONLY`: the
+    operator refuses the spec with InvalidSpec naming the field, and starts nothing."""
+    put_docs(s3_bucket.client(), s3_bucket.name, ["billing", "payroll"])
+    body = docmodel(
+        "badcron",
+        s3_bucket.name,
+        s3_bucket.endpoint,
+        base_model,
+        retraining={"schedule": "61 * * * *"},
+    )
+    apply(kube, namespace, body)  # accepted at the door: five fields of digits and '*'
+    obj = wait_status(
+        kube,
+        namespace,
+        "badcron",
+        lambda o: (condition(o, "Ready") or {}).get("reason") == "InvalidSpec",
+        120,
+        "InvalidSpec",
+    )
+    ready = condition(obj, "Ready") or {}
+    assert ready["status"] == "False" and "spec.retraining.schedule" in ready["message"]
+    assert obj["status"]["phase"] == "Failed"
+    assert kube.batch.list_namespaced_job(namespace).items == []
+
+
 def failed(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     return wait_status(
         kube,

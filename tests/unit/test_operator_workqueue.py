@@ -58,3 +58,17 @@ def test_workers_never_reconcile_one_key_twice_at_once() -> None:
     assert overlaps == []
     assert {"a", "b", "c"} == {name for _, name in calls}
     assert len(calls) < 150  # events for a key already queued cost nothing
+
+
+def test_a_spec_not_handled_yet_goes_first_also_when_already_queued_or_in_progress() -> None:
+    queue = WorkQueue()
+    for name in ("a", "b", "c"):
+        queue.add(("ml", name))
+    queue.add(("ml", "new"), urgent=True)
+    queue.add(("ml", "c"), urgent=True)  # queued already: moved to the front
+    assert queue.get() == ("ml", "c")
+    assert queue.get() == ("ml", "new")
+    queue.add(("ml", "new"), urgent=True)  # edited while a worker has it
+    queue.done(("ml", "new"))
+    assert queue.get() == ("ml", "new")
+    assert [queue.get(), queue.get()] == [("ml", "a"), ("ml", "b")]
