@@ -138,18 +138,24 @@ def demo_lengths(tokenizer, n: int, seed: int) -> list[int]:  # type: ignore[no-
             raise SystemExit(f"ingest of the demo corpus failed (exit {rc})")
         (train,) = Path(tmp).glob("*/*/rev-*/dataset/train.jsonl")
         pairs = [json.loads(line) for line in train.read_text().splitlines() if line.strip()]
-    lengths = [
-        len(
-            tokenizer.apply_chat_template(
-                [
-                    {"role": "user", "content": p["question"]},
-                    {"role": "assistant", "content": p["answer"]},
-                ],
-                tokenize=True,
-            )
+
+    def tokens(pair: dict) -> int:
+        ids = tokenizer.apply_chat_template(
+            [
+                {"role": "user", "content": pair["question"]},
+                {"role": "assistant", "content": pair["answer"]},
+            ],
+            tokenize=True,
         )
-        for p in pairs
-    ]
+        if not isinstance(ids, list):  # transformers 5 returns an encoding, not the ids
+            ids = ids["input_ids"]
+        return len(ids)
+
+    lengths = [tokens(p) for p in pairs]
+    if min(lengths) < 8:
+        raise SystemExit(
+            f"implausible QA pair lengths from the chat template: {sorted(lengths)[:5]}"
+        )
     rng = random.Random(seed)
     return [rng.choice(lengths) for _ in range(n)]
 
