@@ -370,24 +370,18 @@ def main() -> None:
     if args.worker == "ours":
         args.result.write_text(json.dumps(run_ours(args)))
         return
-    if args.profile is not None:  # our step only, profiled: what bounds it
-        import torch
-
-        cuda = torch.cuda.is_available()
-        args.model = str(MODEL_8B if cuda else MODEL_TINY)
-        ensure_model(Path(args.model), tiny=not cuda)
-        figures = run_ours(args)
-        print(json.dumps({"profile": str(args.profile), **figures}))
-        return
-
     import torch
 
     cuda = torch.cuda.is_available()
     if not cuda:
-        print("No CUDA device: running the CPU smoke comparison (tiny model; not GPU figures).")
+        print("No CUDA device: a tiny model on CPU (smoke figures, not GPU figures).")
         os.environ["OMP_NUM_THREADS"] = str(args.cpu_threads)  # inherited by both runs
     model = MODEL_8B if cuda else MODEL_TINY
     ensure_model(model, tiny=not cuda)
+    if args.profile is not None:  # our step only, profiled: what bounds it
+        args.model = str(model)
+        print(json.dumps({"profile": str(args.profile), **run_ours(args)}))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         ours = subprocess_json(

@@ -119,22 +119,23 @@ def select_sources(
     qa_files: list[ObjectInfo] = []
     unsafe: list[SkippedFile] = []
     beside = spec.dataset.generator == "provided" and provided is None
-    for obj in listed:
+
+    def safe(obj: ObjectInfo) -> bool:
         reason = unsafe_key(obj.key)
         if reason is not None:
             unsafe.append(SkippedFile(key=obj.key, reason=reason))
-        elif is_qa_file(obj.key):
+        return reason is None
+
+    for obj in listed:
+        if not safe(obj):
+            continue
+        if is_qa_file(obj.key):
             if beside:
                 qa_files.append(obj)
         elif matches(obj.key, src.include, src.exclude):
             documents.append(obj)
     if provided is not None:
-        for obj in provided:
-            reason = unsafe_key(obj.key)
-            if reason is not None:
-                unsafe.append(SkippedFile(key=obj.key, reason=reason))
-            elif is_qa_file(obj.key):
-                qa_files.append(obj)
+        qa_files.extend(obj for obj in provided if safe(obj) and is_qa_file(obj.key))
     return SourceSelection(documents, qa_files, unsafe)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from docmodel.builders import MANAGED_BY
@@ -39,7 +39,8 @@ TOMBSTONES = 4096  # uids of recently deleted objects, so that a late LIST canno
 Key = tuple[str, str]  # (namespace, name)
 
 
-def _version(obj: dict[str, Any]) -> int | None:
+def resource_version(obj: dict[str, Any]) -> int | None:
+    """An object's (or a list's) resourceVersion as an integer; None when it is not one."""
     raw = (obj.get("metadata") or {}).get("resourceVersion")
     try:
         return int(str(raw))
@@ -47,11 +48,13 @@ def _version(obj: dict[str, Any]) -> int | None:
         return None
 
 
+def _not_older(version: int | None, than: int | None) -> bool:
+    """Whether `version` is at least `than` (when either is unknown, it counts as newer)."""
+    return version is None or than is None or version >= than
+
+
 def _newer(incoming: dict[str, Any], held: dict[str, Any] | None) -> bool:
-    if held is None:
-        return True
-    new, old = _version(incoming), _version(held)
-    return new is None or old is None or new >= old
+    return held is None or _not_older(resource_version(incoming), resource_version(held))
 
 
 def trim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -65,10 +68,10 @@ def trim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def decode(secret: dict[str, Any]) -> dict[str, str]:
+def decode_secret_data(data: Mapping[str, str | bytes] | None) -> dict[str, str]:
+    """A Secret's `data` (base64 values), decoded."""
     return {
-        key: base64.b64decode(value).decode(errors="replace")
-        for key, value in (secret.get("data") or {}).items()
+        key: base64.b64decode(value).decode(errors="replace") for key, value in (data or {}).items()
     }
 
 
@@ -83,7 +86,6 @@ class Cache:
         self._secret_names: dict[Key, int | None] = {}  # every Secret: its resourceVersion
         self._secret_data: dict[Key, dict[str, str]] = {}  # the values of Opaque ones
         self._gone: dict[str, None] = {}  # recently deleted uids, oldest first
-        self.primed = False
 
     # -- DocModels ----------------------------------------------------------------------------
 
@@ -101,10 +103,6 @@ class Cache:
     def drop_docmodel(self, namespace: str, name: str) -> None:
         with self._lock:
             self._docmodels.pop((namespace, name), None)
-
-    def docmodel_count(self) -> int:
-        with self._lock:
-            return len(self._docmodels)
 
     # -- children -----------------------------------------------------------------------------
 
@@ -168,7 +166,10 @@ class Cache:
                 if namespace is not None and key[0] != namespace:
                     continue
                 for uid, obj in list(held[key].items()):
-                    if uid not in listed.get(key, {}) and not self._after(obj, version):
+                    # Gone from the list, unless it changed after the list was taken.
+                    if uid not in listed.get(key, {}) and _not_older(
+                        version, resource_version(obj)
+                    ):
                         del held[key][uid]
                 if not held[key]:
                     del held[key]
@@ -180,26 +181,18 @@ class Cache:
                     if _newer(obj, current.get(uid)):
                         current[uid] = trim(kind, obj)
 
-    @staticmethod
-    def _after(obj: dict[str, Any], version: int | None) -> bool:
-        """Whether a cached object changed after a LIST at `version` (so the list cannot
-        show it)."""
-        own = _version(obj)
-        return own is not None and version is not None and own > version
-
     # -- Secrets ------------------------------------------------------------------------------
 
     def put_secret(self, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         with self._lock:
-            held = self._secret_names.get(key)
-            version = _version(obj)
-            if held is not None and version is not None and version < held:
+            version = resource_version(obj)
+            if key in self._secret_names and not _not_older(version, self._secret_names[key]):
                 return
             self._secret_names[key] = version
             if obj.get("type", "") in DATA_TYPES:
-                self._secret_data[key] = decode(obj)
+                self._secret_data[key] = decode_secret_data(obj.get("data"))
             else:
                 self._secret_data.pop(key, None)
 
@@ -220,7 +213,7 @@ class Cache:
             for key, held in list(self._secret_names.items()):
                 if (namespace is not None and key[0] != namespace) or key in listed:
                     continue
-                if held is None or version is None or held <= version:
+                if _not_older(version, held):  # gone, unless it changed after the list
                     self._secret_names.pop(key, None)
                     self._secret_data.pop(key, None)
         for obj in items:

@@ -7,7 +7,6 @@ Deployment and the Service), server-side apply with the operator's field manager
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from docmodel.api import GROUP, PLURAL, VERSION
 from docmodel.builders import MANAGED_BY
+from docmodel_operator.cache import decode_secret_data, resource_version
 
 log = logging.getLogger("docmodel.operator")
 
@@ -129,11 +129,7 @@ class Kube:
         if label_selector:
             kwargs["label_selector"] = label_selector
         raw = json.loads(fn(*args, **kwargs).data)
-        try:
-            version = int(str((raw.get("metadata") or {}).get("resourceVersion")))
-        except (TypeError, ValueError):
-            version = None
-        return list(raw.get("items") or []), version
+        return list(raw.get("items") or []), resource_version(raw)
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's values, decoded; None when it does not exist. (The cache keeps
@@ -146,10 +142,7 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        return {
-            key: base64.b64decode(value).decode(errors="replace")
-            for key, value in (secret.data or {}).items()
-        }
+        return decode_secret_data(secret.data)
 
     def create_job(self, job: dict[str, Any]) -> bool:
         """Create the Job unless it exists (then read it); True when this call created it."""

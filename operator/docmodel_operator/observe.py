@@ -184,8 +184,10 @@ def servers(
     return out
 
 
-def traffic(service: Obj | None) -> str | None:
-    if service is None:
-        return None
-    selector = (service.get("spec") or {}).get("selector") or {}
-    return selector.get(LABEL_REVISION)
+def traffic(services: Iterable[Obj], name: str) -> str | None:
+    """The revision the DocModel's Service (`name`, among its labelled Services) selects."""
+    for service in services:
+        if _meta(service).get("name") == name:
+            selector = (service.get("spec") or {}).get("selector") or {}
+            return selector.get(LABEL_REVISION)
+    return None

@@ -101,11 +101,9 @@ class Reconciler:
 
     # -- entry point --------------------------------------------------------------------------
 
-    def reconcile(
-        self, namespace: str, name: str, body: dict[str, Any] | None = None
-    ) -> float | None:
+    def reconcile(self, namespace: str, name: str) -> float | None:
         """One reconcile; return seconds until a timer is due (None: no timer)."""
-        return self._timed(namespace, name, body)
+        return self._timed(namespace, name)
 
     def forget(self, namespace: str, name: str) -> None:
         self._written.pop((namespace, name), None)
@@ -131,10 +129,10 @@ class Reconciler:
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         return written is not None and written[0] == generation and self._shows(body, written[1])
 
-    def _timed(self, namespace: str, name: str, body: dict[str, Any] | None) -> float | None:
+    def _timed(self, namespace: str, name: str) -> float | None:
         started = time.monotonic()
         try:
-            requeue = self._reconcile(namespace, name, body)
+            requeue = self._reconcile(namespace, name)
         except Exception:
             metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
             metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
@@ -148,21 +146,19 @@ class Reconciler:
 
     # -- one pass -----------------------------------------------------------------------------
 
-    def _reconcile(self, namespace: str, name: str, body: dict[str, Any] | None) -> float | None:
-        """One pass; `body` is the object as its watch event delivered it (else the cache's)."""
-        if body is None:
-            body = self.cache.docmodel(namespace, name)
+    def _reconcile(self, namespace: str, name: str) -> float | None:
+        """One pass over the DocModel as the cache holds it."""
+        body = self.cache.docmodel(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None  # gone (or not seen yet): owner references remove the children
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
+        status = parse_status(body.get("status"))
         written = self._last_written(body)
-        if written is not None and not self._shows(body, written[1]):
+        if written is not None and status != written[1]:
             # The watch has not delivered the last status patch yet; this operator is the
             # status's only writer, so what it wrote is the status.
             status = written[1]
-        else:
-            status = parse_status(body.get("status"))
         try:
             dm = parse_docmodel(
                 {
@@ -268,16 +264,7 @@ class Reconciler:
             servers=observe.servers(
                 self.cache.children("deployments", ns, name), service_endpoint(dm), pods
             ),
-            traffic=observe.traffic(
-                next(
-                    (
-                        svc
-                        for svc in self.cache.children("services", ns, name)
-                        if svc["metadata"].get("name") == service_name(name)
-                    ),
-                    None,
-                )
-            ),
+            traffic=observe.traffic(self.cache.children("services", ns, name), service_name(name)),
             missing_secrets=secrets.missing,
         )
 

@@ -170,8 +170,16 @@ def test_server_is_ready_only_when_every_replica_of_the_current_spec_is() -> Non
 
 
 def test_traffic_is_the_services_revision() -> None:
-    service = plain(k.V1Service(spec=k.V1ServiceSpec(selector={"docmodel.dev/revision": "r1"})))
-    assert traffic(service) == "r1" and traffic(None) is None
+    def service(name: str, revision: str) -> dict[str, Any]:
+        return plain(
+            k.V1Service(
+                metadata=k.V1ObjectMeta(name=name),
+                spec=k.V1ServiceSpec(selector={"docmodel.dev/revision": revision}),
+            )
+        )
+
+    services = [service("other", "r0"), service("handbook", "r1")]
+    assert traffic(services, "handbook") == "r1" and traffic([], "handbook") is None
 
 
 def test_status_round_trip_ignores_other_writers_fields() -> None:
