@@ -261,8 +261,10 @@ class DatasetSpec(ApiModel):
         default=0.2,
         gt=0.0,
         le=0.5,
-        description="Fraction of source documents held out for evaluation. The split is by "
-        "document, so no evaluation passage is ever trained on.",
+        description="Fraction of question groups whose questions are held out for evaluation. "
+        "A group is a document, or a section when there are fewer than 10 documents. Every "
+        "document's text is trained on; held-out questions never are, and no training "
+        "question comes from a passage a held-out answer comes from.",
     )
     seed: int = Field(
         default=1234,
@@ -277,6 +279,14 @@ class DatasetSpec(ApiModel):
         description="Most question/answer pairs kept from one document, chosen with `seed` "
         "before the train/eval split, so one huge table cannot swamp the dataset; the dataset "
         "manifest records what was dropped.",
+    )
+    rewrites_per_passage: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="With the `teacher` generator: rewrites of each passage the teacher "
+        "writes, trained on as text beside the passage itself (0 turns them off). Other "
+        "generators write none.",
     )
     chunking: ChunkingSpec = Field(
         default_factory=ChunkingSpec, description="How documents are cut into passages."
@@ -347,7 +357,25 @@ class TrainingSpec(ApiModel):
         "`lora`: full-precision base weights.",
     )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape.")
-    epochs: int = Field(default=3, ge=1, le=100, description="Passes over the training set.")
+    epochs: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Passes over the mixed training set: training questions with the "
+        "documents' passages (and rewrites).",
+    )
+    qa_first_epochs: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description="Passes over the training questions alone before the mixed passes "
+        "(questions first, then questions mixed with documents); 0 starts mixed.",
+    )
+    train_on_documents: bool = Field(
+        default=True,
+        description="Train on every passage of every document as plain text (loss on every "
+        "token), so the model learns the documents and not only the training questions.",
+    )
     learning_rate: float = Field(
         default=2e-4, gt=0.0, le=1.0, description="Peak learning rate (cosine schedule)."
     )
@@ -414,15 +442,31 @@ class EvaluationSpec(ApiModel):
         ge=0.0,
         le=1.0,
         description="Margin (absolute, on the metric's 0-1 scale) by which the candidate "
-        "must beat the RAG baseline.",
+        "must beat the RAG baseline: the lower bound of the interval of (candidate - "
+        "baseline) must be above it.",
     )
     must_beat_serving: bool = Field(
         default=True,
-        description="Also require the candidate to score at least as well as the revision "
-        "serving now.",
+        description="Also reject a candidate whose interval against the revision serving "
+        "now lies wholly below zero.",
     )
     baseline: BaselineSpec = Field(
         default_factory=BaselineSpec, description="The retrieval baseline."
+    )
+    confidence: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=0.999,
+        description="Confidence of the paired bootstrap interval of (candidate - baseline) "
+        "on the metric; the candidate is promoted only when the interval's lower bound is "
+        "above minImprovement.",
+    )
+    min_questions: int = Field(
+        default=30,
+        ge=1,
+        le=10000,
+        description="Fewest held-out questions a verdict may rest on; with fewer the "
+        "candidate is rejected (InsufficientEvidence). At most maxQuestions.",
     )
     max_questions: int = Field(
         default=200, ge=1, le=10000, description="Held-out questions evaluated at most."
@@ -650,6 +694,29 @@ RULES: list[Rule] = [
         "evaluation.maxNewTokens must be at most serving.maxModelLen; raise maxModelLen or "
         "lower topK or chunking.maxTokens",
         check=_prompt_fits,
+    ),
+    Rule(
+        on=EvaluationSpec,
+        cel="!has(self.minQuestions) || self.minQuestions <= "
+        f"(has(self.maxQuestions) ? self.maxQuestions : {EvaluationSpec.model_fields['max_questions'].default})",
+        field_path=".minQuestions",
+        message="minQuestions must be at most maxQuestions (minQuestions defaults to 30): "
+        "lower minQuestions or raise maxQuestions",
+        check=lambda e: e.min_questions <= e.max_questions,
+    ),
+    Rule(
+        on=DocModelSpec,
+        cel=(
+            f"{_cel_or_default('dataset.chunking.maxTokens')} + {CHAT_TEMPLATE_TOKENS} "
+            f"<= {_cel_or_default('training.maxSeqLength')}"
+        ),
+        field_path=".training.maxSeqLength",
+        message="a passage does not fit training.maxSeqLength: dataset.chunking.maxTokens + "
+        f"{CHAT_TEMPLATE_TOKENS} (title and headings in front of it) must be at most "
+        "training.maxSeqLength; raise maxSeqLength or lower chunking.maxTokens",
+        check=lambda s: (
+            s.dataset.chunking.max_tokens + CHAT_TEMPLATE_TOKENS <= s.training.max_seq_length
+        ),
     ),
     Rule(
         on=Toleration,

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from docmodel.api import DocModelSpec
+from docmodel.api import DocModelSpec, EvaluationSpec
 from docmodel.dataset import SkippedFile
 from docmodel.storage import (
     NotFound,
@@ -43,6 +43,11 @@ from docmodel.storage import (
 
 ArtifactKind = Literal["dataset", "adapter", "eval"]
 MANIFEST = "manifest.json"
+
+# The version of the data protocol: how documents become training data and held-out
+# questions. It is part of every revision id, so an adapter trained under an older protocol
+# (version 1 held out whole documents) is never reused under a newer one.
+DATA_PROTOCOL = 2
 
 # The spec fields whose change means a new model must be trained, as
 # (section, field names on the wire). Everything else (credentials references, resources,
@@ -59,17 +64,34 @@ TRAINING_FIELDS: dict[str, tuple[str, ...]] = {
         "evalFraction",
         "seed",
         "maxPairsPerDocument",
+        "rewritesPerPassage",
         "chunking",
     ),
     "training": (
         "method",
         "lora",
         "epochs",
+        "qaFirstEpochs",
+        "trainOnDocuments",
         "learningRate",
         "maxSeqLength",
         "packing",
         "batchSize",
         "gradientAccumulationSteps",
+    ),
+}
+# The dataset and training fields that do not change what is trained (a test fails when a
+# field of either section is on neither list).
+NOT_TRAINING_FIELDS: dict[str, tuple[str, ...]] = {
+    "dataset": (),
+    "training": (
+        "resources",
+        "nodeSelector",
+        "tolerations",
+        "priorityClassName",
+        "backoffLimit",
+        "activeDeadlineSeconds",
+        "image",
     ),
 }
 # Inside dataset.teacher, only what shapes the questions counts.
@@ -172,19 +194,27 @@ def spec_digest(spec: DocModelSpec) -> str:
     teacher = relevant["dataset"]["teacher"]
     if teacher is not None:
         relevant["dataset"]["teacher"] = {name: teacher.get(name) for name in TEACHER_FIELDS}
-    return "sha256:" + hashlib.sha256(canonical_json(relevant).encode()).hexdigest()
+    versioned = {"dataProtocol": DATA_PROTOCOL, "fields": relevant}
+    return "sha256:" + hashlib.sha256(canonical_json(versioned).encode()).hexdigest()
 
 
-# Evaluation settings that change what a report holds (the gate's metric, margin and
-# must-beat-serving only change the verdict, which is recomputed from the report's scores).
+# Evaluation settings that change what a report holds (the gate's metric, margin, confidence,
+# minimum questions and must-beat-serving only change the verdict, which is recomputed from the
+# report's per-question scores).
 REPORT_FIELDS = ("baseline", "maxQuestions", "maxNewTokens")
+# The version of the report's contents (systems, diagnostics); part of the digest, so a report
+# of an older version is scored again.
+REPORT_PROTOCOL = 2
 
 
-def evaluation_digest(spec: DocModelSpec) -> str:
-    """Digest of the evaluation settings a report was scored under."""
-    wire = spec.evaluation.model_dump(mode="json", by_alias=True)
+def evaluation_digest(settings: DocModelSpec | EvaluationSpec) -> str:
+    """Digest of the evaluation settings a report was scored under: a spec's, or the
+    settings an evaluation actually used (after command-line overrides)."""
+    evaluation = settings.evaluation if isinstance(settings, DocModelSpec) else settings
+    wire = evaluation.model_dump(mode="json", by_alias=True)
     relevant = {name: wire.get(name) for name in REPORT_FIELDS}
-    return "sha256:" + hashlib.sha256(canonical_json(relevant).encode()).hexdigest()
+    versioned = {"reportProtocol": REPORT_PROTOCOL, "fields": relevant}
+    return "sha256:" + hashlib.sha256(canonical_json(versioned).encode()).hexdigest()
 
 
 def revision_id(spec: DocModelSpec, src_digest: str) -> str:

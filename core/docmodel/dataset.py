@@ -1,9 +1,11 @@
 """The QA dataset artifact: file names and record schemas shared by ingest, train and evaluate.
 
-dataset/chunks.jsonl   one Chunk per line (every passage, train and eval documents alike)
-dataset/train.jsonl    one QAPair per line, from training documents only
-dataset/eval.jsonl     one QAPair per line, from held-out documents only
-dataset/manifest.json  docmodel.artifacts.Manifest(kind="dataset"); details hold DatasetStats
+dataset/chunks.jsonl    one Chunk per line: every passage of every document (all trained on)
+dataset/rewrites.jsonl  one Rewrite per line: the teacher's rewrites of passages (may be empty)
+dataset/train.jsonl     one QAPair per line: training questions
+dataset/eval.jsonl      one QAPair per line: held-out questions (never trained on), with the
+                        leakage figures measured against train.jsonl
+dataset/manifest.json   docmodel.artifacts.Manifest(kind="dataset"); details hold DatasetStats
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel, Field
 CHUNKS = "chunks.jsonl"
 TRAIN = "train.jsonl"
 EVAL = "eval.jsonl"
+REWRITES = "rewrites.jsonl"
 
 
 class Chunk(BaseModel):
@@ -26,8 +29,22 @@ class Chunk(BaseModel):
     id: str
     source: str = Field(description="Object key of the document, relative to the source prefix.")
     heading_path: list[str] = Field(default_factory=list)
+    title: str = Field(default="", description="Title of the document.")
     text: str
-    split: str = Field(description="train or eval: the split of the whole source document.")
+    split: str = Field(
+        default="train",
+        description="train: the passage's text is trained on (every passage is, since data "
+        "protocol 2; held-out questions are split by question group instead).",
+    )
+
+
+class Rewrite(BaseModel):
+    """A rewrite of a passage by the teacher: the same facts in other words."""
+
+    chunk_id: str
+    source: str
+    index: int
+    text: str
 
 
 class QAPair(BaseModel):
@@ -39,6 +56,14 @@ class QAPair(BaseModel):
     source: str
     chunk_id: str | None = None
     generator: str = Field(description="provided, teacher or extractive")
+    max_train_similarity: float | None = Field(
+        default=None,
+        description="Eval pairs: the largest TF-IDF cosine of question + answer to a train pair.",
+    )
+    max_train_ngram_overlap: float | None = Field(
+        default=None,
+        description="Eval pairs: the share of the item's word n-grams that a train pair has.",
+    )
 
 
 class SkippedFile(BaseModel):
@@ -55,9 +80,18 @@ class DatasetStats(BaseModel):
     chunks: int = 0
     train_pairs: int = 0
     eval_pairs: int = 0
-    train_documents: int = 0
-    eval_documents: int = 0
+    train_documents: int = Field(default=0, description="Documents whose text is trained on.")
+    eval_documents: int = Field(default=0, description="Documents with held-out questions.")
+    eval_grouping: str = Field(default="document", description="document or section")
+    train_groups: int = 0
+    eval_groups: int = 0
     duplicates_removed: int = 0
+    train_pairs_dropped_same_passage: int = Field(
+        default=0,
+        description="Train pairs dropped because an eval answer comes from their passage.",
+    )
+    eval_items_dropped_for_leakage: int = 0
+    rewrites: int = 0
     bytes_downloaded: int = 0
 
 

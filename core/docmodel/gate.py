@@ -1,16 +1,25 @@
-"""The promotion gate: a pure function of (candidate, baseline, serving, policy).
+"""The promotion gate: a pure function of the per-question scores and the policy.
 
-A candidate is promoted only when it beats the RAG baseline on the gating metric (strictly) by
-at least the margin, and (when asked) scores no worse than the revision serving now. Every verdict
-comes with a reason a human can read. No I/O here: the operator and local mode both call it.
+A candidate is promoted only on evidence:
+- at least `evaluation.minQuestions` held-out questions were scored (else `InsufficientEvidence`);
+- the lower bound of the paired bootstrap interval (`evaluation.confidence`) of
+  (candidate - baseline) on the gating metric is above `evaluation.minImprovement`
+  (else `BelowBaseline`);
+- with `mustBeatServing`, the interval of (candidate - serving) does not lie wholly below zero
+  (else `WorseThanServing`).
+The interval is computed here, from the report's per-question scores, with the report's seed,
+so the same report always gets the same verdict. Every verdict comes with a reason a human can
+read. No I/O: the operator and local mode both call it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from docmodel.api import EvaluationSpec
-from docmodel.report import EvalReport, MetricName, Scores
+from docmodel.report import EvalReport, MetricName, SystemName
+from docmodel.stats import Interval, paired_bootstrap
 
 
 @dataclass(frozen=True)
@@ -18,54 +27,86 @@ class Verdict:
     promoted: bool
     reason: str  # CamelCase, for conditions
     message: str  # for people
+    versus_baseline: Interval | None = None
 
     @property
     def name(self) -> str:
         return "Promoted" if self.promoted else "Rejected"
 
 
+def _interval_text(iv: Interval) -> str:
+    return f"{iv.mean:+.4f}, {iv.confidence:.0%} interval [{iv.low:+.4f}, {iv.high:+.4f}]"
+
+
 def decide(
-    candidate: Scores,
-    baseline: Scores,
-    serving: Scores | None,
+    candidate: Sequence[float],
+    baseline: Sequence[float],
+    serving: Sequence[float] | None,
     policy: EvaluationSpec,
+    *,
+    seed: int = 0,
 ) -> Verdict:
-    """Decide whether `candidate` may replace what is serving."""
+    """Decide whether the candidate may replace what is serving, from per-question scores of
+    the gating metric (the same questions, in the same order, for every system)."""
     metric: MetricName = policy.metric
-    c, b = candidate.get(metric), baseline.get(metric)
-    needed = b + policy.min_improvement
-    # Round to avoid float noise deciding a tie (scores are means of at most 10k questions).
-    # "Beat" is strict: with a zero margin a tie with the baseline is still a rejection.
-    if round(c, 9) < round(needed, 9) or round(c, 9) <= round(b, 9):
+    n = len(candidate)
+    if n < policy.min_questions:
+        return Verdict(
+            False,
+            "InsufficientEvidence",
+            f"only {n} held-out questions were scored; a verdict needs at least "
+            f"evaluation.minQuestions={policy.min_questions} (more documents or questions, or a "
+            "larger dataset.evalFraction, give more)",
+        )
+    c_mean, b_mean = sum(candidate) / n, sum(baseline) / n
+    vs_base = paired_bootstrap(candidate, baseline, confidence=policy.confidence, seed=seed)
+    # Round so float noise never decides a tie; "above" is strict: a lower bound equal to the
+    # margin is a rejection.
+    if round(vs_base.low, 9) <= round(policy.min_improvement, 9):
         return Verdict(
             False,
             "BelowBaseline",
-            f"candidate {metric}={c:.4f} did not beat the RAG baseline {b:.4f} by the "
-            f"required margin {policy.min_improvement:.4f} (needed {needed:.4f})",
+            f"candidate {metric}={c_mean:.4f} vs RAG baseline {b_mean:.4f} on {n} questions: "
+            f"difference {_interval_text(vs_base)}; the lower bound is not above the margin "
+            f"{policy.min_improvement:.4f}",
+            vs_base,
         )
+    serving_note = ""
     if policy.must_beat_serving and serving is not None:
-        s = serving.get(metric)
-        if round(c, 9) < round(s, 9):
+        vs_serving = paired_bootstrap(candidate, serving, confidence=policy.confidence, seed=seed)
+        s_mean = sum(serving) / n
+        if vs_serving.high < 0:
             return Verdict(
                 False,
                 "WorseThanServing",
-                f"candidate {metric}={c:.4f} beat the baseline {b:.4f} but scored below the "
-                f"serving revision {s:.4f}",
+                f"candidate {metric}={c_mean:.4f} beat the RAG baseline {b_mean:.4f} but is "
+                f"worse than the serving revision {s_mean:.4f}: difference "
+                f"{_interval_text(vs_serving)} lies wholly below zero",
+                vs_base,
             )
-    serving_note = "" if serving is None else f", serving {serving.get(metric):.4f}"
+        serving_note = f"; vs serving {s_mean:.4f}: {_interval_text(vs_serving)}"
     return Verdict(
         True,
         "BeatBaseline",
-        f"candidate {metric}={c:.4f} beat the RAG baseline {b:.4f} by "
-        f"{c - b:+.4f} (margin {policy.min_improvement:.4f}{serving_note})",
+        f"candidate {metric}={c_mean:.4f} beat the RAG baseline {b_mean:.4f} on {n} questions: "
+        f"difference {_interval_text(vs_base)}, lower bound above the margin "
+        f"{policy.min_improvement:.4f}{serving_note}",
+        vs_base,
     )
 
 
+def per_question(report: EvalReport, system: SystemName, metric: MetricName) -> list[float]:
+    return [q.scores[system].get(metric) for q in report.questions]
+
+
 def decide_report(report: EvalReport, policy: EvaluationSpec) -> Verdict:
-    """`decide` on an evaluation report."""
+    """`decide` on an evaluation report's per-question scores, with the report's seed."""
+    metric = policy.metric
+    has_serving = bool(report.questions) and all("serving" in q.scores for q in report.questions)
     return decide(
-        report.aggregate["candidate"],
-        report.aggregate["baseline"],
-        report.aggregate.get("serving"),
+        per_question(report, "candidate", metric),
+        per_question(report, "baseline", metric),
+        per_question(report, "serving", metric) if has_serving else None,
         policy,
+        seed=report.bootstrap_seed,
     )

@@ -210,7 +210,9 @@ def target_revision(
 def judgement_key(spec: DocModelSpec) -> str:
     """What a verdict depends on besides the revision: evaluation settings and gate policy."""
     gate = spec.evaluation.model_dump(
-        mode="json", by_alias=True, include={"metric", "min_improvement", "must_beat_serving"}
+        mode="json",
+        by_alias=True,
+        include={"metric", "min_improvement", "must_beat_serving", "confidence", "min_questions"},
     )
     combined = canonical_json([evaluation_digest(spec), gate])
     return hashlib.sha256(combined.encode()).hexdigest()[:12]

@@ -1,18 +1,19 @@
 """The evaluation report schema (`report.json`), shared by the trainer, the operator and the gate.
 
 Systems are named `candidate` (base + adapter, no retrieval), `baseline` (base + top-k retrieved
-passages) and, when a revision is serving, `serving` (base + the serving adapter).
+passages), `base` (the base model closed-book: a diagnostic of how guessable the questions are,
+never gating) and, when a revision is serving, `serving` (base + the serving adapter).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 MetricName = Literal["exact_match", "token_f1", "rouge_l"]
-SystemName = Literal["candidate", "baseline", "serving"]
+SystemName = Literal["candidate", "baseline", "serving", "base"]
 METRICS: tuple[MetricName, ...] = ("exact_match", "token_f1", "rouge_l")
 
 
@@ -34,11 +35,17 @@ class QuestionResult(BaseModel):
     question: str
     reference: str
     source: str = Field(description="Source document key the question was drawn from.")
+    chunk_id: str | None = Field(default=None, description="The passage the answer came from.")
     answers: dict[SystemName, str]
     scores: dict[SystemName, Scores]
     retrieved: list[str] = Field(
         default_factory=list, description="Source keys of the passages the baseline was given."
     )
+    retrieved_chunks: list[str] = Field(
+        default_factory=list, description="Ids of the passages the baseline was given."
+    )
+    prompt_tokens: dict[SystemName, int] = Field(default_factory=dict)
+    answer_tokens: dict[SystemName, int] = Field(default_factory=dict)
 
 
 class Difference(BaseModel):
@@ -51,6 +58,37 @@ class Difference(BaseModel):
     resamples: int
 
 
+class SystemCost(BaseModel):
+    """What answering cost one system, under the same batch settings for every system."""
+
+    questions: int
+    mean_prompt_tokens: float
+    mean_answer_tokens: float
+    latency_p50_s: float = Field(description="Per question: the time of the batch it was in.")
+    latency_p99_s: float
+    prompts_trimmed: int = Field(
+        default=0, description="Prompts whose passages were cut to fit the context."
+    )
+
+
+class Diagnostics(BaseModel):
+    """Figures that explain a verdict; none of them gates."""
+
+    retrieval_recall_at_k: float | None = Field(
+        default=None,
+        description="Share of questions (with a known passage) whose passage the baseline's "
+        "retriever put in its top k.",
+    )
+    retrieval_document_recall_at_k: float | None = Field(
+        default=None,
+        description="Share of questions whose document was among the top k passages' documents.",
+    )
+    questions_with_passage: int = 0
+    context_tokens: int | None = Field(
+        default=None, description="The model's context length the prompts were fitted to."
+    )
+
+
 class DecodingSettings(BaseModel):
     max_new_tokens: int
     temperature: float = 0.0
@@ -61,7 +99,7 @@ class DecodingSettings(BaseModel):
 class EvalReport(BaseModel):
     """What `evaluate` writes and the gate reads."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     revision: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     base_model: str
@@ -77,3 +115,12 @@ class EvalReport(BaseModel):
         description="Keyed by comparison, e.g. `candidate-baseline`, `candidate-serving`.",
     )
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per phase.")
+    bootstrap_seed: int = Field(default=0, description="Seed of the paired bootstrap.")
+    confidence: float = Field(default=0.95, description="Confidence of the intervals.")
+    costs: dict[SystemName, SystemCost] = Field(default_factory=dict)
+    diagnostics: Diagnostics = Field(default_factory=Diagnostics)
+    leakage: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The dataset's leakage checks (from its manifest): thresholds, what was "
+        "dropped, the largest similarity and n-gram overlap of a kept eval item.",
+    )

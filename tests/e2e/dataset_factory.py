@@ -72,7 +72,8 @@ def write_corpus(directory: Path) -> Path:
 
 
 def publish_dataset(store, layout: RevisionLayout, scratch: Path) -> str:  # type: ignore[no-untyped-def]
-    """Write chunks/train/eval.jsonl and a dataset manifest to the store, as ingest does."""
+    """Write chunks/train/eval.jsonl and a dataset manifest to the store, as ingest does: every
+    document's passage is trained on; the questions of `EVAL_SERVICES` are held out."""
     scratch.mkdir(parents=True, exist_ok=True)
     chunks = [
         Chunk(
@@ -80,7 +81,6 @@ def publish_dataset(store, layout: RevisionLayout, scratch: Path) -> str:  # typ
             source=key,
             heading_path=[text.splitlines()[0].lstrip("# ")],
             text=text.split("\n\n", 1)[1],
-            split="eval" if key.split("/")[-1][:-3] in EVAL_SERVICES else "train",
         )
         for key, text in documents().items()
     ]
@@ -109,7 +109,7 @@ def docmodel_manifest(base_model: Path, **training: object) -> dict:  # type: ig
             "baseModel": {"name": str(base_model)},
             "training": {
                 "method": "lora",
-                "maxSeqLength": 256,
+                "maxSeqLength": 448,
                 "batchSize": 4,
                 "gradientAccumulationSteps": 1,
                 "learningRate": 5e-3,
@@ -117,6 +117,6 @@ def docmodel_manifest(base_model: Path, **training: object) -> dict:  # type: ig
                 "resources": {"gpu": 0},
                 **training,
             },
-            "evaluation": {"maxQuestions": 8, "maxNewTokens": 12},
+            "evaluation": {"maxQuestions": 8, "minQuestions": 4, "maxNewTokens": 12},
         },
     }

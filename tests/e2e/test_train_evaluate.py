@@ -65,10 +65,10 @@ def manifest(store: Path, kind: str, rev: str = REV) -> Manifest:
 
 def test_train_then_evaluate(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     store = setup["store"]
-    train_args = ("--max-steps", "16", "--learning-rate", "2e-2", "--logging-steps", "2")
-    assert job(setup, "train", "work-train", *train_args, "--save-steps", "8") == 0
+    train_args = ("--epochs", "12", "--learning-rate", "2e-2", "--logging-steps", "1")
+    assert job(setup, "train", "work-train", *train_args, "--save-steps", "4") == 0
     log = capsys.readouterr().err
-    assert "Trained step=2/16 loss=" in log and "tokens_per_s=" in log and "eta_s=" in log
+    assert "Trained step=1/" in log and "tokens_per_s=" in log and "eta_s=" in log
 
     # The adapter artifact: files listed in the manifest, inputs traced.
     adapter = manifest(store, "adapter")
@@ -88,14 +88,28 @@ def test_train_then_evaluate(setup: dict[str, Path], capsys: pytest.CaptureFixtu
     # The loss fell; packed padding-free batches carry no padding.
     metrics = json.loads((adapter_dir / "metrics.json").read_text())
     curve = [p["loss"] for p in metrics["loss_curve"]]
-    assert len(curve) == 8 and curve[-1] < curve[0]
-    assert metrics["final_loss"] == curve[-1] and metrics["steps"] == 16
+    steps = metrics["steps"]
+    assert len(curve) == steps >= 8 and curve[-1] < curve[0]
+    assert metrics["final_loss"] == curve[-1]
     assert metrics["non_padding_fraction"] == 1.0
     assert 0 < metrics["loss_token_fraction"] < 1  # prompts are masked out of the loss
     assert metrics["tokens_per_s"] > 0
-    assert (
-        store / NS / NAME / f"rev-{REV}" / "checkpoints" / "checkpoint-16" / "COMPLETE"
-    ).exists()
+    assert (store / NS / NAME / f"rev-{REV}" / "checkpoints" / "checkpoint-4" / "COMPLETE").exists()
+
+    # What the trainer's own batches held: every passage of every document in full (the eval
+    # services' documents too), and none of the held-out questions.
+    data = json.loads((adapter_dir / "training_data.json").read_text())
+    seen, mix = data["seen"], data["mix"]
+    assert seen["documents_trained_fraction"] == metrics["documents_trained_fraction"] == 1.0
+    assert seen["passages_trained"] == seen["passages_total"] == 8
+    assert seen["eval_questions_checked"] == 8
+    assert seen["eval_questions_seen_in_training"] == 0
+    assert seen["examples_seen"] == seen["examples_total"] == 24 + 8  # QA + passages
+    assert [p["name"] for p in mix["phases"]] == ["qa", "mixed"]
+    assert mix["phases"][0]["examples_per_pass"] == {"qa": 24}
+    assert mix["phases"][1]["examples_per_pass"] == {"qa": 24, "passage": 8}
+    assert mix["phases"][1]["passes"] == 12
+    assert adapter.details["mix"] == mix
 
     # A second call finds the adapter and does nothing.
     assert job(setup, "train", "work-train-again", *train_args) == 0
@@ -109,13 +123,29 @@ def test_train_then_evaluate(setup: dict[str, Path], capsys: pytest.CaptureFixtu
 
     eval_dir = store / NS / NAME / f"rev-{REV}" / "eval"
     report = EvalReport.model_validate_json((eval_dir / "report.json").read_text())
-    assert set(report.aggregate) == {"candidate", "baseline", "serving"}
+    systems = {"candidate", "baseline", "serving", "base"}
+    assert set(report.aggregate) == systems
     for scores in report.aggregate.values():
         assert all(0.0 <= scores.get(m) <= 1.0 for m in METRICS)
     assert len(report.questions) == 8
-    assert all(set(q.answers) == {"candidate", "baseline", "serving"} for q in report.questions)
+    assert all(set(q.answers) == systems for q in report.questions)
     assert all(q.retrieved for q in report.questions)  # BM25 found passages for every question
-    assert set(report.differences) == {"candidate-baseline", "candidate-serving"}
+    assert set(report.differences) == {"candidate-baseline", "candidate-serving", "candidate-base"}
+    # The interval the gate decides on, and the diagnostics and costs beside it.
+    diff = report.differences["candidate-baseline"]["token_f1"]
+    assert diff.ci_low <= diff.mean <= diff.ci_high and diff.confidence == report.confidence
+    assert report.diagnostics.retrieval_recall_at_k is not None
+    assert report.diagnostics.questions_with_passage == 8
+    assert report.diagnostics.context_tokens == 2048  # the tiny model's own, under maxModelLen
+    for system in systems:
+        cost = report.costs[system]
+        assert cost.questions == 8 and cost.latency_p99_s >= cost.latency_p50_s > 0
+        assert cost.mean_answer_tokens <= 12
+    # The baseline's prompt carries the passages: it costs more tokens than the bare question.
+    assert (
+        report.costs["baseline"].mean_prompt_tokens > report.costs["candidate"].mean_prompt_tokens
+    )
+    assert all(q.prompt_tokens["baseline"] > q.prompt_tokens["candidate"] for q in report.questions)
     # The serving revision is the same adapter: same greedy answers, zero difference.
     assert all(q.answers["candidate"] == q.answers["serving"] for q in report.questions)
     assert report.differences["candidate-serving"]["token_f1"].mean == 0.0

@@ -195,7 +195,7 @@ def test_evaluation_job_scores_the_serving_revision_and_is_named_for_it() -> Non
     assert name == job_name(DM, "evaluate", REV, "0000000001")
     assert name != job_name(DM, "evaluate", REV, None)
     assert job_name(DM, "evaluate", REV, REV) == job_name(DM, "evaluate", REV, None)
-    other = FULL | {"spec": FULL["spec"] | {"evaluation": {"maxQuestions": 10}}}
+    other = FULL | {"spec": FULL["spec"] | {"evaluation": {"maxQuestions": 10, "minQuestions": 5}}}
     assert job_name(parse_docmodel(other), "evaluate", REV) != job_name(DM, "evaluate", REV)
 
 

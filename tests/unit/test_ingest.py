@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from docmodel.artifacts import RevisionLayout, read_manifest, revision_id, source_digest
-from docmodel.dataset import CHUNKS, EVAL, TRAIN, Chunk, QAPair, read_jsonl
+from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN, Chunk, QAPair, read_jsonl
 from docmodel.storage import LocalStore
 from docmodel_trainer import common, ingest
 from docmodel_trainer.qa import generate as generate_module
@@ -89,7 +89,7 @@ def corpus(tmp_path: Path) -> Path:
     return copy_corpus(tmp_path / "docs")
 
 
-def test_sample_corpus_becomes_a_dataset_split_by_document(tmp_path, corpus, caplog):
+def test_sample_corpus_becomes_a_dataset_with_every_document_trained(tmp_path, corpus, caplog):
     caplog.set_level(logging.INFO)
     run = Run(tmp_path, corpus)
     rc, _ = run("--revision-file", str(tmp_path / "rev.txt"))
@@ -104,22 +104,29 @@ def test_sample_corpus_becomes_a_dataset_split_by_document(tmp_path, corpus, cap
     assert revision == revision_id(spec, digest)
     assert manifest.kind == "dataset" and manifest.revision == revision
     assert manifest.inputs == {"source": digest}
-    assert {f.path for f in manifest.files} == {CHUNKS, TRAIN, EVAL}
+    assert {f.path for f in manifest.files} == {CHUNKS, REWRITES, TRAIN, EVAL}
 
     stats = manifest.details
     assert stats["documents_listed"] == stats["documents_parsed"] == 9
     assert stats["documents_skipped"] == []
     assert stats["train_pairs"] == len(train) >= 50
     assert stats["eval_pairs"] == len(evals) >= 5
-    assert stats["eval_documents"] == 2 and stats["train_documents"] == 7
+    # Fewer than 10 documents: questions are grouped by section; every document is trained.
+    assert stats["eval_grouping"] == "section" and stats["eval_groups"] >= 1
+    assert stats["train_documents"] == 9 and {c.source for c in chunks} == {d.key for d in docs}
+    assert stats["eval_documents"] == len({p.source for p in evals}) >= 1
     assert stats["chunks"] == len(chunks)
     assert stats["bytes_downloaded"] == sum(o.size for o in docs)
-
-    train_sources, eval_sources = {p.source for p in train}, {p.source for p in evals}
-    assert train_sources.isdisjoint(eval_sources)
-    split_of = {c.source: c.split for c in chunks}
-    assert {split_of[s] for s in eval_sources} == {"eval"}
-    assert {split_of[s] for s in train_sources} == {"train"}
+    assert {c.split for c in chunks} == {"train"}
+    # No train question comes from a passage an eval answer comes from, none repeats an eval
+    # question, and every eval item carries its leakage figures.
+    assert not {p.chunk_id for p in evals} & {p.chunk_id for p in train}
+    assert (
+        stats["leakage"]["eval_items_checked"]
+        == len(evals) + stats["leakage"]["eval_items_dropped_for_leakage"]
+    )
+    assert all(p.max_train_similarity is not None for p in evals)
+    assert all(p.max_train_similarity < 0.8 for p in evals)
     chunk_ids = {c.id: c for c in chunks}
     for pair in [*train, *evals]:
         assert pair.generator == "extractive"
@@ -227,7 +234,7 @@ def test_identical_passages_are_kept_once_so_eval_never_repeats_train(tmp_path):
     chunk_text = {c.id: c.text for c in chunks}
     train_texts = {chunk_text[p.chunk_id] for p in train}
     assert all(chunk_text[p.chunk_id] not in train_texts for p in evals)
-    assert manifest.details["eval_documents"] == 3
+    assert manifest.details["eval_grouping"] == "section" and evals
 
 
 def test_provided_pairs_beside_the_documents(tmp_path, corpus):
@@ -250,7 +257,7 @@ def test_provided_pairs_beside_the_documents(tmp_path, corpus):
         {"file": "support/extra.qa.jsonl", "line": 2, "reason": "invalid JSON (Expecting value)"},
         {"file": "support/extra.qa.jsonl", "line": 3, "reason": "missing or empty 'answer'"},
     ]
-    assert manifest.details["eval_documents"] == 1
+    assert manifest.details["eval_documents"] == len({p.source for p in evals}) >= 1
     # QA files are inputs: changing one changes the source digest.
     objects = list(LocalStore(corpus).list())
     assert manifest.inputs["source"] == source_digest(objects)
@@ -280,9 +287,21 @@ def use_teacher(monkeypatch, handler):
 
 
 def answer_from_prompt(request: httpx.Request) -> httpx.Response:
+    """A fake teacher: a question on the passage's first words, or rewrites that reverse the
+    order of its sentences (`Rewrite n of: ...`)."""
     prompt = json.loads(request.content)["messages"][1]["content"]
-    first = prompt.split("---\n")[1].split()[:3]
-    reply = {"pairs": [{"question": f"What starts with {first[0]}?", "answer": " ".join(first)}]}
+    text = prompt.split("---\n")[1]
+    if "Rewrite this passage" in prompt:
+        n = int(prompt.split("Rewrite this passage ")[1].split()[0])
+        words = text.split()
+        reply: dict[str, object] = {
+            "rewrites": [f"Rewrite {i} of: " + " ".join(reversed(words)) for i in range(n)]
+        }
+    else:
+        first = text.split()[:3]
+        reply = {
+            "pairs": [{"question": f"What starts with {first[0]}?", "answer": " ".join(first)}]
+        }
     return httpx.Response(200, json={"choices": [{"message": {"content": json.dumps(reply)}}]})
 
 
@@ -295,7 +314,9 @@ def test_teacher_generator_writes_pairs_and_keeps_the_key_out_of_artifacts(
     assert run()[0] == 0
     manifest, chunks, train, evals = run.dataset()
     assert {p.generator for p in [*train, *evals]} == {"teacher"}
-    assert manifest.details["teacher_requests"] == len(chunks)
+    # One request per passage for pairs, one for its rewrites (dataset.rewritesPerPassage: 2).
+    assert manifest.details["teacher_requests"] == 2 * len(chunks)
+    assert manifest.details["rewrites"] == 2 * len(chunks)
     for path in (p for p in run.store.rglob("*") if p.is_file()):
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         assert b"sk-very-secret" not in data, path

@@ -28,7 +28,7 @@ def test_each_section_becomes_its_own_passage_with_its_heading_path():
         "Canary Releases",
     ]
     assert all(p.source == "platform/deploy-service.md" for p in passages)
-    chunk = passages[3].chunk("train")
+    chunk = passages[3].chunk()
     assert chunk.heading_path == ["Deploying a Service", "Environments"]
     assert chunk.text.startswith("| Environment | Cluster |")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from docmodel.report import Scores
+from docmodel.stats import paired_bootstrap
 from docmodel_trainer import metrics
 
 NORMALISED = [
@@ -63,30 +64,43 @@ def test_aggregate_is_the_mean() -> None:
         metrics.aggregate([])
 
 
-def test_bootstrap_of_a_constant_difference_is_exact() -> None:
-    d = metrics.paired_bootstrap([0.8] * 10, [0.3] * 10, resamples=200)
-    assert (d.mean, d.ci_low, d.ci_high) == pytest.approx((0.5, 0.5, 0.5))
-    assert d.resamples == 200 and d.confidence == 0.95
-
-
 def test_bootstrap_is_reproducible_and_brackets_the_mean() -> None:
     a = [1, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0, 1]
     b = [0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1]
-    first = metrics.paired_bootstrap(a, b, seed=7)
-    assert first == metrics.paired_bootstrap(a, b, seed=7)
-    assert first.ci_low <= first.mean <= first.ci_high
+    first = paired_bootstrap(a, b, seed=7)
+    assert first == paired_bootstrap(a, b, seed=7)
+    assert first.low <= first.mean <= first.high
     assert first.mean == pytest.approx(4 / 12)
-    assert 0.0 <= first.ci_low < first.ci_high <= 1.0
+    assert 0.0 <= first.low < first.high <= 1.0
     # Pairing matters: identical systems give a zero-width interval at zero.
-    same = metrics.paired_bootstrap(a, a)
-    assert (same.mean, same.ci_low, same.ci_high) == (0.0, 0.0, 0.0)
+    same = paired_bootstrap(a, a)
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
 
 
 def test_bootstrap_rejects_unpaired_input() -> None:
     with pytest.raises(ValueError, match="equally long"):
-        metrics.paired_bootstrap([1, 0], [1])
+        paired_bootstrap([1, 0], [1])
     with pytest.raises(ValueError, match="non-empty"):
-        metrics.paired_bootstrap([], [])
+        paired_bootstrap([], [])
+
+
+def test_compare_is_the_gates_bootstrap_per_metric() -> None:
+    a = [metrics.score("Port 8105", "port 8105"), metrics.score("x", "y")] * 10
+    b = [metrics.score("8105", "port 8105"), metrics.score("x", "y")] * 10
+    diff = metrics.compare(a, b, resamples=300, seed=4, confidence=0.9)["exact_match"]
+    iv = paired_bootstrap(
+        [s.exact_match for s in a],
+        [s.exact_match for s in b],
+        resamples=300,
+        seed=4,
+        confidence=0.9,
+    )
+    assert (diff.mean, diff.ci_low, diff.ci_high, diff.confidence) == (
+        iv.mean,
+        iv.low,
+        iv.high,
+        0.9,
+    )
 
 
 def test_compare_covers_every_metric() -> None:

@@ -35,7 +35,7 @@ from docmodel.plan import (
     source_check_due,
     target_revision,
 )
-from docmodel.report import DecodingSettings, EvalReport, Scores
+from docmodel.report import DecodingSettings, EvalReport, QuestionResult, Scores
 from docmodel.revision import ResolvedSource, RevisionArtifacts, SourceCheck, resolve_source
 from docmodel.status import get_condition
 from docmodel.storage import ObjectInfo
@@ -79,6 +79,18 @@ def report(candidate: float, baseline: float, serving: float | None = None) -> E
     aggregate = {"candidate": scores(candidate), "baseline": scores(baseline)}
     if serving is not None:
         aggregate["serving"] = scores(serving)
+    # The gate decides on per-question scores: the same score on every question.
+    questions = [
+        QuestionResult(
+            id=f"q{i}",
+            question=f"Question {i}?",
+            reference="r",
+            source="guide.md",
+            answers=dict.fromkeys(aggregate, "a"),
+            scores=aggregate,  # type: ignore[arg-type]
+        )
+        for i in range(40)
+    ]
     return EvalReport(
         revision=R1,
         base_model="base",
@@ -86,7 +98,7 @@ def report(candidate: float, baseline: float, serving: float | None = None) -> E
         retriever="bm25",
         top_k=4,
         decoding=DecodingSettings(max_new_tokens=8, engine="transformers"),
-        questions=[],
+        questions=questions,
         aggregate=aggregate,  # type: ignore[arg-type]
         created_at=T0,
     )

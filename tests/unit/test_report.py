@@ -7,15 +7,21 @@ import re
 import pytest
 
 from docmodel.api import EvaluationSpec
-from docmodel.dataset import QAPair
+from docmodel.dataset import Chunk, QAPair
 from docmodel.gate import decide_report
 from docmodel.report import DecodingSettings, EvalReport
 from docmodel_trainer.evaluate import build_report
 from docmodel_trainer.report_html import render, score_chart
 
+CHUNK = Chunk(id="c1", source="ops.md", text="The port is 8101.")
 PAIRS = [
     QAPair(
-        id="q1", question="Which port?", answer="Port 8101.", source="ops.md", generator="provided"
+        id="q1",
+        question="Which port?",
+        answer="Port 8101.",
+        source="ops.md",
+        chunk_id="c1",
+        generator="provided",
     ),
     QAPair(
         id="q2",
@@ -44,7 +50,7 @@ def make_report(with_serving: bool = True) -> EvalReport:
         decoding=DecodingSettings(max_new_tokens=32, engine="transformers", batch_size=8),
         pairs=PAIRS,
         answers=answers,
-        retrieved=[["ops.md"], []],
+        retrieved=[[CHUNK], []],
         resamples=200,
         seed=0,
     )
@@ -62,6 +68,11 @@ def test_build_report_scores_every_system() -> None:
     assert diff.mean == 1.0 and diff.ci_low <= diff.mean <= diff.ci_high
     q1 = report.questions[0]
     assert q1.answers["baseline"] == "8101" and q1.retrieved == ["ops.md"]
+    assert q1.retrieved_chunks == ["c1"] and q1.chunk_id == "c1"
+    # Recall counts questions with a known passage: q1 only, and its passage was retrieved.
+    assert report.diagnostics.retrieval_recall_at_k == 1.0
+    assert report.diagnostics.questions_with_passage == 1
+    assert report.diagnostics.retrieval_document_recall_at_k == 0.5
 
 
 def test_without_serving_there_is_one_comparison() -> None:
@@ -81,6 +92,7 @@ def test_html_is_self_contained_escaped_and_shows_the_verdict() -> None:
     assert not re.search(r'(src|href)="(https?:)?//', html)  # no external assets
     for system in ("candidate", "baseline", "serving"):
         assert f"<th>{system}</th>" in html
+    assert "Retrieval recall@4" in html and "Diagnostics (never gating)" in html
 
 
 def test_chart_has_a_bar_per_metric_and_system() -> None:

@@ -58,13 +58,13 @@ class Passage:
         raw = "\x1f".join([self.source, *self.heading_path, self.text])
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
-    def chunk(self, split: str) -> Chunk:
+    def chunk(self) -> Chunk:
         return Chunk(
             id=self.id,
             source=self.source,
             heading_path=self.heading_path,
+            title=self.title,
             text=self.text,
-            split=split,
         )
 
 

@@ -11,15 +11,23 @@ Writes  <store>/<ns>/<name>/rev-<rev>/eval/   report.json (docmodel.report.EvalR
 Systems, all the same base model and the same greedy decoding (spec.evaluation.maxNewTokens):
   candidate  base + this revision's adapter, the bare question (as trained)
   baseline   base alone, the question after the top-k BM25 passages from chunks.jsonl
+  base       base alone, the bare question (closed-book: how guessable the questions are;
+             a diagnostic, never gating)
   serving    base + the serving adapter, the bare question (with --serving-revision/-adapter)
-At most spec.evaluation.maxQuestions held-out questions (eval.jsonl, in file order). Scores:
-exact match, token F1, ROUGE-L; paired bootstrap 95% CIs of candidate - baseline and
-candidate - serving with a fixed seed. The exit code does not depend on the verdict: the
-operator applies the gate; the verdict is recorded in the report for people.
+At most spec.evaluation.maxQuestions held-out questions (eval.jsonl, in file order): questions
+never trained on, about documents that were. Every prompt fits the model's context (its own,
+capped by serving.maxModelLen) with room for the answer: the baseline's passages are trimmed to
+that budget with the model's tokenizer, best passage first, and the report counts trimmed
+prompts per system. Scores: exact match, token F1, ROUGE-L; seeded paired bootstrap intervals
+(spec.evaluation.confidence) of candidate minus every other system. Also in the report: each
+system's prompt and answer tokens and latency (p50/p99), retrieval recall@k of the baseline,
+and the dataset's leakage figures. The exit code does not depend on the verdict: the operator
+applies the gate (`docmodel.gate`); the verdict is recorded in the report for people.
 
 An existing report of the revision stands (the command does nothing) when it scored the same
-candidate adapter and the same serving adapter, or none when none is asked for; otherwise, or
-with --force, the revision is evaluated again and the report replaced.
+candidate adapter and the same serving adapter (or none when none is asked for) under the same
+settings, command-line overrides included; otherwise, or with --force, the revision is
+evaluated again and the report replaced.
 """
 
 from __future__ import annotations
@@ -30,28 +38,45 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from docmodel.api import DocModelSpec, EvaluationSpec
 from docmodel.artifacts import (
     Manifest,
+    RevisionLayout,
     evaluation_digest,
     publish_dir,
     read_manifest,
     software_versions,
 )
 from docmodel.dataset import CHUNKS, EVAL, Chunk, QAPair, read_jsonl
-from docmodel.gate import decide_report
-from docmodel.report import DecodingSettings, EvalReport, QuestionResult, Scores, SystemName
+from docmodel.gate import Verdict, decide_report
+from docmodel.report import (
+    DecodingSettings,
+    Diagnostics,
+    EvalReport,
+    QuestionResult,
+    Scores,
+    SystemName,
+)
 from docmodel.revision import report_covers
+from docmodel.stats import DEFAULT_RESAMPLES
 from docmodel_trainer import fetch, generation, metrics, modeling, report_html
 from docmodel_trainer.common import (
     EXIT_BAD_INPUT,
     EXIT_NO_DATA,
     EXIT_OK,
+    JobContext,
     JobError,
     add_job_arguments,
     job_context,
 )
-from docmodel_trainer.retrieval import BM25Retriever, question_messages, rag_messages
+from docmodel_trainer.retrieval import (
+    BM25Retriever,
+    fit_rag_messages,
+    prompt_tokens,
+    question_messages,
+)
 
 log = logging.getLogger("docmodel.trainer.evaluate")
 
@@ -72,28 +97,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--retriever", choices=["bm25", "embedding"])
     group.add_argument("--engine", choices=["auto", "vllm", "transformers"], default="auto")
     group.add_argument("--batch-size", type=int, help="prompts per generate call (transformers)")
-    group.add_argument("--bootstrap-resamples", type=int, default=2000)
+    group.add_argument("--bootstrap-resamples", type=int, default=DEFAULT_RESAMPLES)
     group.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     group.add_argument("--force", action="store_true", help="evaluate even if a report exists")
 
 
-def run(args: argparse.Namespace) -> int:
-    # -- setup: settings, rejected up front when they cannot work ------------------------------
-    ctx = job_context(args)
-    spec = ctx.docmodel.spec
-    policy = spec.evaluation.model_copy(
-        update={
-            k: v
-            for k, v in {
-                "max_questions": args.max_questions,
-                "max_new_tokens": args.max_new_tokens,
-            }.items()
-            if v is not None
-        }
-    )
-    retriever_name = args.retriever or policy.baseline.retriever
-    top_k = args.top_k or policy.baseline.top_k
-    if retriever_name == "embedding":
+def resolve_policy(args: argparse.Namespace, spec: DocModelSpec) -> EvaluationSpec:
+    """spec.evaluation with the command line's overrides; bad values are refused, never taken
+    as "use the spec" (`--top-k 0` is an error)."""
+    for flag in ("max_questions", "max_new_tokens", "top_k"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise JobError(
+                f"--{flag.replace('_', '-')} must be positive (got {value})", "BadArgs", 2
+            )
+    updates = {
+        k: v
+        for k, v in {
+            "max_questions": args.max_questions,
+            "max_new_tokens": args.max_new_tokens,
+        }.items()
+        if v is not None
+    }
+    baseline = {
+        k: v for k, v in {"top_k": args.top_k, "retriever": args.retriever}.items() if v is not None
+    }
+    if baseline:
+        updates["baseline"] = spec.evaluation.baseline.model_copy(update=baseline)
+    policy = spec.evaluation.model_copy(update=updates)
+    if policy.baseline.retriever == "embedding":
         raise JobError(
             "retriever embedding is not available in this trainer image (no sentence-embedding "
             "library or model is bundled, and evaluation runs offline); use retriever bm25",
@@ -102,8 +134,14 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.engine == "vllm" and not generation.vllm_available():
         raise JobError("engine vllm needs CUDA and the vllm package", "EngineUnavailable", 2)
-    if policy.max_questions < 1 or policy.max_new_tokens < 1 or top_k < 1:
-        raise JobError("max-questions, max-new-tokens and top-k must be positive", "BadArgs", 2)
+    return policy
+
+
+def run(args: argparse.Namespace) -> int:
+    # -- setup: settings, rejected up front when they cannot work ------------------------------
+    ctx = job_context(args)
+    spec = ctx.docmodel.spec
+    policy = resolve_policy(args, spec)
     modeling.quiet_progress_bars()
     layout = ctx.layout()
     adapter_uri = args.adapter or layout.uri(ctx.store_uri, "adapter")
@@ -112,32 +150,15 @@ def run(args: argparse.Namespace) -> int:
         if args.serving_revision
         else None
     )
-    existing = None if args.force else read_manifest(ctx.store, layout, "eval")
-    if existing is not None:
-        if report_covers(
-            existing,
-            adapter_uri=adapter_uri,
-            serving_uri=serving_uri,
-            evaluation=evaluation_digest(ctx.docmodel.spec),
-        ):
-            log.info(
-                "Found report uri=%s; skipped (use --force)", layout.uri(ctx.store_uri, "eval")
-            )
-            return EXIT_OK
-        log.info(
-            "Found report of other adapters or settings uri=%s scored_adapter=%s scored_serving=%s "
-            "adapter=%s serving=%s; evaluating again",
-            layout.uri(ctx.store_uri, "eval"),
-            existing.inputs.get("adapter"),
-            existing.inputs.get("serving_adapter") or "none",
-            adapter_uri,
-            serving_uri or "none",
-        )
+    if not args.force and _report_stands(ctx, layout, adapter_uri, serving_uri, policy):
+        return EXIT_OK
     timings: dict[str, float] = {}
     started = time.monotonic()
 
     # -- inputs --------------------------------------------------------------------------------
-    data_dir, _, dataset_digest = fetch.fetch_dataset(ctx.store, layout, ctx.workdir / "dataset")
+    data_dir, dataset_manifest, dataset_digest = fetch.fetch_dataset(
+        ctx.store, layout, ctx.workdir / "dataset"
+    )
     chunks = list(read_jsonl(data_dir / CHUNKS, Chunk))
     pairs = list(read_jsonl(data_dir / EVAL, QAPair))[: policy.max_questions]
     dataset_uri = layout.uri(ctx.store_uri, "dataset")
@@ -153,34 +174,33 @@ def run(args: argparse.Namespace) -> int:
     # -- retrieval for the baseline ------------------------------------------------------------
     t0 = time.monotonic()
     questions = [p.question for p in pairs]
-    retrieved = BM25Retriever(chunks).retrieve(questions, top_k)
+    retrieved = BM25Retriever(chunks).retrieve(questions, policy.baseline.top_k)
     timings["retrieve_s"] = time.monotonic() - t0
 
     # -- answers: one base model, adapters switched per system ---------------------------------
     t0 = time.monotonic()
-    quantize = spec.training.method == "qlora" and modeling.has_cuda()
     base_path = modeling.resolve_base_model(spec.base_model, ctx.workdir)
     answerer = generation.open_answerer(
         base_path,
         adapters,
         max_new_tokens=policy.max_new_tokens,
-        quantize_4bit=quantize,
+        quantize_4bit=spec.training.method == "qlora" and modeling.has_cuda(),
         engine=args.engine,
         batch_size=args.batch_size,
         max_lora_rank=lora_rank(adapters.values()),
     )
     timings["load_s"] = time.monotonic() - t0
-    plain = [question_messages(q) for q in questions]
+    context = context_tokens(base_path, spec.serving.max_model_len)
+    budget = context - policy.max_new_tokens
+    prompts = system_prompts(
+        answerer.tokenizer, questions, retrieved, budget, "serving" in adapters
+    )
     answers: dict[SystemName, list[str]] = {}
-    for system, adapter, prompts in (
-        ("candidate", "candidate", plain),
-        ("baseline", None, [rag_messages(q, r) for q, r in zip(questions, retrieved, strict=True)]),
-        ("serving", "serving", plain),
-    ):
-        if system == "serving" and "serving" not in adapters:
-            continue
+    stats: dict[SystemName, list[generation.AnswerStats]] = {}
+    for system, (adapter, messages, _) in prompts.items():
         t0 = time.monotonic()
-        answers[system] = answerer.answer(adapter, prompts)
+        answers[system] = answerer.answer(adapter, messages)
+        stats[system] = answerer.stats
         timings[f"answer_{system}_s"] = time.monotonic() - t0
 
     # -- scores, report, verdict ---------------------------------------------------------------
@@ -189,8 +209,8 @@ def run(args: argparse.Namespace) -> int:
         base_model=spec.base_model.name,
         adapter_uri=adapter_uri,
         serving_adapter_uri=serving_uri,
-        retriever=retriever_name,
-        top_k=top_k,
+        retriever=policy.baseline.retriever,
+        top_k=policy.baseline.top_k,
         decoding=DecodingSettings(
             max_new_tokens=policy.max_new_tokens,
             engine=answerer.engine,
@@ -198,18 +218,106 @@ def run(args: argparse.Namespace) -> int:
         ),
         pairs=pairs,
         answers=answers,
-        retrieved=[[c.source for c in r] for r in retrieved],
+        retrieved=retrieved,
         resamples=args.bootstrap_resamples,
         seed=args.seed,
+        confidence=policy.confidence,
+        stats=stats,
+        trimmed={s: sum(t) for s, (_, _, t) in prompts.items()},
     )
+    report.diagnostics.context_tokens = context
+    report.leakage = dict(dataset_manifest.details.get("leakage") or {})
     timings["total_s"] = time.monotonic() - started
     report.timings = {k: round(v, 3) for k, v in timings.items()}
     verdict = decide_report(report, policy)
+    _publish(ctx, layout, report, verdict, policy, dataset_digest, adapter_uri, serving_uri)
+    return EXIT_OK
 
+
+def _report_stands(
+    ctx: JobContext,
+    layout: RevisionLayout,
+    adapter_uri: str,
+    serving_uri: str | None,
+    policy: EvaluationSpec,
+) -> bool:
+    """Whether the stored report scored these adapters under these settings (after overrides)."""
+    existing = read_manifest(ctx.store, layout, "eval")
+    if existing is None:
+        return False
+    if report_covers(
+        existing,
+        adapter_uri=adapter_uri,
+        serving_uri=serving_uri,
+        evaluation=evaluation_digest(policy),
+    ):
+        log.info("Found report uri=%s; skipped (use --force)", layout.uri(ctx.store_uri, "eval"))
+        return True
+    log.info(
+        "Found report of other adapters or settings uri=%s scored_adapter=%s scored_serving=%s "
+        "adapter=%s serving=%s; evaluating again",
+        layout.uri(ctx.store_uri, "eval"),
+        existing.inputs.get("adapter"),
+        existing.inputs.get("serving_adapter") or "none",
+        adapter_uri,
+        serving_uri or "none",
+    )
+    return False
+
+
+def context_tokens(base_path: str, max_model_len: int) -> int:
+    """The context every prompt must fit: the model's own, capped by serving.maxModelLen."""
+    config = (
+        json.loads((Path(base_path) / "config.json").read_text())
+        if Path(base_path, "config.json").is_file()
+        else {}
+    )
+    own = config.get("max_position_embeddings")
+    return min(max_model_len, own) if isinstance(own, int) and own > 0 else max_model_len
+
+
+Prompts = dict[SystemName, tuple[str | None, list[list[dict[str, str]]], list[bool]]]
+
+
+def system_prompts(
+    tokenizer: Any,
+    questions: list[str],
+    retrieved: list[list[Chunk]],
+    budget: int,
+    with_serving: bool,
+) -> Prompts:
+    """Each system's (adapter, prompts, trimmed flags): the baseline's passages are trimmed to
+    `budget` tokens of the model's tokenizer; the bare-question systems are counted too."""
+    fitted = [
+        fit_rag_messages(tokenizer, q, r, budget) for q, r in zip(questions, retrieved, strict=True)
+    ]
+    plain = [question_messages(q) for q in questions]
+    plain_over = [prompt_tokens(tokenizer, m) > budget for m in plain]
+    out: Prompts = {
+        "candidate": ("candidate", plain, plain_over),
+        "baseline": (None, [m for m, _ in fitted], [t for _, t in fitted]),
+        "base": (None, plain, plain_over),
+    }
+    if with_serving:
+        out["serving"] = ("serving", plain, plain_over)
+    return out
+
+
+def _publish(
+    ctx: JobContext,
+    layout: RevisionLayout,
+    report: EvalReport,
+    verdict: Verdict,
+    policy: EvaluationSpec,
+    dataset_digest: str,
+    adapter_uri: str,
+    serving_uri: str | None,
+) -> None:
     out = ctx.workdir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
     (out / "report.html").write_text(report_html.render(report, verdict))
+    spec = ctx.docmodel.spec
     manifest = Manifest(
         kind="eval",
         revision=layout.revision,
@@ -217,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
             "dataset": dataset_digest,
             "adapter": adapter_uri,
             "base_model": spec.base_model.name,
-            "evaluation": evaluation_digest(spec),
+            "evaluation": evaluation_digest(policy),
             # Absent when no serving adapter was scored (see `report_covers`).
             **({"serving_adapter": serving_uri} if serving_uri else {}),
         },
@@ -228,21 +336,25 @@ def run(args: argparse.Namespace) -> int:
     )
     uri = publish_dir(out, ctx.store, layout, manifest)
     m = policy.metric
+    diff = report.differences.get("candidate-baseline", {}).get(m)
     log.info(
-        "Evaluated revision=%s questions=%d metric=%s candidate=%.4f baseline=%.4f%s verdict=%s "
-        "uri=%s",
+        "Evaluated revision=%s questions=%d metric=%s candidate=%.4f baseline=%.4f base=%.4f%s "
+        "difference=%+.4f ci=[%+.4f,%+.4f] verdict=%s uri=%s",
         layout.revision,
-        len(pairs),
+        len(report.questions),
         m,
         report.aggregate["candidate"].get(m),
         report.aggregate["baseline"].get(m),
+        report.aggregate["base"].get(m),
         f" serving={report.aggregate['serving'].get(m):.4f}"
         if "serving" in report.aggregate
         else "",
+        diff.mean if diff else 0.0,
+        diff.ci_low if diff else 0.0,
+        diff.ci_high if diff else 0.0,
         verdict.name,
         uri,
     )
-    return EXIT_OK
 
 
 def build_report(
@@ -256,11 +368,15 @@ def build_report(
     decoding: DecodingSettings,
     pairs: list[QAPair],
     answers: dict[SystemName, list[str]],
-    retrieved: list[list[str]],
+    retrieved: list[list[Chunk]],
     resamples: int,
     seed: int,
+    confidence: float = 0.95,
+    stats: dict[SystemName, list[generation.AnswerStats]] | None = None,
+    trimmed: dict[SystemName, int] | None = None,
 ) -> EvalReport:
     """Score every answer and assemble the report (pure: no I/O, no model)."""
+    stats = stats or {}
     per_system: dict[SystemName, list[Scores]] = {
         system: [metrics.score(a, p.answer) for a, p in zip(texts, pairs, strict=True)]
         for system, texts in answers.items()
@@ -271,17 +387,25 @@ def build_report(
             question=p.question,
             reference=p.answer,
             source=p.source,
+            chunk_id=p.chunk_id,
             answers={s: answers[s][i] for s in answers},
             scores={s: per_system[s][i] for s in per_system},
-            retrieved=retrieved[i],
+            retrieved=[c.source for c in retrieved[i]],
+            retrieved_chunks=[c.id for c in retrieved[i]],
+            prompt_tokens={s: v[i].prompt_tokens for s, v in stats.items()},
+            answer_tokens={s: v[i].answer_tokens for s, v in stats.items()},
         )
         for i, p in enumerate(pairs)
     ]
     differences = {
         f"candidate-{other}": metrics.compare(
-            per_system["candidate"], per_system[other], resamples=resamples, seed=seed
+            per_system["candidate"],
+            per_system[other],
+            resamples=resamples,
+            seed=seed,
+            confidence=confidence,
         )
-        for other in ("baseline", "serving")
+        for other in ("baseline", "serving", "base")
         if other in per_system
     }
     return EvalReport(
@@ -295,6 +419,10 @@ def build_report(
         questions=questions,
         aggregate={s: metrics.aggregate(v) for s, v in per_system.items()},
         differences=differences,
+        bootstrap_seed=seed,
+        confidence=confidence,
+        costs={s: metrics.cost(v, (trimmed or {}).get(s, 0)) for s, v in stats.items() if v},
+        diagnostics=Diagnostics(**metrics.retrieval_recall(pairs, retrieved)),
     )
 
 

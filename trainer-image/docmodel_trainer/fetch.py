@@ -13,7 +13,7 @@ from pathlib import Path
 
 from docmodel import artifacts
 from docmodel.artifacts import MANIFEST, Manifest, RevisionLayout, open_artifact_store
-from docmodel.dataset import CHUNKS, EVAL, TRAIN
+from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN
 from docmodel.storage import NotFound, ObjectStore, download_tree
 from docmodel_trainer.common import EXIT_NO_DATA, EXIT_STORAGE, JobError
 
@@ -42,6 +42,8 @@ def fetch_dataset(
         )
     raw = store.get_bytes(key)
     manifest = Manifest.model_validate_json(raw)
+    if store.exists(layout.key("dataset", REWRITES)):  # datasets before rewrites have none
+        store.download_file(layout.key("dataset", REWRITES), dest / REWRITES)
     for name in (CHUNKS, TRAIN, EVAL):
         try:
             store.download_file(layout.key("dataset", name), dest / name)

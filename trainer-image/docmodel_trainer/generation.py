@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,9 +31,21 @@ log = logging.getLogger("docmodel.trainer.generation")
 Conversation = list[dict[str, str]]
 
 
+@dataclass(frozen=True)
+class AnswerStats:
+    """One answer's cost: prompt and answer tokens, and its latency (the time of the batch it
+    was generated in, which is what a caller of that batch waits)."""
+
+    prompt_tokens: int
+    answer_tokens: int
+    latency_s: float
+
+
 class Answerer(Protocol):
     engine: str
     batch_size: int | None
+    tokenizer: Any
+    stats: list[AnswerStats]  # of the last `answer` call, in its order
 
     def answer(self, adapter: str | None, conversations: Sequence[Conversation]) -> list[str]: ...
 
@@ -137,6 +150,7 @@ class HFAnswerer:
         self.model = model.eval()
         self.adapters = set(adapters)
         self.batch_size = batch_size
+        self.stats: list[AnswerStats] = []
         self.generation_config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
@@ -160,6 +174,7 @@ class HFAnswerer:
         ids = prompt_ids(self.tokenizer, conversations)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
         answers: list[str] = [""] * len(ids)
+        stats: list[AnswerStats] = [AnswerStats(0, 0, 0.0)] * len(ids)
         progress = _Progress(adapter or "base", len(ids))
         device = next(self.model.parameters()).device
         pad = self.tokenizer.pad_token_id
@@ -172,15 +187,23 @@ class HFAnswerer:
                 for row, i in enumerate(batch):
                     input_ids[row, width - len(ids[i]) :] = torch.tensor(ids[i])
                     attention[row, width - len(ids[i]) :] = 1
+                t0 = time.monotonic()
                 out = self.model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),
                     generation_config=self.generation_config,
                 )
-                texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-                for i, text in zip(batch, texts, strict=True):
+                elapsed = time.monotonic() - t0
+                generated = out[:, width:].cpu()
+                texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+                stops = set(self.generation_config.eos_token_id or []) | {pad}
+                for row, (i, text) in enumerate(zip(batch, texts, strict=True)):
                     answers[i] = text.strip()
+                    tokens = generated[row].tolist()
+                    n = next((k + 1 for k, t in enumerate(tokens) if t in stops), len(tokens))
+                    stats[i] = AnswerStats(len(ids[i]), n, elapsed)
                 progress.update(start + len(batch))
+        self.stats = stats
         return answers
 
 
@@ -218,6 +241,7 @@ class VLLMAnswerer:
             name: LoRARequest(name, i, str(path))
             for i, (name, path) in enumerate(adapters.items(), start=1)
         }
+        self.stats: list[AnswerStats] = []
         stops = stop_token_ids(self.tokenizer, None)
         self.params = SamplingParams(
             temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stops
@@ -226,12 +250,28 @@ class VLLMAnswerer:
 
     def answer(self, adapter: str | None, conversations: Sequence[Conversation]) -> list[str]:
         progress = _Progress(adapter or "base", len(conversations))
-        prompts = [{"prompt_token_ids": ids} for ids in prompt_ids(self.tokenizer, conversations)]
+        ids = prompt_ids(self.tokenizer, conversations)
+        t0 = time.monotonic()
         outputs = self.llm.generate(
-            prompts,
+            [{"prompt_token_ids": i} for i in ids],
             self.params,
             lora_request=self.requests[adapter] if adapter else None,
             use_tqdm=False,
         )
+        elapsed = time.monotonic() - t0
         progress.update(len(outputs))
+        self.stats = [
+            AnswerStats(len(i), len(o.outputs[0].token_ids), _request_latency(o, elapsed))
+            for i, o in zip(ids, outputs, strict=True)
+        ]
         return [o.outputs[0].text.strip() for o in outputs]
+
+
+def _request_latency(output: Any, batch_s: float) -> float:
+    """vLLM's own arrival-to-finish time of a request, or the whole batch's time."""
+    metrics = getattr(output, "metrics", None)
+    arrival = getattr(metrics, "arrival_time", None)
+    finished = getattr(metrics, "finished_time", None) or getattr(metrics, "last_token_time", None)
+    if isinstance(arrival, float) and isinstance(finished, float) and finished >= arrival:
+        return finished - arrival
+    return batch_s

@@ -7,8 +7,9 @@ Steps: list the source prefix (include/exclude globs; files that are empty or ov
 maxFileBytes are skipped from the listing alone) -> fetch and parse what changed (a parsed-
 document cache keyed by key and ETag sits in the artifact store) -> passages by heading, code
 and tables whole, with overlap, identical passages kept once -> question/answer pairs
-(provided, teacher or extractive) -> train/eval split by source document -> publish
-`dataset/{chunks,train,eval}.jsonl` with a manifest whose details are `DatasetStats`.
+(provided, teacher or extractive; teacher rewrites of passages) -> capped per document ->
+train/eval split by question group (`split`) -> leakage checks (`leakage`) -> publish
+`dataset/{chunks,rewrites,train,eval}.jsonl` with a manifest whose details are `DatasetStats`.
 
 Without --revision the revision id is computed from the spec and the source digest, logged,
 and written to --revision-file. Exit codes: 3 when nothing usable is found (the bucket and
@@ -25,19 +26,25 @@ from pathlib import Path
 
 from docmodel.api import DocModelSpec
 from docmodel.artifacts import Manifest, RevisionLayout, publish_dir, software_versions
-from docmodel.dataset import CHUNKS, EVAL, TRAIN, DatasetStats, SkippedFile, write_jsonl
+from docmodel.dataset import (
+    CHUNKS,
+    EVAL,
+    REWRITES,
+    TRAIN,
+    DatasetStats,
+    SkippedFile,
+    write_jsonl,
+)
 from docmodel.revision import open_source, provided_store
 from docmodel.storage import ObjectStore, S3Store, StorageError
-from docmodel_trainer import common
+from docmodel_trainer import common, leakage
 from docmodel_trainer.chunking import Passage, chunk_document, deduplicate
 from docmodel_trainer.common import JobError
 from docmodel_trainer.parsing import ParsedDocument
 from docmodel_trainer.qa.generate import generate
 from docmodel_trainer.qa.teacher import TeacherError
 from docmodel_trainer.sources import Fetcher, list_sources
-from docmodel_trainer.split import EVAL as EVAL_SPLIT
-from docmodel_trainer.split import TRAIN as TRAIN_SPLIT
-from docmodel_trainer.split import cap_pairs, deduplicate_pairs, split_documents
+from docmodel_trainer.split import cap_pairs, split_pairs
 
 log = logging.getLogger("docmodel.trainer.ingest")
 
@@ -142,12 +149,21 @@ def run(args: argparse.Namespace) -> int:
             spec.dataset.max_pairs_per_document,
             lost,
         )
-    with_pairs = {p.source for p in pairs if p.source in fetched.documents}
-    splits = split_documents(with_pairs, spec.dataset.eval_fraction, spec.dataset.seed)
-    for key in fetched.documents:
-        splits.setdefault(key, TRAIN_SPLIT)
-    train, evals, removed = deduplicate_pairs(pairs, splits)
-
+    chunks = [p.chunk() for p in passages]
+    split = split_pairs(
+        pairs, chunks, fetched.documents, spec.dataset.eval_fraction, spec.dataset.seed
+    )
+    leak = leakage.check(split.train, split.eval)
+    train, evals = split.train, leak.kept
+    for item in leak.dropped:
+        log.info(
+            "Dropped eval item id=%s check=%s similarity=%.3f ngram_overlap=%.3f nearest_train=%s",
+            item["id"],
+            item["check"],
+            item["similarity"],
+            item["ngram_overlap"],
+            item["nearest_train_id"],
+        )
     stats = DatasetStats(
         documents_listed=len(listing.matched),
         documents_parsed=len(fetched.documents),
@@ -155,9 +171,15 @@ def run(args: argparse.Namespace) -> int:
         chunks=len(passages),
         train_pairs=len(train),
         eval_pairs=len(evals),
-        train_documents=sum(1 for s in splits.values() if s == TRAIN_SPLIT),
-        eval_documents=sum(1 for s in splits.values() if s == EVAL_SPLIT),
-        duplicates_removed=removed,
+        train_documents=len({c.source for c in chunks}),
+        eval_documents=len({p.source for p in evals}),
+        eval_grouping=split.grouping,
+        train_groups=split.train_groups,
+        eval_groups=split.eval_groups,
+        duplicates_removed=split.duplicates_removed,
+        train_pairs_dropped_same_passage=split.train_dropped_same_passage,
+        eval_items_dropped_for_leakage=len(leak.dropped),
+        rewrites=len(generated.rewrites),
         bytes_downloaded=fetched.bytes_downloaded,
     )
     details = stats.model_dump(mode="json") | {
@@ -172,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
         "unattributed_pairs": generated.unattributed,
         "pairs_generated": len(generated.pairs),
         "pairs_dropped_by_cap": capped,  # document -> pairs over dataset.maxPairsPerDocument
+        "leakage": leak.figures(),
         "decoded_with_fallback": sorted(
             k for k, d in fetched.documents.items() if d.encoding not in ("utf-8", "pdf")
         ),
@@ -182,12 +205,18 @@ def run(args: argparse.Namespace) -> int:
         inputs={"source": digest},
         spec=spec.model_dump(mode="json", by_alias=True),
         versions=software_versions(["pypdf", "markdown-it-py", "selectolax", "httpx"]),
-        metrics={"train_pairs": len(train), "eval_pairs": len(evals), "chunks": len(passages)},
+        metrics={
+            "train_pairs": len(train),
+            "eval_pairs": len(evals),
+            "chunks": len(passages),
+            "eval_items_dropped_for_leakage": len(leak.dropped),
+        },
         details=details,
     )
     with tempfile.TemporaryDirectory(dir=ctx.workdir, prefix="dataset-") as tmp:
         out = Path(tmp)
-        write_jsonl(out / CHUNKS, (p.chunk(splits[p.source]) for p in passages))
+        write_jsonl(out / CHUNKS, chunks)
+        write_jsonl(out / REWRITES, generated.rewrites)
         write_jsonl(out / TRAIN, train)
         write_jsonl(out / EVAL, evals)
         uri = publish_dir(out, ctx.store, layout, manifest)
@@ -197,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
         args.revision_file.write_text(revision + "\n")
     log.info(
         "Published dataset revision=%s uri=%s documents=%d skipped=%d chunks=%d train_pairs=%d "
-        "eval_pairs=%d eval_documents=%d bytes_downloaded=%d",
+        "eval_pairs=%d eval_documents=%d grouping=%s leakage_dropped=%d rewrites=%d "
+        "bytes_downloaded=%d",
         revision,
         uri,
         stats.documents_parsed,
@@ -206,6 +236,9 @@ def run(args: argparse.Namespace) -> int:
         stats.train_pairs,
         stats.eval_pairs,
         stats.eval_documents,
+        stats.eval_grouping,
+        stats.eval_items_dropped_for_leakage,
+        stats.rewrites,
         stats.bytes_downloaded,
     )
     return common.EXIT_OK

@@ -1,4 +1,4 @@
-"""Answer-quality metrics and the paired bootstrap.
+"""Answer-quality metrics, their paired comparison, answer cost and retrieval recall.
 
 SQuAD-style normalisation (lowercase, strip punctuation and the articles a/an/the, collapse
 whitespace) is applied before every metric:
@@ -19,10 +19,14 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from docmodel.report import METRICS, Difference, MetricName, Scores
+from docmodel.dataset import Chunk, QAPair
+from docmodel.report import METRICS, Difference, MetricName, Scores, SystemCost
+from docmodel.stats import DEFAULT_RESAMPLES, paired_bootstrap
+from docmodel_trainer.generation import AnswerStats
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -89,46 +93,61 @@ def aggregate(per_question: Sequence[Scores]) -> Scores:
     return Scores(**{name: float(np.mean([s.get(name) for s in per_question])) for name in METRICS})
 
 
-def paired_bootstrap(
-    system: Sequence[float],
-    other: Sequence[float],
-    *,
-    resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Difference:
-    """Percentile bootstrap CI of mean(system - other), resampling questions with replacement.
-
-    Paired: each resample draws the same questions for both systems, so the per-question
-    difference is what varies. A fixed seed makes the interval reproducible.
-    """
-    a, b = np.asarray(system, dtype=np.float64), np.asarray(other, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"need two equally long, non-empty score lists (got {a.shape}, {b.shape})")
-    diff = a - b
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return Difference(
-        mean=float(diff.mean()),
-        ci_low=float(low),
-        ci_high=float(high),
-        confidence=confidence,
-        resamples=resamples,
-    )
-
-
 def compare(
-    system: Sequence[Scores], other: Sequence[Scores], *, resamples: int = 2000, seed: int = 0
+    system: Sequence[Scores],
+    other: Sequence[Scores],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = 0.95,
 ) -> dict[MetricName, Difference]:
-    """`paired_bootstrap` of every metric."""
-    return {
-        name: paired_bootstrap(
+    """The paired bootstrap (`docmodel.stats`, the gate's own) of every metric."""
+    out: dict[MetricName, Difference] = {}
+    for name in METRICS:
+        iv = paired_bootstrap(
             [s.get(name) for s in system],
             [s.get(name) for s in other],
+            confidence=confidence,
             resamples=resamples,
             seed=seed,
         )
-        for name in METRICS
+        out[name] = Difference(
+            mean=iv.mean,
+            ci_low=iv.low,
+            ci_high=iv.high,
+            confidence=iv.confidence,
+            resamples=iv.resamples,
+        )
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else 0.0
+
+
+def cost(stats: Sequence[AnswerStats], trimmed: int) -> SystemCost:
+    """Mean prompt and answer tokens, and latency p50/p99, of one system's answers."""
+    return SystemCost(
+        questions=len(stats),
+        mean_prompt_tokens=float(np.mean([s.prompt_tokens for s in stats])),
+        mean_answer_tokens=float(np.mean([s.answer_tokens for s in stats])),
+        latency_p50_s=percentile([s.latency_s for s in stats], 50),
+        latency_p99_s=percentile([s.latency_s for s in stats], 99),
+        prompts_trimmed=trimmed,
+    )
+
+
+def retrieval_recall(
+    pairs: Sequence[QAPair], retrieved: Sequence[Sequence[Chunk]]
+) -> dict[str, Any]:
+    """Did the baseline's retriever find the passage (and the document) each answer came from."""
+    with_passage = [(p, r) for p, r in zip(pairs, retrieved, strict=True) if p.chunk_id]
+    found = sum(1 for p, r in with_passage if p.chunk_id in {c.id for c in r})
+    documents = sum(
+        1 for p, r in zip(pairs, retrieved, strict=True) if p.source in {c.source for c in r}
+    )
+    return {
+        "retrieval_recall_at_k": found / len(with_passage) if with_passage else None,
+        "retrieval_document_recall_at_k": documents / len(pairs) if pairs else None,
+        "questions_with_passage": len(with_passage),
     }

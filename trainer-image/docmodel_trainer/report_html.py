@@ -1,8 +1,10 @@
 """`report.html`: the evaluation report for people, one self-contained file.
 
-The verdict and its reason on top, a bar chart of every system's scores (inline SVG), the
-bootstrap confidence intervals of the differences, then every question with each system's answer
-side by side. No scripts, no external assets; every string from the data is HTML-escaped.
+The verdict and its reason on top (the gate decides on the interval of candidate minus
+baseline, not on the point scores), a bar chart of every system's scores (inline SVG), the
+bootstrap intervals of the differences, what answering cost each system, the diagnostics
+(the base model closed-book, retrieval recall, leakage), then every question with each
+system's answer side by side. No scripts, no external assets; every string from the data is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from html import escape
 from docmodel.gate import Verdict
 from docmodel.report import METRICS, EvalReport, SystemName
 
-COLORS: dict[str, str] = {"candidate": "#2f6fb3", "baseline": "#c9792c", "serving": "#5b9a55"}
+COLORS: dict[str, str] = {
+    "candidate": "#2f6fb3",
+    "baseline": "#c9792c",
+    "serving": "#5b9a55",
+    "base": "#8a8a8a",
+}
 LABELS = {"exact_match": "Exact match", "token_f1": "Token F1", "rouge_l": "ROUGE-L"}
 
 STYLE = """
@@ -28,7 +35,7 @@ th{background:#f5f5f5}.num{text-align:right;font-variant-numeric:tabular-nums}
 
 
 def systems_of(report: EvalReport) -> list[SystemName]:
-    order: list[SystemName] = ["candidate", "baseline", "serving"]
+    order: list[SystemName] = ["candidate", "baseline", "serving", "base"]
     return [s for s in order if s in report.aggregate]
 
 
@@ -89,6 +96,42 @@ def render(report: EvalReport, verdict: Verdict) -> str:
                 f'<td class="num">{d.mean:+.4f}</td>'
                 f'<td class="num">[{d.ci_low:+.4f}, {d.ci_high:+.4f}]</td></tr>'
             )
+    costs = "".join(
+        f"<tr><th>{s}</th><td class='num'>{c.mean_prompt_tokens:.0f}</td>"
+        f"<td class='num'>{c.mean_answer_tokens:.1f}</td>"
+        f"<td class='num'>{c.latency_p50_s * 1000:.0f}</td>"
+        f"<td class='num'>{c.latency_p99_s * 1000:.0f}</td>"
+        f"<td class='num'>{c.prompts_trimmed}</td></tr>"
+        for s, c in report.costs.items()
+    )
+    d = report.diagnostics
+    leak = report.leakage
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1%}"
+
+    diagnostics = (
+        f"<li>Base model closed-book (no adapter, no passages) scores "
+        f"{report.aggregate['base'].token_f1:.4f} token F1: how far the questions can be "
+        "guessed without the documents.</li>"
+        if "base" in report.aggregate
+        else ""
+    ) + (
+        f"<li>Retrieval recall@{report.top_k}: the baseline was given the passage the answer came "
+        f"from for {pct(d.retrieval_recall_at_k)} of {d.questions_with_passage} questions, and a "
+        f"passage of the right document for {pct(d.retrieval_document_recall_at_k)}.</li>"
+        f"<li>Context: prompts fitted to {d.context_tokens or 'n/a'} tokens with room for the "
+        "answer; trimmed prompts are counted per system below.</li>"
+    )
+    if leak:
+        diagnostics += (
+            f"<li>Leakage checks: {leak.get('eval_items_checked', 0)} held-out items checked, "
+            f"{leak.get('eval_items_dropped_for_leakage', 0)} dropped "
+            f"({escape(str(leak.get('dropped_by_check', {})))}); thresholds: "
+            f"{leak.get('ngram_n')}-gram overlap over {leak.get('ngram_threshold')}, TF-IDF "
+            f"cosine at or over {leak.get('similarity_threshold')}; largest similarity kept "
+            f"{leak.get('kept_max_similarity', 0):.3f}.</li>"
+        )
     questions = []
     for q in report.questions:
         answers = "".join(
@@ -123,8 +166,13 @@ def render(report: EvalReport, verdict: Verdict) -> str:
 <h2>Scores</h2>
 {score_chart(report)}
 <table><tr><th>system</th>{"".join(f"<th>{LABELS[m]}</th>" for m in METRICS)}</tr>{"".join(rows)}</table>
-<h2>Differences (paired bootstrap, 95% CI)</h2>
-<table><tr><th>comparison</th><th>metric</th><th>mean</th><th>95% CI</th></tr>{"".join(diffs)}</table>
+<h2>Differences (paired bootstrap, {report.confidence:.0%} interval, seed {report.bootstrap_seed})</h2>
+<table><tr><th>comparison</th><th>metric</th><th>mean</th><th>interval</th></tr>{"".join(diffs)}</table>
+<h2>Cost and latency (same batch settings for every system)</h2>
+<table><tr><th>system</th><th>mean prompt tokens</th><th>mean answer tokens</th>
+<th>p50 ms</th><th>p99 ms</th><th>prompts trimmed</th></tr>{costs}</table>
+<h2>Diagnostics (never gating)</h2>
+<ul>{diagnostics}</ul>
 <h2>Answers</h2>
 <table><tr><th>question</th><th>reference</th>{header}</tr>{"".join(questions)}</table>
 </body></html>

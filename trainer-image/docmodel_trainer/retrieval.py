@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from docmodel.dataset import Chunk
 
@@ -65,13 +66,17 @@ def question_messages(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": question}]
 
 
-def rag_messages(question: str, passages: Sequence[Chunk]) -> list[dict[str, str]]:
-    """What the baseline sees: the retrieved passages, then the question."""
+def rag_messages(
+    question: str, passages: Sequence[Chunk], texts: Sequence[str] | None = None
+) -> list[dict[str, str]]:
+    """What the baseline sees: the retrieved passages (or `texts`, trimmed versions of their
+    texts), then the question."""
     blocks = []
     for i, chunk in enumerate(passages, start=1):
         heading = " > ".join(chunk.heading_path)
         title = f"{chunk.source}" + (f" ({heading})" if heading else "")
-        blocks.append(f"Passage {i} [{title}]:\n{chunk.text.strip()}")
+        text = chunk.text if texts is None else texts[i - 1]
+        blocks.append(f"Passage {i} [{title}]:\n{text.strip()}")
     context = "\n\n".join(blocks) if blocks else "(no passage matched the question)"
     return [
         {
@@ -79,3 +84,48 @@ def rag_messages(question: str, passages: Sequence[Chunk]) -> list[dict[str, str
             "content": f"{RAG_INSTRUCTION}\n\n{context}\n\nQuestion: {question}",
         }
     ]
+
+
+MIN_TRIMMED_TOKENS = 16
+
+
+def prompt_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:
+    """Tokens of the prompt the model sees (chat template, generation prompt included)."""
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    return len(ids)
+
+
+def fit_rag_messages(
+    tokenizer: Any, question: str, passages: Sequence[Chunk], budget: int
+) -> tuple[list[dict[str, str]], bool]:
+    """The baseline's prompt within `budget` tokens of the model's own tokenizer, and whether
+    it had to be trimmed. Passages are kept whole in rank order; the first that does not fit is
+    cut to the tokens left (when at least `MIN_TRIMMED_TOKENS` are) and the rest are left out,
+    so the best passages reach the model intact instead of being cut by the model."""
+    messages = rag_messages(question, passages)
+    if prompt_tokens(tokenizer, messages) <= budget:
+        return messages, False
+    kept: list[Chunk] = []
+    texts: list[str] = []
+    for chunk in passages:
+        trial = rag_messages(question, [*kept, chunk], [*texts, chunk.text])
+        used = prompt_tokens(tokenizer, trial)
+        if used <= budget:
+            kept.append(chunk)
+            texts.append(chunk.text)
+            continue
+        ids = tokenizer(chunk.text, add_special_tokens=False)["input_ids"]
+        left = len(ids) - (used - budget)
+        while left >= MIN_TRIMMED_TOKENS:
+            cut = tokenizer.decode(ids[:left], skip_special_tokens=True)
+            trial = rag_messages(question, [*kept, chunk], [*texts, cut])
+            over = prompt_tokens(tokenizer, trial) - budget
+            if over <= 0:
+                kept.append(chunk)
+                texts.append(cut)
+                break
+            left -= max(over, 1)  # decoding and re-encoding can shift a few tokens
+        break
+    return rag_messages(question, kept, texts), True

@@ -27,7 +27,10 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from docmodel_trainer import modeling  # before peft loads: quiets bitsandbytes on CPU
+from docmodel_trainer import (
+    modeling,  # before peft loads: quiets bitsandbytes on CPU
+    trainset,
+)
 
 log = logging.getLogger("docmodel.trainer.sft")
 
@@ -43,6 +46,8 @@ class TrainConfig:
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=list)
     epochs: float = 3.0
+    qa_first_epochs: int = 1
+    train_on_documents: bool = True
     max_steps: int = -1
     learning_rate: float = 2e-4
     warmup_ratio: float = 0.03
@@ -73,12 +78,28 @@ class TokenCounts:
         return self.loss_tokens / self.tokens if self.tokens else 0.0
 
 
-def sft_config(cfg: TrainConfig, output_dir: Path, *, cuda: bool, assistant_only_loss: bool) -> Any:
+def sft_config(
+    cfg: TrainConfig,
+    output_dir: Path,
+    *,
+    cuda: bool,
+    assistant_only_loss: bool,
+    prepared: bool = False,
+) -> Any:
+    """`prepared`: the dataset holds tokenized rows with labels, packed and ordered already
+    (`trainset.build`); TRL neither prepares nor shuffles it, and the rows are read in order."""
     from trl import SFTConfig
 
+    extra: dict[str, Any] = {}
+    if prepared:
+        extra = {
+            "dataset_kwargs": {"skip_prepare_dataset": True},
+            "train_sampling_strategy": "sequential",
+            "padding_free": cfg.packing,
+        }
     return SFTConfig(
         output_dir=str(output_dir),
-        num_train_epochs=cfg.epochs,
+        num_train_epochs=1 if prepared else cfg.epochs,  # prepared rows hold every pass
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -88,7 +109,7 @@ def sft_config(cfg: TrainConfig, output_dir: Path, *, cuda: bool, assistant_only
         max_length=cfg.max_seq_length,
         packing=cfg.packing,
         packing_strategy="bfd",
-        assistant_only_loss=assistant_only_loss,
+        assistant_only_loss=assistant_only_loss and not prepared,
         activation_checkpointing=cfg.gradient_checkpointing,
         bf16=cuda,
         use_cpu=not cuda,
@@ -101,6 +122,7 @@ def sft_config(cfg: TrainConfig, output_dir: Path, *, cuda: bool, assistant_only
         report_to="none",
         disable_tqdm=True,
         dataloader_pin_memory=cuda,
+        **extra,
     )
 
 
@@ -126,21 +148,25 @@ def build_trainer(
     *,
     cuda: bool,
     assistant_only_loss: bool = True,
+    prepared: bool = False,
     callbacks: list[TrainerCallback] | None = None,
 ) -> Any:
-    """An SFTTrainer that wraps `model` in a LoRA adapter and counts the tokens it trains on."""
+    """An SFTTrainer that wraps `model` in a LoRA adapter and counts the tokens it trains on;
+    `trainer.seen` records every example it computed (see `trainset.Seen`)."""
     from trl import SFTTrainer
 
     class CountingSFTTrainer(SFTTrainer):  # type: ignore[misc]
         """Counts computed positions, real tokens and loss tokens of every training micro-batch."""
 
         counts: TokenCounts
+        seen: trainset.Seen
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
             if model.training:
                 ids = inputs["input_ids"]
                 self.counts.positions += ids.numel()
                 mask = inputs.get("attention_mask")
+                self.seen.add_batch(ids, inputs.get("position_ids"), mask)
                 # Padding-free batches carry no attention mask: every position is a real token.
                 self.counts.tokens += int(mask.sum()) if mask is not None else ids.numel()
                 self.counts.loss_tokens += int((inputs["labels"] != -100).sum())
@@ -148,7 +174,9 @@ def build_trainer(
 
     counts = TokenCounts()
     progress = ProgressLogger(counts)
-    args = sft_config(cfg, output_dir, cuda=cuda, assistant_only_loss=assistant_only_loss)
+    args = sft_config(
+        cfg, output_dir, cuda=cuda, assistant_only_loss=assistant_only_loss, prepared=prepared
+    )
     with modeling.peft_compat():
         trainer = CountingSFTTrainer(
             model=model,
@@ -161,6 +189,7 @@ def build_trainer(
     # The log lines come from ProgressLogger; Trainer's own printer would repeat them as dicts.
     trainer.remove_callback(PrinterCallback)
     trainer.counts = counts
+    trainer.seen = trainset.Seen()
     trainer.progress = progress
     return trainer
 

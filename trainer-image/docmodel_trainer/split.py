@@ -1,35 +1,113 @@
-"""Train/eval split by source document, and question de-duplication.
+"""Train/eval split of the question/answer pairs by question group, and the per-document cap.
 
-The split is by whole document: a document's passages and questions are all train or all
-eval. Each document's place is decided by a seeded hash of its key, so the same seed gives the
-same split, and adding a document moves few others. With two or more candidate documents at
-least one (and at most all but one) is held out.
+Every document's text is trained on (see `trainset`); what is held out is questions. Pairs are
+grouped by the document they came from or, when fewer than `SECTION_GROUPING_BELOW` documents
+have pairs, by the section (document and heading path of the passage they came from), so a
+small corpus still yields several groups. A seeded hash of each group's key decides which
+groups are held out, so the same seed gives the same split and adding a group moves few others;
+with two or more groups at least one (and at most all but one) is held out.
 
-Questions are compared by normalised text (case, punctuation and spacing ignored): duplicates
-within a split are dropped, and an eval question that train also asks is dropped from eval.
+Then, in order:
+- a pair with no question text is dropped;
+- a pair whose source is not a known document goes to train: it cannot be shown unseen;
+- duplicates by normalised question (case, punctuation and spacing ignored) are dropped within
+  train; an eval question that train also asks, or that eval already has, is dropped from eval;
+- a train pair whose passage an eval answer comes from is dropped, so the passage an eval item
+  is about is trained on only as text, never through a question about it.
+The leakage checks (`leakage`) run after this on what is left.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from docmodel.dataset import QAPair
+from docmodel.dataset import Chunk, QAPair
 from docmodel_trainer.chunking import normalise
 
 TRAIN, EVAL = "train", "eval"
+SECTION_GROUPING_BELOW = 10
 
 
-def split_documents(sources: Iterable[str], eval_fraction: float, seed: int) -> dict[str, str]:
-    """Map each source key to train or eval."""
-    keys = sorted(set(sources))
+@dataclass
+class Split:
+    train: list[QAPair]
+    eval: list[QAPair]
+    grouping: str  # document | section
+    train_groups: int
+    eval_groups: int
+    duplicates_removed: int
+    train_dropped_same_passage: int
+
+    @property
+    def eval_documents(self) -> int:
+        return len({p.source for p in self.eval})
+
+
+def hold_out(keys: Iterable[str], eval_fraction: float, seed: int) -> set[str]:
+    """The keys held out: a seeded choice of round(n x fraction), at least 1, at most n - 1."""
+    keys = sorted(set(keys))
     if len(keys) < 2:
-        return dict.fromkeys(keys, TRAIN)
+        return set()
     n_eval = min(len(keys) - 1, max(1, math.floor(len(keys) * eval_fraction + 0.5)))
     ranked = sorted(keys, key=lambda k: hashlib.sha256(f"{seed}\x1f{k}".encode()).hexdigest())
-    held_out = set(ranked[:n_eval])
-    return {k: EVAL if k in held_out else TRAIN for k in keys}
+    return set(ranked[:n_eval])
+
+
+def split_pairs(
+    pairs: Sequence[QAPair],
+    chunks: Sequence[Chunk],
+    documents: Iterable[str],
+    eval_fraction: float,
+    seed: int,
+) -> Split:
+    """Split `pairs` (see the module docstring); `documents` are the parsed source keys."""
+    known = set(documents)
+    sections = {c.id: (c.source, tuple(c.heading_path)) for c in chunks}
+    usable = [p for p in pairs if normalise(p.question)]
+    removed = len(pairs) - len(usable)
+    with_pairs = {p.source for p in usable if p.source in known}
+    grouping = "document" if len(with_pairs) >= SECTION_GROUPING_BELOW else "section"
+
+    def group(pair: QAPair) -> str:
+        if grouping == "section" and pair.chunk_id in sections:
+            source, path = sections[pair.chunk_id]
+            return "\x1f".join([source, *path])
+        return pair.source
+
+    groups = {group(p) for p in usable if p.source in known}
+    held = hold_out(groups, eval_fraction, seed)
+
+    train: dict[str, QAPair] = {}
+    evals: list[QAPair] = []
+    for pair in usable:
+        key = normalise(pair.question)
+        if pair.source in known and group(pair) in held:
+            evals.append(pair)
+        elif key in train:
+            removed += 1
+        else:
+            train[key] = pair
+    eval_kept: dict[str, QAPair] = {}
+    for pair in evals:
+        key = normalise(pair.question)
+        if key in train or key in eval_kept:
+            removed += 1
+        else:
+            eval_kept[key] = pair
+    eval_passages = {p.chunk_id for p in eval_kept.values() if p.chunk_id}
+    kept_train = [p for p in train.values() if p.chunk_id not in eval_passages]
+    return Split(
+        train=kept_train,
+        eval=list(eval_kept.values()),
+        grouping=grouping,
+        train_groups=len(groups - held),
+        eval_groups=len(held),
+        duplicates_removed=removed,
+        train_dropped_same_passage=len(train) - len(kept_train),
+    )
 
 
 def cap_pairs(pairs: Iterable[QAPair], cap: int, seed: int) -> tuple[list[QAPair], dict[str, int]]:
@@ -59,35 +137,3 @@ def cap_pairs(pairs: Iterable[QAPair], cap: int, seed: int) -> tuple[list[QAPair
 
 def pair_id(source: str, question: str) -> str:
     return hashlib.sha256(f"{source}\x1f{normalise(question)}".encode()).hexdigest()[:16]
-
-
-def deduplicate_pairs(
-    pairs: Iterable[QAPair], splits: dict[str, str]
-) -> tuple[list[QAPair], list[QAPair], int]:
-    """(train, eval, removed): pairs routed by their source's split, near-duplicates removed.
-
-    A pair whose source has no split (a provided pair that names no known document) goes to
-    train: it cannot be shown to be unseen, so it never becomes an eval question.
-    """
-    train: dict[str, QAPair] = {}
-    evals: list[QAPair] = []
-    removed = 0
-    for pair in pairs:
-        key = normalise(pair.question)
-        if not key:
-            removed += 1
-            continue
-        if splits.get(pair.source) == EVAL:
-            evals.append(pair)
-        elif key in train:
-            removed += 1
-        else:
-            train[key] = pair
-    eval_kept: dict[str, QAPair] = {}
-    for pair in evals:
-        key = normalise(pair.question)
-        if key in train or key in eval_kept:
-            removed += 1
-        else:
-            eval_kept[key] = pair
-    return list(train.values()), list(eval_kept.values()), removed

@@ -4,10 +4,13 @@
     docmodel-trainer train --docmodel dm.yaml --store ./artifacts --revision <rev> \\
         --method lora --max-steps 30 --learning-rate 5e-3        # a quick CPU run
 
-Reads   <store>/<ns>/<name>/rev-<rev>/dataset/train.jsonl   (QAPair: user = question,
-        assistant = answer, rendered with the base model's chat template)
+Reads   <store>/<ns>/<name>/rev-<rev>/dataset/   train.jsonl (the questions, in the chat
+        template, loss on the answers), chunks.jsonl and rewrites.jsonl (every passage as plain
+        text, loss on every token), eval.jsonl (only to check none of it is trained on); the
+        order and mix are `trainset`'s
 Writes  <store>/<ns>/<name>/rev-<rev>/adapter/   adapter_model.safetensors, adapter_config.json,
-        tokenizer files, train_config.json (every resolved setting), metrics.json, manifest.json
+        tokenizer files, train_config.json (every resolved setting), metrics.json,
+        training_data.json (the mix, and what the trainer's batches held), manifest.json
         <store>/<ns>/<name>/rev-<rev>/checkpoints/   every --save-steps, for resuming
 
 Settings come from the DocModel's spec.training; flags (or --config YAML) override them. A pod
@@ -24,8 +27,8 @@ from dataclasses import asdict
 from typing import Any
 
 from docmodel.artifacts import Manifest, publish_dir, read_manifest, software_versions
-from docmodel.dataset import TRAIN, QAPair, read_jsonl
-from docmodel_trainer import fetch, modeling, sft
+from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN, Chunk, QAPair, Rewrite, read_jsonl
+from docmodel_trainer import fetch, modeling, sft, trainset
 from docmodel_trainer.common import (
     EXIT_BAD_INPUT,
     EXIT_NO_DATA,
@@ -45,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_job_arguments(parser)
     group = parser.add_argument_group("training (override spec.training)")
     group.add_argument("--method", choices=["qlora", "lora"])
-    group.add_argument("--epochs", type=float)
+    group.add_argument("--epochs", type=int, help="passes over the mixed training set")
+    group.add_argument("--qa-first-epochs", type=int, help="passes over the questions alone first")
+    group.add_argument(
+        "--no-documents", action="store_true", help="train on the questions only, not the passages"
+    )
     group.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps")
     group.add_argument("--learning-rate", type=float)
     group.add_argument("--batch-size", type=int)
@@ -74,7 +81,9 @@ def resolve_config(args: argparse.Namespace, ctx: JobContext) -> sft.TrainConfig
         lora_alpha=t.lora.alpha,
         lora_dropout=t.lora.dropout,
         target_modules=list(t.lora.target_modules),
-        epochs=pick(args.epochs, float(t.epochs)),
+        epochs=pick(args.epochs, t.epochs),
+        qa_first_epochs=pick(args.qa_first_epochs, t.qa_first_epochs),
+        train_on_documents=t.train_on_documents and not args.no_documents,
         max_steps=args.max_steps,
         learning_rate=pick(args.learning_rate, t.learning_rate),
         max_seq_length=pick(args.max_seq_length, t.max_seq_length),
@@ -94,8 +103,10 @@ def resolve_config(args: argparse.Namespace, ctx: JobContext) -> sft.TrainConfig
             "method qlora needs a CUDA GPU (4-bit NF4 via bitsandbytes) and none is visible; "
             "use --method lora (or spec.training.method: lora) to train on CPU"
         )
-    if cfg.epochs <= 0 and cfg.max_steps <= 0:
-        problems.append("give a positive --epochs or --max-steps")
+    if cfg.epochs < 1:
+        problems.append("epochs must be at least 1")
+    if cfg.qa_first_epochs < 0:
+        problems.append("qa-first-epochs must not be negative")
     for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
         if getattr(cfg, name) < 1:
             problems.append(f"{name} must be at least 1")
@@ -126,21 +137,35 @@ def run(args: argparse.Namespace) -> int:
             EXIT_NO_DATA,
         )
 
-    from datasets import Dataset
+    chunks = list(read_jsonl(data_dir / CHUNKS, Chunk))
+    rewrites_path = data_dir / REWRITES
+    rewrites = list(read_jsonl(rewrites_path, Rewrite)) if rewrites_path.exists() else []
+    eval_questions = [p.question for p in read_jsonl(data_dir / EVAL, QAPair)]
 
-    train_dataset = Dataset.from_list(
-        [
-            {
-                "messages": [
-                    {"role": "user", "content": p.question},
-                    {"role": "assistant", "content": p.answer},
-                ]
-            }
-            for p in pairs
-        ]
-    )
     base_path = modeling.resolve_base_model(ctx.docmodel.spec.base_model, ctx.workdir)
     tokenizer = modeling.load_tokenizer(base_path)
+    data = trainset.build(
+        tokenizer,
+        pairs,
+        chunks,
+        rewrites,
+        max_seq_length=cfg.max_seq_length,
+        epochs=int(cfg.epochs),
+        qa_first_epochs=cfg.qa_first_epochs,
+        train_on_documents=cfg.train_on_documents,
+        packing=cfg.packing,
+        seed=cfg.seed,
+    )
+    log.info(
+        "Built training data rows=%d order=%s phases=%s passages_split=%d",
+        len(data.rows),
+        data.mix["order"],
+        ",".join(f"{p['name']}x{p['passes']}:{p['examples_per_pass']}" for p in data.mix["phases"]),
+        data.mix["passages_split_into_windows"],
+    )
+    from datasets import Dataset
+
+    train_dataset = Dataset.from_list(data.rows)
     model = modeling.load_model(base_path, quantize_4bit=cfg.method == "qlora")
     cuda = modeling.has_cuda()
 
@@ -152,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         output_dir,
         cuda=cuda,
+        prepared=True,
         callbacks=[
             sft.CheckpointSync(
                 lambda local, step: fetch.upload_checkpoint(ctx.store, layout, local, step)
@@ -181,6 +207,15 @@ def run(args: argparse.Namespace) -> int:
     trainer.model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
     metrics = training_metrics(trainer, result, cuda=cuda)
+    seen = data.seen_report(trainer.seen, tokenizer, eval_questions)
+    seen["resumed"] = resume is not None  # a resumed run saw only the batches after the resume
+    metrics.update(
+        documents_trained_fraction=seen["documents_trained_fraction"],
+        eval_questions_seen_in_training=seen["eval_questions_seen_in_training"],
+    )
+    (adapter_dir / "training_data.json").write_text(
+        json.dumps({"mix": data.mix, "seen": seen}, indent=2) + "\n"
+    )
     (adapter_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     (adapter_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     manifest = Manifest(
@@ -190,13 +225,17 @@ def run(args: argparse.Namespace) -> int:
         spec={"training": asdict(cfg)},
         versions=software_versions(PACKAGES),
         metrics=metrics,
+        details={"mix": data.mix, "seen": seen},
     )
     uri = publish_dir(adapter_dir, ctx.store, layout, manifest)
     log.info(
-        "Published adapter uri=%s final_loss=%.4f tokens_per_s=%.0f",
+        "Published adapter uri=%s final_loss=%.4f tokens_per_s=%.0f documents_trained_fraction=%.3f "
+        "eval_questions_seen_in_training=%d",
         uri,
         metrics["final_loss"],
         metrics["tokens_per_s"],
+        seen["documents_trained_fraction"],
+        seen["eval_questions_seen_in_training"],
     )
     return EXIT_OK
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from docmodel.api import DatasetSpec
-from docmodel.dataset import QAPair
+from docmodel.dataset import QAPair, Rewrite
 from docmodel_trainer.chunking import Passage, normalise
 from docmodel_trainer.qa.extractive import extract_pairs
 from docmodel_trainer.qa.provided import ProvidedFile, ProvidedPair, default_source
@@ -25,6 +25,7 @@ log = logging.getLogger("docmodel.trainer.ingest")
 @dataclass
 class Generated:
     pairs: list[QAPair] = field(default_factory=list)
+    rewrites: list[Rewrite] = field(default_factory=list)
     malformed_lines: list[dict[str, object]] = field(default_factory=list)
     failed_passages: list[dict[str, str]] = field(default_factory=list)
     unattributed: int = 0
@@ -43,7 +44,7 @@ def generate(
         assert spec.teacher is not None  # the API rules require it
         teacher = teacher_factory() if teacher_factory else Teacher(spec.teacher)
         try:
-            return _teacher(teacher, passages)
+            return _teacher(teacher, passages, spec.rewrites_per_passage)
         finally:
             teacher.close()
     return _provided(passages, provided)
@@ -67,13 +68,24 @@ def _extractive(passages: Sequence[Passage]) -> Generated:
     return out
 
 
-def _teacher(teacher: Teacher, passages: Sequence[Passage]) -> Generated:
+def _teacher(teacher: Teacher, passages: Sequence[Passage], rewrites: int) -> Generated:
     result = teacher.generate(passages)
     out = Generated(teacher_requests=result.requests)
     for passage in passages:
         for question, answer in result.pairs.get(passage.id, []):
             out.pairs.append(_pair(question, answer, passage, "teacher"))
     out.failed_passages = [{"chunk": cid, "reason": reason} for cid, reason in result.failed]
+    if rewrites > 0:
+        written = teacher.rewrite(passages, rewrites)
+        out.teacher_requests += written.requests
+        for passage in passages:
+            out.rewrites.extend(
+                Rewrite(chunk_id=passage.id, source=passage.source, index=i, text=text)
+                for i, text in enumerate(written.rewrites.get(passage.id, []))
+            )
+        out.failed_passages += [
+            {"chunk": cid, "reason": f"rewrite: {reason}"} for cid, reason in written.failed
+        ]
     return out
 
 

@@ -1,9 +1,12 @@
-"""Question/answer pairs written by a teacher model behind any OpenAI-compatible API.
+"""Question/answer pairs, and rewrites of passages, written by a teacher model behind any
+OpenAI-compatible API.
 
 One chat completion per passage asks for `questionsPerChunk` specific, checkable questions
 answerable from the passage alone, as JSON. Replies are validated: JSON of the expected shape,
 questions that are questions, short answers that are grounded in the passage (most of their
-words appear in it). Requests run `maxConcurrency` at a time, each with `timeoutSeconds`.
+words appear in it). With `dataset.rewritesPerPassage`, a second request per passage asks for
+that many rewrites (the same facts in other words), validated for length and for keeping the
+passage's words. Requests run `maxConcurrency` at a time, each with `timeoutSeconds`.
 
 Failure policy:
 - a timeout, a connection error, HTTP 429/5xx or an unusable reply is retried with
@@ -28,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 
@@ -37,6 +41,7 @@ from docmodel_trainer.chunking import Passage, normalise
 log = logging.getLogger("docmodel.trainer.ingest")
 
 API_KEY_ENV = "DOCMODEL_TEACHER_API_KEY"
+_T = TypeVar("_T")
 MAX_ANSWER_WORDS = 30
 
 SYSTEM_PROMPT = (
@@ -56,6 +61,15 @@ Rules:
 - No yes/no questions, no questions about "the passage" or "the text".
 Reply with exactly this JSON shape and nothing else:
 {{"pairs": [{{"question": "...", "answer": "..."}}]}}"""
+REWRITE_PROMPT = """Passage from "{title}" (section: {section}):
+---
+{text}
+---
+Rewrite this passage {n} times. Each rewrite states every fact of the passage (names, numbers,
+defaults, owners, commands) exactly, in different words and a different order, as prose.
+Add nothing that the passage does not say.
+Reply with exactly this JSON shape and nothing else:
+{{"rewrites": ["...", "..."]}}"""
 
 
 class TeacherError(Exception):
@@ -69,6 +83,7 @@ class _Retryable(Exception):
 @dataclass
 class TeacherResult:
     pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # passage id -> pairs
+    rewrites: dict[str, list[str]] = field(default_factory=dict)  # passage id -> rewrites
     failed: list[tuple[str, str]] = field(default_factory=list)  # (passage id, reason)
     requests: int = 0
 
@@ -104,6 +119,58 @@ class Teacher:
         self._client.close()
 
     def generate(self, passages: Sequence[Passage]) -> TeacherResult:
+        """`questionsPerChunk` question/answer pairs per passage."""
+
+        def ask(passage: Passage, result: TeacherResult) -> None:
+            n = self.spec.questions_per_chunk
+            body = self._body(prompt(passage, n), 256 * n)
+            pairs = self._ask(body, result, lambda c: self._pairs(c, passage))
+            with self._lock:
+                result.pairs[passage.id] = pairs
+
+        return self._each(passages, ask, "pairs")
+
+    def rewrite(self, passages: Sequence[Passage], n: int) -> TeacherResult:
+        """`n` rewrites per passage: the same facts in other words, trained on as text."""
+
+        def ask(passage: Passage, result: TeacherResult) -> None:
+            words = len(passage.text.split())
+            body = self._body(rewrite_prompt(passage, n), n * (2 * words + 64))
+            texts = self._ask(body, result, lambda c: self._rewrites(c, passage, n))
+            with self._lock:
+                result.rewrites[passage.id] = texts
+
+        return self._each(passages, ask, "rewrites")
+
+    def _body(self, user: str, max_tokens: int) -> dict[str, object]:
+        return {
+            "model": self.spec.model,
+            "temperature": 0.2,
+            "max_tokens": max_tokens,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": user},
+            ],
+        }
+
+    def _pairs(self, content: object, passage: Passage) -> list[tuple[str, str]]:
+        pairs = parse_reply(content, passage.text)
+        if not pairs:
+            raise _Retryable("reply held no usable question/answer pairs")
+        return pairs[: self.spec.questions_per_chunk]
+
+    def _rewrites(self, content: object, passage: Passage, n: int) -> list[str]:
+        texts = parse_rewrites(content, passage.text)
+        if not texts:
+            raise _Retryable("reply held no usable rewrite")
+        return texts[:n]
+
+    def _each(
+        self,
+        passages: Sequence[Passage],
+        ask: Callable[[Passage, TeacherResult], None],
+        what: str,
+    ) -> TeacherResult:
         result = TeacherResult()
         done = 0
 
@@ -112,9 +179,7 @@ class Teacher:
             if self._fatal is not None:
                 return
             try:
-                pairs = self._ask(passage, result)
-                with self._lock:
-                    result.pairs[passage.id] = pairs
+                ask(passage, result)
             except _Retryable as exc:
                 with self._lock:
                     result.failed.append((passage.id, self._redact(str(exc))))
@@ -129,7 +194,7 @@ class Teacher:
             with self._lock:
                 done += 1
                 if done % 50 == 0 or done == len(passages):
-                    log.info("Generated teacher pairs passages=%d/%d", done, len(passages))
+                    log.info("Generated teacher %s passages=%d/%d", what, done, len(passages))
 
         with ThreadPoolExecutor(max_workers=self.spec.max_concurrency) as pool:
             list(pool.map(one, passages))
@@ -143,16 +208,12 @@ class Teacher:
             )
         return result
 
-    def _ask(self, passage: Passage, result: TeacherResult) -> list[tuple[str, str]]:
-        body = {
-            "model": self.spec.model,
-            "temperature": 0.2,
-            "max_tokens": 256 * self.spec.questions_per_chunk,
-            "messages": [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": prompt(passage, self.spec.questions_per_chunk)},
-            ],
-        }
+    def _ask(
+        self,
+        body: dict[str, object],
+        result: TeacherResult,
+        parse: Callable[[object], _T],
+    ) -> _T:
         last = "no attempt made"
         for attempt in range(self.attempts):
             if attempt:
@@ -161,12 +222,13 @@ class Teacher:
             with self._lock:
                 result.requests += 1
             try:
-                return self._once(body, passage)
+                return parse(self._once(body))
             except _Retryable as exc:
                 last = str(exc)
         raise _Retryable(f"{last} (after {self.attempts} attempts)")
 
-    def _once(self, body: dict[str, object], passage: Passage) -> list[tuple[str, str]]:
+    def _once(self, body: dict[str, object]) -> object:
+        """The reply's message content; raises `_Retryable` or `TeacherError`."""
         where = f"{self.spec.endpoint} (model {self.spec.model})"
         try:
             response = self._client.post("chat/completions", json=body)
@@ -184,13 +246,9 @@ class Teacher:
         if status >= 400:
             raise TeacherError(f"teacher at {where} rejected the request (HTTP {status})")
         try:
-            content = response.json()["choices"][0]["message"]["content"]
+            return response.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise _Retryable("reply is not an OpenAI chat completion") from None
-        pairs = parse_reply(content, passage.text)
-        if not pairs:
-            raise _Retryable("reply held no usable question/answer pairs")
-        return pairs[: self.spec.questions_per_chunk]
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "<redacted>") if self._api_key else text
@@ -205,19 +263,54 @@ def prompt(passage: Passage, n: int) -> str:
     )
 
 
-def parse_reply(content: object, passage_text: str) -> list[tuple[str, str]]:
-    """Valid, grounded (question, answer) pairs from a reply; [] when there are none."""
+def rewrite_prompt(passage: Passage, n: int) -> str:
+    return REWRITE_PROMPT.format(
+        title=passage.title or passage.source,
+        section=" > ".join(passage.heading_path) or "(none)",
+        text=passage.text,
+        n=n,
+    )
+
+
+def _json_items(content: object, key: str) -> object:
+    """The list under `key` of the JSON object in a reply (or a bare JSON list); None if none."""
     if not isinstance(content, str):
-        return []
+        return None
     text = re.sub(r"^```(?:json)?\s*|\s*```$", "", content.strip())
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
     if start < 0:
-        return []
+        return None
     try:
         data, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError:
+        return None
+    return data.get(key) if isinstance(data, dict) else data
+
+
+def parse_rewrites(content: object, passage_text: str) -> list[str]:
+    """Usable rewrites from a reply: texts of a plausible length (a third to three times the
+    passage's words) that keep most of its words (a rewrite restates, it does not invent)."""
+    items = _json_items(content, "rewrites")
+    if not isinstance(items, list):
         return []
-    items = data.get("pairs") if isinstance(data, dict) else data
+    source_words = normalise(passage_text).split()
+    vocabulary = set(source_words)
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            continue
+        words = normalise(item).split()
+        if not len(source_words) / 3 <= len(words) <= 3 * len(source_words) + 10:
+            continue
+        if sum(w in vocabulary for w in words) < len(words) / 2:
+            continue
+        out.append(" ".join(item.split()))
+    return out
+
+
+def parse_reply(content: object, passage_text: str) -> list[tuple[str, str]]:
+    """Valid, grounded (question, answer) pairs from a reply; [] when there are none."""
+    items = _json_items(content, "pairs")
     if not isinstance(items, list):
         return []
     passage_words = set(normalise(passage_text).split())
