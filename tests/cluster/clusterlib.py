@@ -11,13 +11,18 @@ from docmodel_devenv.stack import DevEnv
 
 
 def kubectl(env: DevEnv, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the built kubectl against the dev cluster; fail with its stderr."""
+    """Run the built kubectl against the dev cluster; fail with its stderr. A `--timeout=Ns`
+    argument (kubectl wait) bounds the command too, with a minute to spare."""
+    limit = 60.0
+    for arg in args:
+        if arg.startswith("--timeout=") and arg.endswith("s") and arg[10:-1].isdigit():
+            limit = max(limit, float(arg[10:-1]) + 60)
     result = subprocess.run(
         [str(env.binaries["kubectl"]), f"--kubeconfig={env.kubeconfig}", *args],
         capture_output=True,
         text=True,
         check=False,
-        timeout=60,
+        timeout=limit,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")

@@ -193,3 +193,25 @@ def test_select_sources_is_what_the_revision_digest_covers() -> None:
     assert [o.key for o in elsewhere.qa_files] == ["qa/x.qa.jsonl"]
     assert chosen.digest == source_digest(chosen.documents)
     assert chosen.digest != select_sources(spec, [*listed, ObjectInfo("new.md", "e6", 1)]).digest
+
+
+def test_every_dataset_and_training_field_is_on_exactly_one_list() -> None:
+    """A new field must say whether it changes what is trained (and so the revision id)."""
+    from docmodel.api import DatasetSpec, TrainingSpec
+    from docmodel.artifacts import NOT_TRAINING_FIELDS, TRAINING_FIELDS
+
+    for section, model in (("dataset", DatasetSpec), ("training", TrainingSpec)):
+        wire = {f.alias or n for n, f in model.model_fields.items()}
+        on, off = set(TRAINING_FIELDS[section]), set(NOT_TRAINING_FIELDS[section])
+        assert not on & off, f"{section}: on both lists: {sorted(on & off)}"
+        assert wire == on | off, f"{section}: on neither list: {sorted(wire - on - off)}"
+
+
+def test_the_data_protocol_version_is_part_of_the_revision(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from docmodel import artifacts
+    from docmodel.api import parse_spec
+
+    spec = parse_spec({"source": {"bucket": "docs"}})
+    now = artifacts.revision_id(spec, "sha256:x")
+    monkeypatch.setattr(artifacts, "DATA_PROTOCOL", artifacts.DATA_PROTOCOL - 1)
+    assert artifacts.revision_id(spec, "sha256:x") != now

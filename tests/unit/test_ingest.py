@@ -7,6 +7,7 @@ import gzip
 import json
 import logging
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from docmodel.artifacts import RevisionLayout, read_manifest, revision_id, source_digest
-from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN, Chunk, QAPair, read_jsonl
+from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN, Chunk, QAPair, Rewrite, read_jsonl
 from docmodel.storage import LocalStore
 from docmodel_trainer import common, ingest
 from docmodel_trainer.qa import generate as generate_module
@@ -420,3 +421,43 @@ def test_one_huge_table_gives_at_most_the_cap_chosen_by_seed_and_recorded(tmp_pa
     assert again == questions  # the same seed keeps the same pairs
     _, other = kept("c", {"maxPairsPerDocument": 50, "seed": 99})
     assert other != questions
+
+
+@pytest.mark.parametrize("n", [3, 0])
+def test_teacher_rewrites_reach_the_training_data_n_per_passage(tmp_path, corpus, monkeypatch, n):
+    """A fake teacher end to end: ingest asks for n rewrites per passage, the dataset holds
+    them, and the training data the trainer is given has n rewrite examples per passage (none
+    at n = 0), beside every passage itself."""
+    from docmodel_trainer import trainset
+    from docmodel_trainer.tinymodel import build_tokenizer
+
+    use_teacher(monkeypatch, answer_from_prompt)
+    run = Run(tmp_path, corpus, dataset=TEACHER | {"rewritesPerPassage": n})
+    assert run()[0] == 0
+    manifest, chunks, train, _ = run.dataset()
+    base = run.store / RevisionLayout(NAMESPACE, NAME, run.revision()).dir("dataset")
+    rewrites = list(read_jsonl(base / REWRITES, Rewrite))
+    assert manifest.details["rewrites"] == len(rewrites) == n * len(chunks)
+    assert manifest.details["teacher_requests"] == len(chunks) * (2 if n else 1)
+    per_passage = Counter(r.chunk_id for r in rewrites)
+    assert all(per_passage[c.id] == n for c in chunks)
+
+    data = trainset.build(
+        build_tokenizer(corpus),
+        train,
+        chunks,
+        rewrites,
+        max_seq_length=2048,
+        epochs=1,
+        qa_first_epochs=1,
+        train_on_documents=True,
+        packing=True,
+        seed=0,
+    )
+    mixed = data.mix["phases"][-1]["examples_per_pass"]
+    assert mixed.get("rewrite", 0) == n * len(chunks)
+    assert mixed["passage"] == len(chunks)
+    made = Counter(
+        e.key.split(":", 1)[1].split("~")[0] for e in data.examples if e.kind == "rewrite"
+    )
+    assert all(made[c.id] == n for c in chunks) if n else not made

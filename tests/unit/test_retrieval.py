@@ -64,3 +64,29 @@ def test_prompts() -> None:
     assert "port 8101" in content and content.endswith("Question: Which port?")
     (empty,) = rag_messages("Which port?", [])
     assert "no passage matched" in empty["content"]
+
+
+def test_baseline_prompt_is_trimmed_to_the_budget_best_passage_first() -> None:
+    from docmodel_trainer.retrieval import MIN_TRIMMED_TOKENS, fit_rag_messages, prompt_tokens
+    from docmodel_trainer.tinymodel import build_tokenizer
+
+    tok = build_tokenizer()
+    long = Chunk(id="big", source="big.md", text=" ".join(["Freight moves by rail."] * 80))
+    passages = [CHUNKS[0], long, CHUNKS[2]]
+    question = "Which port does billing listen on?"
+    whole, trimmed = fit_rag_messages(tok, question, passages, 10_000)
+    assert not trimmed and whole == rag_messages(question, passages)
+
+    full = prompt_tokens(tok, whole)
+    budget = full - 100
+    fitted, trimmed = fit_rag_messages(tok, question, passages, budget)
+    content = fitted[0]["content"]
+    assert trimmed and prompt_tokens(tok, fitted) <= budget
+    assert CHUNKS[0].text in content  # the best passage whole
+    assert "Passage 2 [big.md]" in content and CHUNKS[2].text not in content  # cut, rest left out
+    assert content.endswith(f"Question: {question}")  # the question is never cut
+
+    # No room for even a short piece of the second passage: it is left out, not cut to nothing.
+    tight = prompt_tokens(tok, rag_messages(question, passages[:1])) + MIN_TRIMMED_TOKENS // 2
+    fitted, trimmed = fit_rag_messages(tok, question, passages, tight)
+    assert trimmed and "Passage 2" not in fitted[0]["content"]

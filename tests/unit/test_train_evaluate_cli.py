@@ -269,3 +269,23 @@ def test_evaluate_redoes_a_report_without_the_serving_scores(job, tmp_path, caps
     assert "Found report of other adapters" in err and "evaluating again" in err
     assert "scored_serving=none" in err and "rev-r0/adapter" in err
     assert "reason=AdapterMissing" in err
+
+    # The same settings through a flag that changes them: evaluated again.
+    code = main(args(dm, store, "evaluate", "--top-k", "2", "--workdir", str(tmp_path / "w3")))
+    assert code == EXIT_NO_DATA
+    assert "evaluating again" in capsys.readouterr().err
+    # And a flag that repeats the spec's value: the report stands.
+    top_k = load_docmodel(dm).spec.evaluation.baseline.top_k
+    code = main(
+        args(dm, store, "evaluate", "--top-k", str(top_k), "--workdir", str(tmp_path / "w4"))
+    )
+    assert code == 0 and "Found report uri=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--top-k", "--max-questions", "--max-new-tokens"])
+def test_evaluate_refuses_a_zero_or_negative_setting(job, tmp_path, capsys, flag) -> None:  # type: ignore[no-untyped-def]
+    dm, store = job
+    for value in ("0", "-3"):
+        code = main(args(dm, store, "evaluate", flag, value, "--workdir", str(tmp_path / "w")))
+        assert code == 2
+        assert f"{flag} must be positive (got {value})" in capsys.readouterr().err

@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     stats: dict[SystemName, list[generation.AnswerStats]] = {}
     for system, (adapter, messages, _) in prompts.items():
         t0 = time.monotonic()
-        answers[system] = answerer.answer(adapter, messages)
+        answers[system] = answerer.answer(adapter, messages, label=system)
         stats[system] = answerer.stats
         timings[f"answer_{system}_s"] = time.monotonic() - t0
 

@@ -47,7 +47,9 @@ class Answerer(Protocol):
     tokenizer: Any
     stats: list[AnswerStats]  # of the last `answer` call, in its order
 
-    def answer(self, adapter: str | None, conversations: Sequence[Conversation]) -> list[str]: ...
+    def answer(
+        self, adapter: str | None, conversations: Sequence[Conversation], label: str = ""
+    ) -> list[str]: ...
 
 
 def vllm_available() -> bool:
@@ -168,14 +170,18 @@ class HFAnswerer:
         self.model.set_adapter(adapter)
         return contextlib.nullcontext()
 
-    def answer(self, adapter: str | None, conversations: Sequence[Conversation]) -> list[str]:
+    def answer(
+        self, adapter: str | None, conversations: Sequence[Conversation], label: str = ""
+    ) -> list[str]:
+        """Greedy answers of base + `adapter` (None: the base alone); `label` names the system
+        in the progress lines."""
         import torch
 
         ids = prompt_ids(self.tokenizer, conversations)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
         answers: list[str] = [""] * len(ids)
         stats: list[AnswerStats] = [AnswerStats(0, 0, 0.0)] * len(ids)
-        progress = _Progress(adapter or "base", len(ids))
+        progress = _Progress(label or adapter or "base", len(ids))
         device = next(self.model.parameters()).device
         pad = self.tokenizer.pad_token_id
         with self._adapter_context(adapter), torch.inference_mode():
@@ -248,8 +254,10 @@ class VLLMAnswerer:
         )
         log.info("Started vLLM engine model=%s adapters=%s", base_path, ",".join(adapters))
 
-    def answer(self, adapter: str | None, conversations: Sequence[Conversation]) -> list[str]:
-        progress = _Progress(adapter or "base", len(conversations))
+    def answer(
+        self, adapter: str | None, conversations: Sequence[Conversation], label: str = ""
+    ) -> list[str]:
+        progress = _Progress(label or adapter or "base", len(conversations))
         ids = prompt_ids(self.tokenizer, conversations)
         t0 = time.monotonic()
         outputs = self.llm.generate(

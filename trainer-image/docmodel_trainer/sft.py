@@ -4,13 +4,16 @@ Shared by `docmodel-trainer train` and `bench/train_throughput.py`, so the bench
 the code that trains real adapters.
 
 How the batch is built (why it is fast and trains on no padding):
-- Examples are packed best-fit-decreasing into rows of `max_seq_length` (TRL `packing_strategy
-  ="bfd"`), which turns on padding-free batches: the rows of a batch are flattened into one
-  sequence with per-example `position_ids` and `cu_seq_lens`. FlashAttention 2 runs it as
-  varlen attention; SDPA gets a block-diagonal mask from the position ids. Either way no token
-  attends across examples and no padding token is computed.
-- Loss only on the answer: the chat template's `{% generation %}` markers give the assistant
-  mask (`assistant_only_loss`); TRL swaps in a marked template for stock Llama 3.1.
+- Examples are packed best-fit-decreasing into rows of `max_seq_length` (TRL's `bfd`), which
+  turns on padding-free batches: the rows of a batch are flattened into one sequence with
+  per-example `position_ids` and `cu_seq_lens`. FlashAttention 2 runs it as varlen attention;
+  SDPA gets a block-diagonal mask from the position ids. Either way no token attends across
+  examples and no padding token is computed.
+- `train` hands over `prepared` rows (`trainset.build`: tokenized, labelled, packed per pass
+  and in order; loss on answers for questions, on every token for passages) and the trainer
+  reads them in order. Given conversations instead (the throughput benchmark), TRL tokenizes
+  and packs them, and the chat template's `{% generation %}` markers give the answer-only
+  loss (`assistant_only_loss`).
 - TRL's fused LM head computes log-probs in chunks, so the 128k-vocabulary logits are never
   materialised; gradient checkpointing keeps activations small.
 """
