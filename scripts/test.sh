@@ -5,8 +5,8 @@
 #   scripts/test.sh tests/unit -k gate   # extra arguments go to pytest
 #
 # The first run on a new machine downloads the Python environment (several GB, cached in
-# ~/.cache/docmodel/uv) and builds the local control plane and MinIO from Go modules
-# (cached in ~/.cache/docmodel/bin); later runs reuse both.
+# ~/.cache/docmodel/uv) and builds the local control plane, MinIO, Helm and the Argo CD
+# health-script runner from Go modules (cached in ~/.cache/docmodel/bin); later runs reuse both.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -31,7 +31,7 @@ step "Layer contracts (import-linter)"
 .venv/bin/lint-imports
 
 if [ -d devenv/docmodel_devenv ] && [ -f devenv/docmodel_devenv/__main__.py ]; then
-  step "Control plane, kwok and MinIO binaries (built once, cached)"
+  step "Control plane, kwok, MinIO, Helm and the Argo CD health runner (built once, cached)"
   $py -m docmodel_devenv build
 fi
 

@@ -1,7 +1,10 @@
 """Render the DocModel CustomResourceDefinition from the API models.
 
-    python -m docmodel.crd            # rewrite crds/docmodel.dev_docmodels.yaml
-    python -m docmodel.crd --check    # exit 1 when the committed CRD is out of date
+    python -m docmodel.crd            # rewrite crds/docmodel.dev_docmodels.yaml and the chart's copy
+    python -m docmodel.crd --check    # exit 1 when either is out of date
+
+The Helm chart renders the CRD from its own copy (charts/docmodel-operator/files/crds/), which
+is written and checked together with crds/ whenever the output is the default path.
 
 The OpenAPI schema is derived from `docmodel.api`: descriptions, defaults, enums, bounds and
 patterns come from the pydantic fields; cross-field rules come from `docmodel.api.RULES` as
@@ -281,21 +284,30 @@ def default_path() -> Path:
     return Path(__file__).resolve().parents[2] / "crds" / CRD_FILENAME
 
 
+def chart_path() -> Path:
+    """The Helm chart's copy, which its CRD template reads."""
+    root = Path(__file__).resolve().parents[2]
+    return root / "charts" / "docmodel-operator" / "files" / "crds" / CRD_FILENAME
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="fail if the file is out of date")
     parser.add_argument("--output", type=Path, default=default_path())
     args = parser.parse_args(argv)
     text = render_yaml()
+    outputs = [args.output]
+    if args.output.resolve() == default_path() and chart_path().parents[2].is_dir():
+        outputs.append(chart_path())
     if args.check:
-        current = args.output.read_text() if args.output.exists() else ""
-        if current != text:
-            sys.stderr.write(f"{args.output} is out of date: run `python -m docmodel.crd`\n")
-            return 1
-        return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    sys.stderr.write(f"Wrote {args.output}\n")
+        stale = [p for p in outputs if (p.read_text() if p.exists() else "") != text]
+        for path in stale:
+            sys.stderr.write(f"{path} is out of date: run `python -m docmodel.crd`\n")
+        return 1 if stale else 0
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        sys.stderr.write(f"Wrote {path}\n")
     return 0
 
 

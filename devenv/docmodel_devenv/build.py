@@ -1,9 +1,10 @@
-"""Build, or reuse, the control-plane and S3 binaries from the Go tools modules.
+"""Build, or reuse, the control-plane, S3 and packaging binaries from the Go tools modules.
 
-Each binary family (Kubernetes, etcd, kwok, MinIO) has its own Go module under
-``tools/<family>/`` so minimum version selection in one never changes another.
-Binaries land in ``~/.cache/docmodel/bin/<family>-<version>-<go.sum hash>/``;
-a directory that holds every binary of its family is reused as is.
+Each binary family (Kubernetes, etcd, kwok, MinIO, Helm, the Argo CD health-script runner)
+has its own Go module under ``tools/<family>/`` so minimum version selection in one never
+changes another. Binaries land in ``~/.cache/docmodel/bin/<family>-<version>-<hash>/``, where
+the hash covers ``go.sum`` and the family's own Go sources, if it has any; a directory that
+holds every binary of its family is reused as is.
 
     python -m docmodel_devenv build
 """
@@ -46,6 +47,7 @@ class Family:
     module: str  # the upstream module whose version names the family
     packages: tuple[str, ...]
     ldflags: tuple[str, ...] = ()
+    devenv: bool = True  # the dev environment runs it (`require_all` asks for it)
 
     @property
     def module_dir(self) -> Path:
@@ -56,14 +58,22 @@ class Family:
         return tuple(_binary_name(package) for package in self.packages)
 
     def version(self) -> str:
-        go_mod = (self.module_dir / "go.mod").read_text()
-        match = re.search(rf"^\s*(?:require\s+)?{re.escape(self.module)}\s+(v\S+)", go_mod, re.M)
-        if not match:
+        version = self.required_version(self.module)
+        if version is None:
             raise BuildError(f"{self.module} is not required in {self.module_dir / 'go.mod'}")
-        return match.group(1)
+        return version
+
+    def required_version(self, module: str) -> str | None:
+        """The version of `module` the family's go.mod requires, if it does."""
+        go_mod = (self.module_dir / "go.mod").read_text()
+        match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", go_mod, re.M)
+        return match.group(1) if match else None
 
     def go_sum_hash(self) -> str:
-        return hashlib.sha256((self.module_dir / "go.sum").read_bytes()).hexdigest()[:12]
+        digest = hashlib.sha256((self.module_dir / "go.sum").read_bytes())
+        for source in sorted(self.module_dir.glob("*.go")):  # the family's own code, if any
+            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+        return digest.hexdigest()[:12]
 
     def bin_dir(self) -> Path:
         return cache_dir() / "bin" / f"{self.name}-{self.version()}-{self.go_sum_hash()}"
@@ -71,7 +81,12 @@ class Family:
     def resolved_ldflags(self) -> list[str]:
         version = self.version()
         minor = version.split(".")[1] if version.startswith("v1.") else ""
-        return [flag.format(version=version, minor=minor) for flag in self.ldflags]
+        # client-go v0.N is Kubernetes 1.N (Helm's default Capabilities.KubeVersion).
+        client_go = self.required_version("k8s.io/client-go") or ""
+        k8s_minor = client_go.split(".")[1] if client_go.startswith("v0.") else ""
+        return [
+            flag.format(version=version, minor=minor, k8s_minor=k8s_minor) for flag in self.ldflags
+        ]
 
 
 def _binary_name(package: str) -> str:
@@ -119,6 +134,28 @@ FAMILIES: dict[str, Family] = {
                 "-X github.com/minio/minio/cmd.ReleaseTag=DEVELOPMENT.{version}",
                 "-X github.com/minio/minio/cmd.CommitID={version}",
             ),
+        ),
+        # Installs and renders the chart (charts/docmodel-operator) in the tests.
+        Family(
+            name="helm",
+            module="helm.sh/helm/v3",
+            packages=("helm.sh/helm/v3/cmd/helm",),
+            ldflags=(
+                "-X helm.sh/helm/v3/internal/version.version={version}",
+                "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+                "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
+                "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={k8s_minor}",
+                "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
+                "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={k8s_minor}",
+            ),
+            devenv=False,
+        ),
+        # Runs the Argo CD health script (argocd/) in gopher-lua, as Argo CD does.
+        Family(
+            name="argocd-health",
+            module="github.com/yuin/gopher-lua",
+            packages=("docmodel.dev/tools/argocd-health",),
+            devenv=False,
         ),
     )
 }
@@ -169,7 +206,7 @@ def _go() -> str:
     if go is None:
         raise BuildError(
             "The Go toolchain was not found on PATH: install Go >= 1.26 (https://go.dev/dl/) "
-            "to build kube-apiserver, etcd, kwok and MinIO."
+            "to build kube-apiserver, etcd, kwok, MinIO and Helm."
         )
     return go
 
@@ -264,10 +301,13 @@ def build_all(names: Iterable[str] | None = None) -> Binaries:
 
 
 def require_all() -> Binaries:
-    """The built binaries, or a BuildError that says how to build them. Never builds."""
+    """The dev environment's built binaries, or a BuildError that says how to build them.
+    Never builds."""
     paths: dict[str, Path] = {}
     missing = []
     for family in FAMILIES.values():
+        if not family.devenv:
+            continue
         found = find(family)
         if found is None:
             missing.append(f"{family.name} ({family.bin_dir()})")

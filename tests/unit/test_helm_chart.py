@@ -240,7 +240,13 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_calls() -> None:
     assert rule_table(role) == NAMESPACED_RULES | CRD_READ
     binding = one(docs, "ClusterRoleBinding")
     sa = one(docs, "ServiceAccount")
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # Named after the release namespace too: releases in two namespaces do not collide.
+    assert role["metadata"]["name"] == "docmodel-docmodel-operator-docmodel-system"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "docmodel-system"}
     ]
@@ -255,6 +261,10 @@ def test_namespaced_rbac_grants_only_the_listed_namespaces() -> None:
         assert rule_table(role) == NAMESPACED_RULES
     bindings = objects(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ml", "search"]
+    for binding in bindings:
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
+        assert binding["subjects"][0]["namespace"] == "docmodel-system"
     # Cluster-wide: only what Kopf reads, nothing in any namespace.
     assert rule_table(one(docs, "ClusterRole")) == CRD_READ | NAMESPACE_READ
     _no_wildcards(docs)
