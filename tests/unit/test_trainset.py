@@ -165,3 +165,15 @@ def test_seen_counts_only_what_the_batches_held(tok) -> None:  # type: ignore[no
     report = data.seen_report(partial, tok, [])
     assert report["documents_trained_fraction"] == 0.5  # team.md in full, ops.md not
     assert report["documents_not_trained_in_full"] == ["ops.md"]
+
+
+def test_without_documents_no_passage_counts_as_trained(tok) -> None:  # type: ignore[no-untyped-def]
+    data = build(tok, train_on_documents=False)
+    seen = trainset.Seen()
+    for row in data.rows:
+        positions = [p for n in row["seq_lengths"] for p in range(n)]
+        seen.add_batch(torch.tensor([row["input_ids"]]), torch.tensor([positions]))
+    report = data.seen_report(seen, tok, [])
+    assert (report["passages_trained"], report["passages_total"]) == (0, 3)
+    assert report["documents_trained_fraction"] == 0.0
+    assert report["documents_not_trained_in_full"] == ["ops.md", "team.md"]

@@ -195,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
     prompts = system_prompts(
         answerer.tokenizer, questions, retrieved, budget, "serving" in adapters
     )
+    # One untimed answer first, so no system's latency carries the engine's warm-up.
+    answerer.answer(None, prompts["base"][1][:1], label="warm-up")
     answers: dict[SystemName, list[str]] = {}
     stats: dict[SystemName, list[generation.AnswerStats]] = {}
     for system, (adapter, messages, _) in prompts.items():

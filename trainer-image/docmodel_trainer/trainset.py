@@ -204,13 +204,15 @@ def build(
     documents: dict[str, list[str]] = {}
     windows: dict[str, list[str]] = {}
     texts: list[Example] = []
+    for chunk in chunks:  # every passage counts, trained or not (the record says which)
+        documents.setdefault(chunk.source, []).append(chunk.id)
+        windows[chunk.id] = []
     if train_on_documents:
         for chunk in chunks:
             header = passage_header(chunk.title, chunk.heading_path)
             made = text_examples(
                 tokenizer, "passage", chunk.id, chunk.source, header, chunk.text, max_seq_length
             )
-            documents.setdefault(chunk.source, []).append(chunk.id)
             windows[chunk.id] = [e.key for e in made]
             texts.extend(made)
         headers = {c.id: passage_header(c.title, c.heading_path) for c in chunks}

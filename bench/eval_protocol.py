@@ -1,0 +1,196 @@
+"""The evaluation protocol on the demo corpus, side by side in one run.
+
+    .venv/bin/python bench/eval_protocol.py [--out bench/results/eval_protocol.json]
+        [--base-model PATH] [--epochs N] [--teacher-endpoint URL --teacher-model NAME]
+
+One dataset (the demo's DocModel and documents, `examples/local`, ingested once: the same
+held-out questions for every row), then one candidate per training mix, each trained with the
+demo's settings and evaluated by `docmodel-trainer evaluate` against the RAG baseline and the
+base model closed-book on those questions:
+
+  qa_only        the training questions alone (`--no-documents`): what fine-tuning on
+                 question/answer pairs teaches about questions it never saw
+  qa_documents   the training questions first, then the questions mixed with every passage
+                 as plain text (the default protocol)
+  qa_documents_rewrites   as above plus the teacher's rewrites of each passage; run only with
+                 a teacher endpoint (`--teacher-endpoint`), since rewrites come from a model
+
+Each row gives every system's score, the interval of candidate - baseline, the verdict the gate
+gives it, `documents_trained_fraction` and `eval_questions_seen_in_training` (counted from the
+batches the trainer actually built), and the dataset's `eval_items_dropped_for_leakage`.
+The base model defaults to the demo's (`docmodel local run`'s tiny Llama, built on the fly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from docmodel.api import parse_spec
+from docmodel.gate import decide_report
+from docmodel.report import EvalReport
+
+from benchlib import cpu_model, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "local"
+WORK = Path("/tmp/docmodel-bench/eval-protocol")
+
+
+def trainer(*args: str) -> None:
+    cmd = [sys.executable, "-m", "docmodel_trainer.cli", *args]
+    started = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(args[:1])}")
+    print(f"  {args[0]}: {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/eval_protocol.json")
+    parser.add_argument("--base-model", help="base model directory (default: the demo's)")
+    parser.add_argument("--epochs", type=int, help="mixed passes (default: the demo's)")
+    parser.add_argument("--teacher-endpoint")
+    parser.add_argument("--teacher-model")
+    args = parser.parse_args()
+
+    if args.base_model:
+        base = Path(args.base_model)
+    else:
+        from docmodel.local import tiny_model
+
+        base = tiny_model()
+    manifest = yaml.safe_load((DEMO / "docmodel.yaml").read_text())
+    manifest["spec"]["baseModel"] = {"name": str(base)}
+    if args.epochs:
+        manifest["spec"]["training"]["epochs"] = args.epochs
+    variants: dict[str, tuple[str, ...]] = {"qa_only": ("--no-documents",), "qa_documents": ()}
+    if args.teacher_endpoint:
+        manifest["spec"]["dataset"] = {
+            **manifest["spec"]["dataset"],
+            "generator": "teacher",
+            "teacher": {
+                "endpoint": args.teacher_endpoint,
+                "model": args.teacher_model or "teacher",
+            },
+        }
+        variants = {"qa_only": ("--no-documents",), "qa_documents_rewrites": ()}
+    spec = parse_spec(manifest["spec"])
+
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    dm = WORK / "docmodel.yaml"
+    dm.write_text(yaml.safe_dump(manifest))
+    store = WORK / "store"
+    job = ["--docmodel", str(dm), "--store", str(store)]
+    print("ingest (once, shared by every row)", file=sys.stderr)
+    trainer(
+        "ingest",
+        *job,
+        "--source-dir",
+        str(DEMO / "docs"),
+        "--revision-file",
+        str(WORK / "rev"),
+        "--workdir",
+        str(WORK / "w-ingest"),
+    )
+    revision = (WORK / "rev").read_text().strip()
+    rev_dir = store / manifest["metadata"]["namespace"] / manifest["metadata"]["name"]
+    rev_dir = rev_dir / f"rev-{revision}"
+    dataset = json.loads((rev_dir / "dataset" / "manifest.json").read_text())
+
+    rows: dict[str, Any] = {}
+    for name, flags in variants.items():
+        print(f"{name}", file=sys.stderr)
+        started = time.monotonic()
+        trainer(
+            "train",
+            *job,
+            "--revision",
+            revision,
+            "--workdir",
+            str(WORK / f"w-{name}"),
+            "--force",
+            *flags,
+        )
+        train_s = time.monotonic() - started
+        shutil.rmtree(rev_dir / "eval", ignore_errors=True)
+        trainer("evaluate", *job, "--revision", revision, "--workdir", str(WORK / f"e-{name}"))
+        report = EvalReport.model_validate_json((rev_dir / "eval" / "report.json").read_text())
+        adapter = json.loads((rev_dir / "adapter" / "manifest.json").read_text())
+        seen = adapter["details"]["seen"]
+        verdict = decide_report(report, spec.evaluation)
+        metric = spec.evaluation.metric
+        diff = report.differences["candidate-baseline"][metric]
+        rows[name] = {
+            "scores": {s: v.model_dump() for s, v in report.aggregate.items()},
+            "interval_candidate_minus_baseline": {
+                "metric": metric,
+                "mean": diff.mean,
+                "low": diff.ci_low,
+                "high": diff.ci_high,
+                "confidence": diff.confidence,
+            },
+            "verdict": verdict.name,
+            "verdict_reason": verdict.reason,
+            "verdict_message": verdict.message,
+            "documents_trained_fraction": seen["documents_trained_fraction"],
+            "eval_questions_seen_in_training": seen["eval_questions_seen_in_training"],
+            "eval_questions_in_document_text": seen["eval_questions_in_document_text"],
+            "passages_trained": seen["passages_trained"],
+            "passages_total": seen["passages_total"],
+            "mix": adapter["details"]["mix"]["phases"],
+            "train_steps": adapter["metrics"]["steps"],
+            "final_loss": adapter["metrics"]["final_loss"],
+            "train_s": round(train_s, 1),
+            "costs": {s: c.model_dump() for s, c in report.costs.items()},
+            "retrieval_recall_at_k": report.diagnostics.retrieval_recall_at_k,
+        }
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{cpu_model()}, {len(__import__('os').sched_getaffinity(0))} cores, CPU only",
+        "base_model": "the demo's tiny Llama (docmodel local run)"
+        if not args.base_model
+        else str(base),
+        "corpus": "examples/local/docs",
+        "generator": spec.dataset.generator,
+        "metric": spec.evaluation.metric,
+        "eval_questions": len(report.questions),
+        "eval_grouping": dataset["details"]["eval_grouping"],
+        "eval_items_dropped_for_leakage": dataset["details"]["eval_items_dropped_for_leakage"],
+        "leakage": {k: v for k, v in dataset["details"]["leakage"].items() if k != "dropped"},
+        "rewrites": (
+            "run"
+            if args.teacher_endpoint
+            else "not run: rewrites need a teacher model "
+            "(--teacher-endpoint); the demo's extractive generator writes none"
+        ),
+        "rows": rows,
+    }
+    write_result(args.out, result, ("date", "eval_questions", "eval_items_dropped_for_leakage"))
+    for name, row in rows.items():
+        iv = row["interval_candidate_minus_baseline"]
+        s = row["scores"]
+        print(
+            f"{name}: candidate={s['candidate'][iv['metric']]:.4f} "
+            f"baseline={s['baseline'][iv['metric']]:.4f} base={s['base'][iv['metric']]:.4f} "
+            f"diff={iv['mean']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}] {row['verdict']} "
+            f"documents_trained={row['documents_trained_fraction']:.2f} "
+            f"eval_seen={row['eval_questions_seen_in_training']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
