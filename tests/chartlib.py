@@ -11,7 +11,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -147,20 +146,11 @@ def service_account_kubeconfig(
 @contextmanager
 def fresh_namespace(devenv: Any, prefix: str) -> Iterator[str]:
     """A new namespace (with its default ServiceAccount, so it can run pods), deleted after."""
-    from docmodel_devenv.kubeapi import ApiError
+    from docmodel_devenv.kubeapi import create_namespace
 
     api = devenv.api
     name = f"{prefix}-{secrets.token_hex(3)}"
-    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, "namespaces")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            api.get("v1", "serviceaccounts", "default", namespace=name)
-            break
-        except ApiError as error:
-            if error.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    create_namespace(api, name)
     try:
         yield name
     finally:

@@ -162,3 +162,20 @@ class KubeApi:
             for line in response.iter_lines():
                 if line.strip():
                     yield json.loads(line)
+
+
+def create_namespace(api: KubeApi, name: str, timeout: float = 30.0) -> None:
+    """Create a namespace and wait for its default ServiceAccount: the API server refuses pods
+    until the controller manager has made it."""
+    import time
+
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, "namespaces")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            api.get("v1", "serviceaccounts", "default", namespace=name)
+            return
+        except ApiError as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

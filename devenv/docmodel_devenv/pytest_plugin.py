@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 
 from .build import BuildError
-from .kubeapi import ApiError
+from .kubeapi import create_namespace
 from .minio import S3Credentials, put_secret
 from .stack import DevEnv
 
@@ -90,17 +89,7 @@ def namespace(devenv: DevEnv, request: pytest.FixtureRequest) -> Iterator[str]:
     assert devenv.api is not None
     api = devenv.api
     name = _name_for(request, 63)
-    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, "namespaces")
-    # Pods are refused until the controller manager has created the default ServiceAccount.
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            api.get("v1", "serviceaccounts", "default", namespace=name)
-            break
-        except ApiError as error:
-            if error.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    create_namespace(api, name)
     yield name
     api.delete("v1", "namespaces", name)
 

@@ -254,8 +254,9 @@ class Teacher:
         return text.replace(self._api_key, "<redacted>") if self._api_key else text
 
 
-def prompt(passage: Passage, n: int) -> str:
-    return USER_PROMPT.format(
+def prompt(passage: Passage, n: int, template: str = USER_PROMPT) -> str:
+    """The request for `n` pairs (or, with `REWRITE_PROMPT`, `n` rewrites) of a passage."""
+    return template.format(
         title=passage.title or passage.source,
         section=" > ".join(passage.heading_path) or "(none)",
         text=passage.text,
@@ -264,12 +265,7 @@ def prompt(passage: Passage, n: int) -> str:
 
 
 def rewrite_prompt(passage: Passage, n: int) -> str:
-    return REWRITE_PROMPT.format(
-        title=passage.title or passage.source,
-        section=" > ".join(passage.heading_path) or "(none)",
-        text=passage.text,
-        n=n,
-    )
+    return prompt(passage, n, REWRITE_PROMPT)
 
 
 def _json_items(content: object, key: str) -> object:
