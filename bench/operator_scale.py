@@ -44,7 +44,6 @@ from docmodel.api import GROUP, PLURAL, VERSION, duration_seconds, parse_docmode
 from docmodel.artifacts import Manifest, RevisionLayout, evaluation_digest
 from docmodel.report import DecodingSettings, EvalReport, Scores
 from docmodel.revision import list_source
-from docmodel.storage import S3Credentials as StoreCredentials
 from docmodel.storage import S3Store
 from docmodel_devenv.stack import DevEnv
 
@@ -97,7 +96,7 @@ class Store:
             bucket,
             "artifacts",
             endpoint=creds.endpoint,
-            credentials=StoreCredentials(creds.access_key, creds.secret_key),
+            credentials=creds.keys,
         )
 
     def seed(self, body: dict[str, Any], revision: str, kinds: tuple[str, ...]) -> None:
@@ -216,7 +215,7 @@ def main() -> int:
             "docs",
             "docs/",
             endpoint=creds.endpoint,
-            credentials=StoreCredentials(creds.access_key, creds.secret_key),
+            credentials=creds.keys,
         )
         revision = list_source(dm.spec, source).revision  # the same for every DocModel
         for body in bodies.values():

@@ -17,20 +17,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from docmodel.api import EvaluationSpec
+from docmodel.api import EvaluationSpec, Verdict
 from docmodel.report import EvalReport, MetricName, SystemName
 from docmodel.stats import Interval, paired_bootstrap
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Decision:
+    """The gate's decision; its `name` is the API's `Verdict`."""
+
     promoted: bool
     reason: str  # CamelCase, for conditions
     message: str  # for people
     versus_baseline: Interval | None = None
 
     @property
-    def name(self) -> str:
+    def name(self) -> Verdict:
         return "Promoted" if self.promoted else "Rejected"
 
 
@@ -45,13 +47,13 @@ def decide(
     policy: EvaluationSpec,
     *,
     seed: int = 0,
-) -> Verdict:
+) -> Decision:
     """Decide whether the candidate may replace what is serving, from per-question scores of
     the gating metric (the same questions, in the same order, for every system)."""
     metric: MetricName = policy.metric
     n = len(candidate)
     if n < policy.min_questions:
-        return Verdict(
+        return Decision(
             False,
             "InsufficientEvidence",
             f"only {n} held-out questions were scored; a verdict needs at least "
@@ -63,7 +65,7 @@ def decide(
     # Round so float noise never decides a tie; "above" is strict: a lower bound equal to the
     # margin is a rejection.
     if round(vs_base.low, 9) <= round(policy.min_improvement, 9):
-        return Verdict(
+        return Decision(
             False,
             "BelowBaseline",
             f"candidate {metric}={c_mean:.4f} vs RAG baseline {b_mean:.4f} on {n} questions: "
@@ -76,7 +78,7 @@ def decide(
         vs_serving = paired_bootstrap(candidate, serving, confidence=policy.confidence, seed=seed)
         s_mean = sum(serving) / n
         if vs_serving.high < 0:
-            return Verdict(
+            return Decision(
                 False,
                 "WorseThanServing",
                 f"candidate {metric}={c_mean:.4f} beat the RAG baseline {b_mean:.4f} but is "
@@ -85,7 +87,7 @@ def decide(
                 vs_base,
             )
         serving_note = f"; vs serving {s_mean:.4f}: {_interval_text(vs_serving)}"
-    return Verdict(
+    return Decision(
         True,
         "BeatBaseline",
         f"candidate {metric}={c_mean:.4f} beat the RAG baseline {b_mean:.4f} on {n} questions: "
@@ -99,7 +101,7 @@ def per_question(report: EvalReport, system: SystemName, metric: MetricName) -> 
     return [q.scores[system].get(metric) for q in report.questions]
 
 
-def decide_report(report: EvalReport, policy: EvaluationSpec) -> Verdict:
+def decide_report(report: EvalReport, policy: EvaluationSpec) -> Decision:
     """`decide` on an evaluation report's per-question scores, with the report's seed."""
     metric = policy.metric
     has_serving = bool(report.questions) and all("serving" in q.scores for q in report.questions)

@@ -572,7 +572,7 @@ class _Planner:
             baseline_metrics=_metrics(baseline),
             score=f"{candidate.get(metric):.4f}",
             baseline_score=f"{baseline.get(metric):.4f}",
-            verdict="Promoted" if verdict.promoted else "Rejected",
+            verdict=verdict.name,
             reason=verdict.message,
             report_uri=layout.uri(self.store_uri, "eval", "report.json"),
         )

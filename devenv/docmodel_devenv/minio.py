@@ -16,6 +16,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from docmodel.storage import S3Credentials
+
 from . import procs
 from .build import Binaries
 from .controlplane import free_port, http_ok
@@ -28,11 +30,21 @@ SECRET_NAME = "docmodel-s3"
 
 
 @dataclass(frozen=True)
-class S3Credentials:
+class S3Endpoint:
+    """Where the dev environment's MinIO listens and its root keys (the core's
+    `S3Credentials`, whose `repr` never shows the secret)."""
+
     endpoint: str
-    access_key: str
-    secret_key: str
+    keys: S3Credentials
     region: str = REGION
+
+    @property
+    def access_key(self) -> str:
+        return self.keys.access_key_id
+
+    @property
+    def secret_key(self) -> str:
+        return self.keys.secret_access_key
 
     def env(self) -> dict[str, str]:
         """The variables boto3 and the AWS CLI read."""
@@ -60,14 +72,13 @@ class MinIO:
     binaries: Binaries
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
-    credentials: S3Credentials | None = None
+    credentials: S3Endpoint | None = None
 
-    def start(self) -> S3Credentials:
+    def start(self) -> S3Endpoint:
         port, console_port = free_port(), free_port()
-        credentials = S3Credentials(
+        credentials = S3Endpoint(
             endpoint=f"http://127.0.0.1:{port}",
-            access_key="devenv-" + secrets.token_hex(6),
-            secret_key=secrets.token_urlsafe(24),
+            keys=S3Credentials("devenv-" + secrets.token_hex(6), secrets.token_urlsafe(24)),
         )
         data = self.workdir / "minio-data"
         data.mkdir(parents=True, exist_ok=True)
@@ -121,7 +132,7 @@ class MinIO:
 
 
 def put_secret(
-    api: KubeApi, credentials: S3Credentials, namespace: str, name: str = SECRET_NAME
+    api: KubeApi, credentials: S3Endpoint, namespace: str, name: str = SECRET_NAME
 ) -> None:
     """Create (or replace) a Secret with the S3 credentials and endpoint in ``namespace``."""
     secret = {

@@ -23,7 +23,7 @@ import pytest
 
 from .build import BuildError
 from .kubeapi import create_namespace
-from .minio import S3Credentials, put_secret
+from .minio import S3Endpoint, put_secret
 from .stack import DevEnv
 
 
@@ -99,7 +99,7 @@ class S3Bucket:
     """A fresh bucket in the dev environment's MinIO."""
 
     name: str
-    credentials: S3Credentials
+    credentials: S3Endpoint
 
     @property
     def endpoint(self) -> str:

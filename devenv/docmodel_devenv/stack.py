@@ -15,7 +15,7 @@ from . import build, procs
 from .controlplane import ControlPlane
 from .kubeapi import KubeApi
 from .kwok import Kwok
-from .minio import MinIO, S3Credentials
+from .minio import MinIO, S3Endpoint
 from .podrunner import PodRunner
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class DevEnv:
     runner: PodRunner | None = None
     minio: MinIO | None = None
     api: KubeApi | None = None
-    s3: S3Credentials | None = None
+    s3: S3Endpoint | None = None
     seconds: float = 0.0
     audit: bool = False  # the API server's audit log (control_plane.audit_log)
 

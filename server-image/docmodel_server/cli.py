@@ -22,6 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from docmodel.failures import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORAGE, EXIT_UNEXPECTED
 from docmodel.logs import setup_logging
 from docmodel_server.probe import check_live, check_ready
 from docmodel_server.settings import ServerSettings, SettingsError
@@ -30,11 +31,6 @@ from docmodel_server.settings import ServerSettings, SettingsError
 # kubelet) starts quickly.
 
 log = logging.getLogger("docmodel.server")
-
-EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_BAD_CONFIG = 2
-EXIT_STORAGE = 4
 
 
 def choose_engine(requested: str, dry_run: bool = False) -> tuple[str, str]:
@@ -158,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             return probe(args)
         except SettingsError as exc:
             sys.stderr.write(f"{exc}\n")
-            return EXIT_BAD_CONFIG
+            return EXIT_BAD_INPUT
     from docmodel_server.fetch import FetchError
 
     setup_logging()
@@ -166,13 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     except SettingsError as exc:
         log.error("Failed to start: %s", exc)
-        return EXIT_BAD_CONFIG
+        return EXIT_BAD_INPUT
     except FetchError as exc:
         log.error("Failed to start: %s", exc)
         return EXIT_STORAGE
     except ValueError as exc:
         log.error("Failed to start: %s", exc)
-        return EXIT_BAD_CONFIG
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

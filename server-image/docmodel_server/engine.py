@@ -21,12 +21,13 @@ import contextlib
 import logging
 import queue
 import threading
-import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from docmodel.modelfacts import peft_compat, stop_token_ids
 
 log = logging.getLogger("docmodel.server")
 
@@ -129,14 +130,7 @@ class LocalEngine:
             torch.set_num_threads(threads)
         tokenizer = AutoTokenizer.from_pretrained(str(base))
         base_model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-        with warnings.catch_warnings():
-            # peft reads the deprecated `is_gradient_checkpointing` property of transformers 5
-            # models while wrapping them; nothing on our side uses it.
-            warnings.filterwarnings(
-                "ignore",
-                message=r".*is_gradient_checkpointing.* is deprecated",
-                category=FutureWarning,
-            )
+        with peft_compat():
             model: Any = PeftModel.from_pretrained(base_model, str(adapter_dir))
         model.eval()
         limit = getattr(model.config, "max_position_embeddings", None) or max_model_len
@@ -153,16 +147,7 @@ class LocalEngine:
 
     @staticmethod
     def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-        ids: set[int] = set()
-        for value in (
-            tokenizer.eos_token_id,
-            getattr(getattr(model, "generation_config", None), "eos_token_id", None),
-        ):
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, list | tuple):
-                ids.update(int(v) for v in value)
-        return ids
+        return set(stop_token_ids(tokenizer, getattr(model, "generation_config", None)))
 
     # ---------------------------------------------------------------- prompts
 

@@ -20,20 +20,10 @@ import os
 import shutil
 from pathlib import Path
 
+from docmodel.modelfacts import vllm_max_lora_rank
 from docmodel_server.settings import ServerSettings
 
 log = logging.getLogger("docmodel.server")
-
-# vLLM's LoRAConfig.max_lora_rank accepts only these values (vllm/config/lora.py MaxLoRARanks).
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-
-
-def lora_rank_for_vllm(rank: int) -> int:
-    """The smallest rank vLLM accepts that holds an adapter of rank `rank`."""
-    for allowed in VLLM_LORA_RANKS:
-        if allowed >= rank:
-            return allowed
-    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
 
 
 def build_vllm_argv(
@@ -46,7 +36,7 @@ def build_vllm_argv(
     adapter = str(adapter_dir)
     if "=" in adapter or "," in adapter:
         raise ValueError(f"adapter path {adapter!r} must not contain '=' or ','")
-    max_rank = lora_rank_for_vllm(settings.max_lora_rank or rank)
+    max_rank = vllm_max_lora_rank(settings.max_lora_rank or rank)
     if max_rank < rank:
         raise ValueError(
             f"DOCMODEL_MAX_LORA_RANK={max_rank} is smaller than the adapter's r={rank}"

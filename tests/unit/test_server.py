@@ -18,6 +18,8 @@ from typing import ClassVar
 import pytest
 from fastapi.testclient import TestClient
 
+from docmodel.failures import EXIT_BAD_INPUT
+from docmodel.modelfacts import vllm_max_lora_rank
 from docmodel.storage import LocalStore
 from docmodel_server import cli
 from docmodel_server.engine import Finished, Job, SamplingParams, TextDelta, _held_back
@@ -25,7 +27,7 @@ from docmodel_server.fetch import FetchError, adapter_rank, fetch_adapter
 from docmodel_server.local import create_app
 from docmodel_server.probe import check_live, check_ready
 from docmodel_server.settings import ServerSettings, SettingsError
-from docmodel_server.vllm_engine import build_vllm_argv, build_vllm_env, lora_rank_for_vllm
+from docmodel_server.vllm_engine import build_vllm_argv, build_vllm_env
 
 ENV = {
     "DOCMODEL_SERVED_NAME": "handbook",
@@ -81,7 +83,7 @@ def test_vllm_env_carries_the_api_key_only_as_vllm_api_key() -> None:
 
 
 def test_lora_rank_rounds_up_to_what_vllm_accepts() -> None:
-    assert [lora_rank_for_vllm(r) for r in (1, 2, 8, 12, 16, 300, 512)] == [
+    assert [vllm_max_lora_rank(r) for r in (1, 2, 8, 12, 16, 300, 512)] == [
         1,
         8,
         8,
@@ -91,7 +93,7 @@ def test_lora_rank_rounds_up_to_what_vllm_accepts() -> None:
         512,
     ]
     with pytest.raises(ValueError, match="513"):
-        lora_rank_for_vllm(513)
+        vllm_max_lora_rank(513)
     settings = ServerSettings.from_env({**ENV, "DOCMODEL_MAX_LORA_RANK": "64"})
     argv = build_vllm_argv(settings, "m", Path("/a"), 16)
     assert argv[argv.index("--max-lora-rank") + 1] == "64"
@@ -139,7 +141,7 @@ def test_unsplittable_extra_args_exit_2_naming_the_variable(
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DOCMODEL_VLLM_EXTRA_ARGS", '--chat-template "x')
-    assert cli.main(["probe", "--live"]) == cli.EXIT_BAD_CONFIG
+    assert cli.main(["probe", "--live"]) == EXIT_BAD_INPUT
     assert "DOCMODEL_VLLM_EXTRA_ARGS: No closing quotation" in capsys.readouterr().err
 
 

@@ -50,7 +50,8 @@ from docmodel.artifacts import (
     software_versions,
 )
 from docmodel.dataset import CHUNKS, EVAL, Chunk, QAPair, read_jsonl
-from docmodel.gate import Verdict, decide_report
+from docmodel.gate import Decision, decide_report
+from docmodel.modelfacts import vllm_max_lora_rank
 from docmodel.report import (
     DecodingSettings,
     Diagnostics,
@@ -81,7 +82,6 @@ from docmodel_trainer.retrieval import (
 log = logging.getLogger("docmodel.trainer.evaluate")
 
 PACKAGES = ("torch", "transformers", "peft", "bm25s", "vllm", "bitsandbytes")
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -309,7 +309,7 @@ def _publish(
     ctx: JobContext,
     layout: RevisionLayout,
     report: EvalReport,
-    verdict: Verdict,
+    verdict: Decision,
     policy: EvaluationSpec,
     dataset_digest: str,
     adapter_uri: str,
@@ -434,5 +434,4 @@ def lora_rank(adapter_dirs: Iterable[Path]) -> int:
         int(json.loads((Path(d) / "adapter_config.json").read_text()).get("r", 16))
         for d in adapter_dirs
     ]
-    need = max(ranks, default=16)
-    return next((r for r in VLLM_LORA_RANKS if r >= need), need)
+    return vllm_max_lora_rank(max(ranks, default=16))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from docmodel.modelfacts import stop_token_ids
 from docmodel_trainer import modeling
 
 log = logging.getLogger("docmodel.trainer.generation")
@@ -98,14 +99,6 @@ def prompt_ids(tokenizer: Any, conversations: Sequence[Conversation]) -> list[li
         )
         for conv in conversations
     ]
-
-
-def stop_token_ids(tokenizer: Any, model_generation_config: Any) -> list[int]:
-    ids = model_generation_config.eos_token_id if model_generation_config is not None else None
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
 
 
 class _Progress:

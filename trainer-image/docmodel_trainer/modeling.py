@@ -13,14 +13,13 @@ packed position ids). On CPU the model loads in fp32 with SDPA.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from docmodel.api import BaseModelSpec
+from docmodel.modelfacts import peft_compat as peft_compat  # the one filter, shared
 from docmodel.storage import NotFound, download_tree, open_store
 from docmodel_trainer.common import EXIT_BAD_INPUT, EXIT_UPSTREAM, JobError
 
@@ -30,18 +29,6 @@ log = logging.getLogger("docmodel.trainer.modeling")
 # backend then logs a warning about an optional Hub kernel (`kernels-community`) that this image
 # never uses: 4-bit runs only on CUDA here. Raise that one logger's level so CPU runs stay quiet.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-
-
-@contextlib.contextmanager
-def peft_compat() -> Iterator[None]:
-    """Wrap peft model construction: peft 0.21 reads `model.is_gradient_checkpointing`, which
-    transformers 5 deprecates (FutureWarning) in favour of `is_activation_checkpointing`.
-    Nothing on our side to change, so that one warning is ignored here and only here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
-        )
-        yield
 
 
 def quiet_progress_bars() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from html import escape
 
-from docmodel.gate import Verdict
+from docmodel.gate import Decision
 from docmodel.report import METRICS, EvalReport, SystemName
 
 COLORS: dict[str, str] = {
@@ -82,7 +82,7 @@ def score_chart(report: EvalReport, width: int = 560, height: int = 240) -> str:
     return "".join(parts)
 
 
-def render(report: EvalReport, verdict: Verdict) -> str:
+def render(report: EvalReport, verdict: Decision) -> str:
     systems = systems_of(report)
     rows = []
     for s in systems:
