@@ -37,6 +37,7 @@ from docmodel.storage import (
     ObjectStore,
     S3Credentials,
     StorageError,
+    download_tree,
     matches,
     open_store,
 )
@@ -387,3 +388,55 @@ def open_artifact_store(uri: str, env: dict[str, str] | None = None) -> ObjectSt
         endpoint=env.get("DOCMODEL_STORE_ENDPOINT") or None,
         credentials=own,
     )
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class ArtifactMissing(StorageError):
+    """No artifact (no manifest, its commit marker) at the URI."""
+
+    reason = "AdapterMissing"
+
+
+class ArtifactIncomplete(StorageError):
+    """The artifact lacks a file its kind needs."""
+
+    reason = "AdapterIncomplete"
+
+
+def fetch_adapter(uri: str, dest: Path) -> tuple[Path, Manifest]:
+    """Download the adapter at `uri` (an artifact store URI or a directory) into `dest`, fresh,
+    and return it with its manifest. The one rule, for training, evaluation and serving alike:
+    the manifest (written last by the trainer, the commit marker) is required, and every file
+    it lists must match its size and sha256. Raises `ArtifactMissing` (no manifest),
+    `IntegrityError` (a file does not match), `ArtifactIncomplete` (no adapter_config.json) or
+    another `StorageError`, each naming the URI."""
+    import shutil
+
+    try:
+        store = open_artifact_store(uri)
+        raw = store.get_bytes(MANIFEST)
+    except (NotFound, ValueError):
+        raise ArtifactMissing(
+            f"no adapter at {uri} (manifest.json missing: has the revision been trained?)"
+        ) from None
+    try:
+        manifest = Manifest.model_validate_json(raw)
+    except ValueError as exc:
+        raise ArtifactMissing(
+            f"the manifest of the adapter at {uri} is unreadable: {exc}"
+        ) from None
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    try:
+        download_tree(store, "", dest)
+    except OSError as exc:
+        raise StorageError(f"cannot fetch the adapter from {uri}: {exc}") from None
+    verify_files(dest, manifest, uri)
+    if not (dest / ADAPTER_CONFIG).is_file():
+        raise ArtifactIncomplete(
+            f"the adapter at {uri} has no {ADAPTER_CONFIG}; is it a PEFT adapter?"
+        )
+    return dest, manifest

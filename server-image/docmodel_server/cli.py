@@ -63,7 +63,7 @@ def serve(args: argparse.Namespace) -> int:
         settings.served_name,
         settings.revision,
     )
-    adapter_dir = fetch_adapter(settings.adapter_uri, settings.workdir / "adapter")
+    adapter_dir, _ = fetch_adapter(settings.adapter_uri, settings.workdir / "adapter")
     model = settings.base_model
     if settings.base_model_mirror:
         model = str(fetch_base_model(settings.base_model_mirror, settings.workdir / "base"))
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as exc:
             sys.stderr.write(f"{exc}\n")
             return EXIT_BAD_INPUT
+    from docmodel.storage import StorageError
     from docmodel_server.fetch import FetchError
 
     setup_logging()
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         log.error("Failed to start: %s", exc)
         return EXIT_BAD_INPUT
-    except FetchError as exc:
+    except (FetchError, StorageError) as exc:
         log.error("Failed to start: %s", exc)
         return EXIT_STORAGE
     except ValueError as exc:

@@ -1,4 +1,6 @@
-"""Fetch what a revision serves: its LoRA adapter and, when mirrored, the base model."""
+"""Fetch what a revision serves: its LoRA adapter (`docmodel.artifacts.fetch_adapter`, the same
+fetch and manifest rule training and evaluation use: an adapter without its manifest, or with a
+file that does not match it, is refused) and, when mirrored, the base model."""
 
 from __future__ import annotations
 
@@ -7,18 +9,11 @@ import logging
 import shutil
 from pathlib import Path
 
-from docmodel.artifacts import (
-    MANIFEST,
-    IntegrityError,
-    Manifest,
-    open_artifact_store,
-    verify_files,
-)
+from docmodel.artifacts import ADAPTER_CONFIG
+from docmodel.artifacts import fetch_adapter as fetch_adapter  # the one rule: manifest required
 from docmodel.storage import StorageError, download_tree, open_store
 
 log = logging.getLogger("docmodel.server")
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 class FetchError(RuntimeError):
@@ -29,31 +24,6 @@ def _fresh(dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    return dest
-
-
-def fetch_adapter(uri: str, dest: Path) -> Path:
-    """Download the adapter at `uri` (artifact store URI or directory) into `dest`."""
-    try:
-        store = open_artifact_store(uri)
-        files = download_tree(store, "", _fresh(dest))
-    except (StorageError, ValueError, OSError) as exc:
-        raise FetchError(f"cannot fetch the adapter from {uri}: {exc}") from None
-    if not (dest / ADAPTER_CONFIG).is_file():
-        raise FetchError(f"the adapter at {uri} has no {ADAPTER_CONFIG}; is it a PEFT adapter?")
-    if (dest / MANIFEST).is_file():
-        # Published adapters carry their manifest (written last, as the commit marker), with
-        # every file's size and sha256: serve nothing that does not match it.
-        try:
-            manifest = Manifest.model_validate_json((dest / MANIFEST).read_bytes())
-            verify_files(dest, manifest, uri)
-        except (IntegrityError, ValueError) as exc:
-            raise FetchError(f"the adapter at {uri} does not match its manifest: {exc}") from None
-    else:
-        log.warning(
-            "Fetched adapter without a manifest uri=%s (not published by the trainer?)", uri
-        )
-    log.info("Fetched adapter uri=%s files=%d path=%s", uri, len(files), dest)
     return dest
 
 

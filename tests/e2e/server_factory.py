@@ -17,8 +17,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from docmodel.artifacts import RevisionLayout
-from docmodel.storage import LocalStore, upload_tree
+from docmodel.artifacts import Manifest, RevisionLayout, publish_dir
+from docmodel.storage import LocalStore
 
 SERVED_NAME = "handbook"
 LAYOUT = RevisionLayout("ml", SERVED_NAME, "e2e0000001")
@@ -55,8 +55,11 @@ def build_model_and_adapter(root: Path, rank: int = 8) -> tuple[Path, str]:
     adapter_dir = root / "adapter-build"
     peft_model.save_pretrained(adapter_dir)
     store = LocalStore(root / "store")
-    upload_tree(adapter_dir, store, LAYOUT.dir("adapter"))
-    return base, LAYOUT.uri(store.uri, "adapter")
+    # Published as the trainer publishes: the manifest, listing every file, last.
+    uri = publish_dir(
+        adapter_dir, store, LAYOUT, Manifest(kind="adapter", revision=LAYOUT.revision)
+    )
+    return base, uri
 
 
 def free_port() -> int:

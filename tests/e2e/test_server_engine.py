@@ -20,7 +20,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> LocalEngine:
     root = tmp_path_factory.mktemp("engine")
     base, adapter_uri = build_model_and_adapter(root)
     assert open_store(adapter_uri).exists("adapter_config.json")
-    adapter = fetch_adapter(adapter_uri, root / "adapter")
+    adapter, _ = fetch_adapter(adapter_uri, root / "adapter")
     return LocalEngine.load(base, adapter, max_model_len=512)
 
 

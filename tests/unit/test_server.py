@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import inspect
 import json
 import os
 import socket
@@ -18,12 +19,13 @@ from typing import ClassVar
 import pytest
 from fastapi.testclient import TestClient
 
+from docmodel.artifacts import ArtifactIncomplete, ArtifactMissing, IntegrityError
 from docmodel.failures import EXIT_BAD_INPUT
 from docmodel.modelfacts import vllm_max_lora_rank
 from docmodel.storage import LocalStore
 from docmodel_server import cli
 from docmodel_server.engine import Finished, Job, SamplingParams, TextDelta, _held_back
-from docmodel_server.fetch import FetchError, adapter_rank, fetch_adapter
+from docmodel_server.fetch import adapter_rank, fetch_adapter
 from docmodel_server.local import create_app
 from docmodel_server.probe import check_live, check_ready
 from docmodel_server.settings import ServerSettings, SettingsError
@@ -172,9 +174,14 @@ def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_dry_run_prints_the_vllm_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = LocalStore(tmp_path / "store")
-    store.put_bytes("ml/handbook/rev-1/adapter/adapter_config.json", json.dumps({"r": 12}).encode())
-    store.put_bytes("ml/handbook/rev-1/adapter/adapter_model.safetensors", b"weights")
+    from docmodel.artifacts import Manifest, RevisionLayout, publish_dir
+
+    src = tmp_path / "adapter-src"
+    src.mkdir()
+    (src / "adapter_config.json").write_text(json.dumps({"r": 12}))
+    (src / "adapter_model.safetensors").write_bytes(b"weights")
+    layout = RevisionLayout("ml", "handbook", "1")
+    publish_dir(src, LocalStore(tmp_path / "store"), layout, Manifest(kind="adapter", revision="1"))
     mirror = LocalStore(tmp_path / "mirror")
     mirror.put_bytes("config.json", b"{}")
     mirror.put_bytes("model.safetensors", b"weights")
@@ -259,40 +266,69 @@ def test_probe_of_a_closed_port_fails() -> None:
 # ------------------------------------------------------------------------- fetching
 
 
+def publish_adapter(root: Path, config: dict[str, object], revision: str = "r1") -> str:
+    from docmodel.artifacts import Manifest, RevisionLayout, publish_dir
+
+    src = root / f"src-{revision}"
+    src.mkdir(parents=True)
+    (src / "adapter_config.json").write_text(json.dumps(config))
+    (src / "adapter_model.safetensors").write_bytes(b"w" * 64)
+    layout = RevisionLayout("ns", "m", revision)
+    return publish_dir(
+        src, LocalStore(root / "store"), layout, Manifest(kind="adapter", revision=revision)
+    )
+
+
+def test_the_server_fetches_adapters_with_the_cores_one_rule() -> None:
+    from docmodel import artifacts
+    from docmodel_server import fetch
+    from docmodel_trainer import fetch as trainer_fetch
+
+    assert fetch.fetch_adapter is artifacts.fetch_adapter
+    # The trainer's is a thin wrapper that maps the same function's errors to exit codes.
+    assert "artifacts.fetch_adapter(" in inspect.getsource(trainer_fetch.fetch_adapter)
+
+
 def test_fetch_adapter_and_rank(tmp_path: Path) -> None:
+    uri = publish_adapter(tmp_path, {"r": 8, "rank_pattern": {"q_proj": 32}})
+    dest, manifest = fetch_adapter(uri, tmp_path / "dest")
+    assert adapter_rank(dest) == 32 and manifest.kind == "adapter"
+
+
+def test_fetch_adapter_refuses_an_adapter_without_its_manifest(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
-    config = {"r": 8, "rank_pattern": {"q_proj": 32}}
-    store.put_bytes("rev-1/adapter/adapter_config.json", json.dumps(config).encode())
-    dest = fetch_adapter(str(tmp_path / "store/rev-1/adapter"), tmp_path / "dest")
-    assert adapter_rank(dest) == 32
+    store.put_bytes("rev-1/adapter/adapter_config.json", b"{}")
+    store.put_bytes("rev-1/adapter/adapter_model.safetensors", b"w")
+    with pytest.raises(ArtifactMissing, match=r"rev-1/adapter \(manifest\.json missing"):
+        fetch_adapter(str(tmp_path / "store/rev-1/adapter"), tmp_path / "dest")
+    with pytest.raises(ArtifactMissing, match="rev-2/adapter"):
+        fetch_adapter(str(tmp_path / "store/rev-2/adapter"), tmp_path / "dest")
 
 
-def test_fetch_adapter_names_the_uri_when_missing(tmp_path: Path) -> None:
-    LocalStore(tmp_path / "store").put_bytes("rev-1/adapter/adapter_config.json", b"{}")
-    missing = str(tmp_path / "store/rev-2/adapter")
-    with pytest.raises(FetchError, match="rev-2/adapter"):
-        fetch_adapter(missing, tmp_path / "dest")
-    not_peft = tmp_path / "plain"
-    (not_peft / "sub").mkdir(parents=True)
-    (not_peft / "sub/weights.bin").write_bytes(b"x")
-    with pytest.raises(FetchError, match=r"no adapter_config\.json"):
-        fetch_adapter(str(not_peft), tmp_path / "dest")
+def test_fetch_adapter_refuses_a_published_tree_that_is_not_a_peft_adapter(tmp_path: Path) -> None:
+    from docmodel.artifacts import Manifest, RevisionLayout, publish_dir
+
+    plain = tmp_path / "plain"
+    (plain / "sub").mkdir(parents=True)
+    (plain / "sub/weights.bin").write_bytes(b"x")
+    uri = publish_dir(
+        plain,
+        LocalStore(tmp_path / "store"),
+        RevisionLayout("ns", "m", "r9"),
+        Manifest(kind="adapter", revision="r9"),
+    )
+    with pytest.raises(ArtifactIncomplete, match=r"no adapter_config\.json"):
+        fetch_adapter(uri, tmp_path / "dest")
 
 
 def test_fetch_adapter_refuses_files_that_do_not_match_the_manifest(tmp_path: Path) -> None:
-    from docmodel.artifacts import Manifest, RevisionLayout, publish_dir
-
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "adapter_config.json").write_text(json.dumps({"r": 8}))
-    (src / "adapter_model.safetensors").write_bytes(b"w" * 64)
-    store = LocalStore(tmp_path / "store")
-    layout = RevisionLayout("ns", "m", "r1")
-    uri = publish_dir(src, store, layout, Manifest(kind="adapter", revision="r1"))
-    assert adapter_rank(fetch_adapter(uri, tmp_path / "ok")) == 8
-
-    store.put_bytes(layout.key("adapter", "adapter_model.safetensors"), b"x" * 64)  # tampered
-    with pytest.raises(FetchError, match=r"rev-r1/adapter.*adapter_model\.safetensors.*sha256"):
+    uri = publish_adapter(tmp_path, {"r": 8})
+    assert adapter_rank(fetch_adapter(uri, tmp_path / "ok")[0]) == 8
+    (Path(uri) / "adapter_model.safetensors").write_bytes(b"x" * 64)  # tampered
+    with pytest.raises(
+        IntegrityError,
+        match=r"adapter_model\.safetensors of the artifact at .*rev-r1/adapter has sha256",
+    ):
         fetch_adapter(uri, tmp_path / "bad")
 
 

@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 
 from docmodel import artifacts
-from docmodel.artifacts import MANIFEST, Manifest, RevisionLayout, open_artifact_store
+from docmodel.artifacts import MANIFEST, Manifest, RevisionLayout
 from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN
-from docmodel.storage import NotFound, ObjectStore, download_tree
+from docmodel.storage import NotFound, ObjectStore, StorageError, download_tree
 from docmodel_trainer.common import EXIT_NO_DATA, EXIT_STORAGE, JobError
 
 log = logging.getLogger("docmodel.trainer.fetch")
@@ -57,24 +57,16 @@ def fetch_dataset(
 
 
 def fetch_adapter(uri: str, dest: Path) -> tuple[Path, Manifest]:
-    """Download an adapter artifact (s3://... or a directory), with the artifact store's
-    credentials (`DOCMODEL_STORE_*`, else the usual `AWS_*`)."""
+    """`docmodel.artifacts.fetch_adapter` (the one fetch and manifest rule the server uses too),
+    with its errors as job failures: no adapter is exit 3, anything else of the store exit 4."""
     try:
-        store = open_artifact_store(uri)
-        raw = store.get_bytes(MANIFEST)
-    except (NotFound, ValueError):
-        raise JobError(
-            f"no adapter at {uri} (manifest.json missing: has the revision been trained?)",
-            "AdapterMissing",
-            EXIT_NO_DATA,
-        ) from None
-    manifest = Manifest.model_validate_json(raw)
-    download_tree(store, "", dest)
-    verify_files(dest, manifest, uri)
-    if not (dest / "adapter_config.json").is_file():
-        raise JobError(f"adapter at {uri} has no adapter_config.json", "AdapterIncomplete", 3)
+        fetched = artifacts.fetch_adapter(uri, dest)
+    except (artifacts.ArtifactMissing, artifacts.ArtifactIncomplete) as exc:
+        raise JobError(str(exc), exc.reason, EXIT_NO_DATA) from None
+    except StorageError as exc:
+        raise JobError(str(exc), exc.reason, EXIT_STORAGE) from None
     log.info("Fetched adapter uri=%s", uri)
-    return dest, manifest
+    return fetched
 
 
 def verify_files(
