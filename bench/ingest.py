@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from docmodel.artifacts import RevisionLayout, open_artifact_store, read_manifest  # noqa: E402
 from docmodel_trainer import ingest  # noqa: E402
 
-from corpus import write_pdf  # noqa: E402
+from testkit.corpus import write_pdf  # noqa: E402
 
 SERVICES = ["billing", "tracking", "routing", "customs", "warehouse", "fleet", "pricing", "auth"]
 TEAMS = ["Platform", "Payments", "Logistics Core", "Data", "Security Operations", "Mobile"]

@@ -32,9 +32,9 @@ from pathlib import Path
 from benchlib import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' testkit package
 
-from server_factory import (  # noqa: E402
+from testkit.server_factory import (  # noqa: E402
     SERVED_NAME,
     build_model_and_adapter,
     free_port,

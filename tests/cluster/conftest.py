@@ -9,7 +9,7 @@ import pytest
 from docmodel_devenv.pytest_plugin import Kube, devenv, kube, namespace, s3_bucket  # noqa: F401
 from docmodel_devenv.stack import DevEnv
 
-from clusterlib import kubectl
+from testkit.clusterlib import kubectl
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 

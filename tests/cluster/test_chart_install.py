@@ -22,7 +22,7 @@ from docmodel.local import tiny_model
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
 from docmodel_devenv.stack import DevEnv
 
-from chartlib import (
+from testkit.chartlib import (
     ARGOCD,
     CHART,
     HEALTH,
@@ -34,8 +34,8 @@ from chartlib import (
     service_account_kubeconfig,
     values_file,
 )
-from clusterlib import kubectl, wait_for
-from operatorlib import (
+from testkit.clusterlib import kubectl, wait_for
+from testkit.operatorlib import (
     LOCAL_NODE,
     condition,
     docmodel,

@@ -15,7 +15,7 @@ from kubernetes import client, config
 from docmodel_devenv.pytest_plugin import Kube
 from docmodel_devenv.stack import DevEnv
 
-from chartlib import CHART, fresh_namespace, helm, service_account_kubeconfig, values_file
+from testkit.chartlib import CHART, fresh_namespace, helm, service_account_kubeconfig, values_file
 
 pytestmark = [pytest.mark.cluster]
 

@@ -10,8 +10,8 @@ from kubernetes.client.exceptions import ApiException
 from docmodel_devenv.pytest_plugin import Kube
 from docmodel_devenv.stack import DevEnv
 
-from clusterlib import kubectl, wait_for
-from invalid_specs import InvalidCase, load_cases
+from testkit.clusterlib import kubectl, wait_for
+from testkit.invalid_specs import InvalidCase, load_cases
 
 pytestmark = pytest.mark.cluster
 
@@ -37,7 +37,7 @@ def test_kubectl_explain_serves_field_descriptions(devenv: DevEnv, crd: str) -> 
 def test_valid_example_is_accepted(kube: Kube, crd: str, namespace: str) -> None:
     import yaml
 
-    from invalid_specs import BASE
+    from testkit.invalid_specs import BASE
 
     manifest = yaml.safe_load(BASE.read_text())
     manifest["metadata"] = {"name": "handbook"}
@@ -72,7 +72,7 @@ def test_server_defaults_equal_the_models_defaults(
 
     from docmodel import api
 
-    from invalid_specs import ROOT
+    from testkit.invalid_specs import ROOT
 
     manifest = yaml.safe_load((ROOT / "examples" / example).read_text())
     manifest["metadata"] = {"name": "defaults-" + example.split(".")[0], "namespace": namespace}

@@ -15,7 +15,7 @@ from docmodel.storage import open_store
 from docmodel_devenv.pytest_plugin import S3Bucket
 from docmodel_trainer import common, ingest
 
-from corpus import CORPUS
+from testkit.corpus import CORPUS
 
 pytestmark = pytest.mark.cluster
 

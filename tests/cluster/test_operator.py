@@ -21,8 +21,8 @@ from docmodel.local import tiny_model
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
 from docmodel_devenv.stack import DevEnv
 
-from clusterlib import kubectl, wait_for
-from operatorlib import (
+from testkit.clusterlib import kubectl, wait_for
+from testkit.operatorlib import (
     ANSWER,
     Operator,
     condition,

@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
 from docmodel_devenv.stack import DevEnv
 
-from clusterlib import kubectl, wait_for
+from testkit.clusterlib import kubectl, wait_for
 
 pytestmark = pytest.mark.cluster
 

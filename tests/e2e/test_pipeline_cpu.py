@@ -20,8 +20,8 @@ from docmodel_trainer.chunking import normalise
 from docmodel_trainer.cli import main
 from docmodel_trainer.tinymodel import build_tiny_llama
 
-from corpus import CORPUS
-from dataset_factory import docmodel_manifest
+from testkit.corpus import CORPUS
+from testkit.dataset_factory import docmodel_manifest
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from docmodel.artifacts import RevisionLayout
 from docmodel.report import EvalReport
 from docmodel.storage import LocalStore
 
-from dataset_factory import docmodel_manifest, publish_dataset, write_corpus
+from testkit.dataset_factory import docmodel_manifest, publish_dataset, write_corpus
 
 torch = pytest.importorskip("torch")
 

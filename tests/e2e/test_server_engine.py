@@ -10,7 +10,7 @@ from docmodel.storage import open_store
 from docmodel_server.engine import Finished, Job, LocalEngine, SamplingParams, TextDelta
 from docmodel_server.fetch import fetch_adapter
 
-from server_factory import build_model_and_adapter
+from testkit.server_factory import build_model_and_adapter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

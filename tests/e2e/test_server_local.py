@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from server_factory import (
+from testkit.server_factory import (
     SERVED_NAME,
     RunningServer,
     build_model_and_adapter,

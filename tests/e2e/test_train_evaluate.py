@@ -21,7 +21,7 @@ from docmodel.storage import LocalStore, upload_tree
 from docmodel_trainer.cli import main
 from docmodel_trainer.tinymodel import build_tiny_llama
 
-from dataset_factory import docmodel_manifest, publish_dataset, write_corpus
+from testkit.dataset_factory import docmodel_manifest, publish_dataset, write_corpus
 
 pytestmark = pytest.mark.e2e
 

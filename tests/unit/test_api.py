@@ -11,7 +11,7 @@ import yaml
 
 from docmodel import api, crd
 
-from invalid_specs import ROOT, load_cases
+from testkit.invalid_specs import ROOT, load_cases
 
 CRD_PATH = ROOT / "crds" / crd.CRD_FILENAME
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

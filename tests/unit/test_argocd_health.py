@@ -16,7 +16,7 @@ import yaml
 
 from docmodel import api
 
-from chartlib import ARGOCD, HEALTH, binary, one, render
+from testkit.chartlib import ARGOCD, HEALTH, binary, one, render
 
 CASES = yaml.safe_load((HEALTH / "health_test.yaml").read_text())["tests"]
 

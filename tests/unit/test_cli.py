@@ -8,7 +8,7 @@ import pytest
 
 from docmodel.cli import main
 
-from invalid_specs import ROOT, load_cases
+from testkit.invalid_specs import ROOT, load_cases
 
 
 def test_validate_accepts_the_examples(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ import yaml
 from docmodel import crd
 from docmodel_operator.settings import OperatorSettings
 
-from chartlib import CHART, ROOT, container_env, helm, objects, one, render, template
+from testkit.chartlib import CHART, ROOT, container_env, helm, objects, one, render, template
 
 STORE = {"store": {"uri": "s3://acme-docmodel/artifacts"}}
 NAMESPACED = {**STORE, "watchNamespaces": ["ml", "search"]}

@@ -21,7 +21,7 @@ from docmodel_trainer import common, ingest
 from docmodel_trainer.qa import generate as generate_module
 from docmodel_trainer.qa.teacher import Teacher
 
-from corpus import copy_corpus, write_pdf
+from testkit.corpus import copy_corpus, write_pdf
 
 NAME, NAMESPACE = "handbook", "docs"
 
@@ -362,7 +362,7 @@ def test_ingest_revision_comes_from_the_shared_source_selection(tmp_path) -> Non
     from docmodel_trainer import ingest
     from docmodel_trainer.cli import build_parser
 
-    from corpus import CORPUS
+    from testkit.corpus import CORPUS
 
     manifest = yaml.safe_load((CORPUS.parent / "docmodel.yaml").read_text())
     dm = tmp_path / "dm.yaml"

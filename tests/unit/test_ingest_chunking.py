@@ -7,7 +7,7 @@ import itertools
 from docmodel_trainer.chunking import approx_tokens, chunk_document, deduplicate
 from docmodel_trainer.parsing import parse_document
 
-from corpus import CORPUS
+from testkit.corpus import CORPUS
 
 
 def doc_of(text: str, key: str = "guide.md"):

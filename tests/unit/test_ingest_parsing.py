@@ -6,7 +6,7 @@ import pytest
 
 from docmodel_trainer.parsing import Unusable, decode_text, parse_document
 
-from corpus import CORPUS, write_pdf
+from testkit.corpus import CORPUS, write_pdf
 
 
 def blocks(doc, kind):

@@ -17,7 +17,7 @@ from docmodel.artifacts import RevisionLayout, read_manifest
 from docmodel.storage import LocalStore, S3Store
 from docmodel_trainer import common, ingest
 
-from corpus import CORPUS
+from testkit.corpus import CORPUS
 
 
 class FakeS3:

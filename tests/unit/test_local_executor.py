@@ -20,7 +20,7 @@ from docmodel.localexec import LocalExecutor, local_server_env, read_status, sta
 from docmodel.plan import StartStep
 from docmodel.storage import LocalStore, write_json
 
-from invalid_specs import ROOT
+from testkit.invalid_specs import ROOT
 
 REV = "3f2a9c01de"
 SERVING = "0000000001"

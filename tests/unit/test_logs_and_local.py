@@ -12,7 +12,7 @@ import yaml
 from docmodel.cli import main
 from docmodel.logs import JsonFormatter, setup_logging
 
-from invalid_specs import ROOT
+from testkit.invalid_specs import ROOT
 
 
 def test_json_logs_keep_tracebacks() -> None:

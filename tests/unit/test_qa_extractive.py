@@ -8,7 +8,7 @@ from docmodel_trainer.chunking import Passage, chunk_document
 from docmodel_trainer.parsing import parse_document
 from docmodel_trainer.qa.extractive import extract_pairs
 
-from corpus import CORPUS
+from testkit.corpus import CORPUS
 
 
 def pairs_of(markdown: str) -> dict[str, str]:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e.dataset_factory import docmodel_manifest, publish_dataset
 
 from docmodel.artifacts import Manifest, RevisionLayout, publish_dir
 from docmodel.storage import LocalStore
@@ -22,6 +21,8 @@ from docmodel_trainer.common import (
     JobError,
 )
 from docmodel_trainer.evaluate import report_covers
+
+from testkit.dataset_factory import docmodel_manifest, publish_dataset
 
 LAYOUT = RevisionLayout("docs", "handbook", "r1")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).with_name("data") / "invalid_specs.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data" / "invalid_specs.yaml"
 BASE = ROOT / "examples" / "minimal.yaml"
 
 

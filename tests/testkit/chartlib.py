@@ -21,7 +21,7 @@ import yaml
 
 from docmodel_devenv import build
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "docmodel-operator"
 ARGOCD = ROOT / "argocd"
 HEALTH = ARGOCD / "resource_customizations" / "docmodel.dev" / "DocModel"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parents[1] / "examples" / "local" / "docs"
+CORPUS = Path(__file__).resolve().parents[2] / "examples" / "local" / "docs"
 
 LEAVE_POLICY = [
     "Leave Policy",
