@@ -22,7 +22,6 @@ Without `--base-model`, the base model's name in the DocModel is used; `--base-m
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -60,7 +59,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO_DIR = ROOT / "examples" / "local"
 DEFAULT_STORE = Path(os.environ.get("DOCMODEL_LOCAL_STORE", "~/.cache/docmodel/local-store"))
 TINY_CACHE = Path("~/.cache/docmodel/models").expanduser()
-TINY_BUILDER = ROOT / "trainer-image" / "docmodel_trainer" / "tinymodel.py"
 SERVER_READY_SECONDS = 300.0
 
 
@@ -129,28 +127,27 @@ def _trainer(*args: str) -> list[str]:
 
 
 def tiny_model() -> Path:
-    """The demo's base model, cached under a key of its builder's code and the bundled docs."""
-    digest = hashlib.sha256(TINY_BUILDER.read_bytes())
-    for doc in sorted(p for p in (DEMO_DIR / "docs").rglob("*") if p.is_file()):
-        digest.update(doc.relative_to(DEMO_DIR).as_posix().encode() + doc.read_bytes())
-    path = TINY_CACHE / f"tiny-llama-{digest.hexdigest()[:12]}"
-    if not (path / "config.json").exists():
-        # The demo's base model: a tiny Llama that has read the bundled docs (a stand-in for
-        # a real base model's pretraining); see docmodel_trainer.tinymodel.
-        _run_step(
-            "tiny-model",
-            _trainer(
-                "tiny-model",
-                str(path),
-                "--corpus",
-                str(DEMO_DIR / "docs"),
-                "--hidden-size",
-                "128",
-                "--pretrain-steps",
-                "300",
-            ),
-        )
-    return path
+    """The demo's base model: a tiny Llama that has read the bundled docs (a stand-in for a real
+    base model's pretraining; see docmodel_trainer.tinymodel), built once by the trainer under a
+    key of its own code, the settings and the docs, and reused."""
+    argv = _trainer(
+        "tiny-model",
+        "--cache-dir",
+        str(TINY_CACHE),
+        "--corpus",
+        str(DEMO_DIR / "docs"),
+        "--hidden-size",
+        "128",
+        "--pretrain-steps",
+        "300",
+    )
+    log.info("Started step=tiny-model")
+    started = time.monotonic()
+    result = subprocess.run(argv, check=False, stdout=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise LocalRunError(f"step tiny-model failed with exit code {result.returncode}")
+    log.info("Finished step=tiny-model seconds=%.1f", time.monotonic() - started)
+    return Path(result.stdout.strip().splitlines()[-1])
 
 
 def _load_manifest(path: Path) -> dict[str, Any]:

@@ -33,3 +33,29 @@ def test_validate_reports_unreadable_yaml(
     bad.write_text("spec: [unclosed\n")
     assert main(["validate", str(bad)]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_tiny_model_cache_key_follows_the_builder_settings_and_corpus(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Local mode asks the trainer for its demo model by key; the core never reads the
+    trainer's source itself."""
+    import argparse
+
+    from docmodel_trainer import tinymodel_cli
+
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("# A\n\nText.\n")
+    parser = argparse.ArgumentParser()
+    tinymodel_cli.add_arguments(parser)
+
+    def key(*argv: str) -> str:
+        return tinymodel_cli.cache_key(parser.parse_args(["--cache-dir", "x", *argv]))
+
+    first = key("--corpus", str(corpus))
+    assert first == key("--corpus", str(corpus))
+    assert first != key("--corpus", str(corpus), "--hidden-size", "128")
+    (corpus / "a.md").write_text("# A\n\nOther text.\n")
+    assert first != key("--corpus", str(corpus))
+    from docmodel import local
+
+    assert "trainer-image" not in Path(local.__file__).read_text()
