@@ -43,10 +43,13 @@ class AnswerStats:
 
 
 class Answerer(Protocol):
-    engine: str
-    batch_size: int | None
     tokenizer: Any
     stats: list[AnswerStats]  # of the last `answer` call, in its order
+
+    @property
+    def engine(self) -> str: ...
+    @property
+    def batch_size(self) -> int | None: ...
 
     def answer(
         self, adapter: str | None, conversations: Sequence[Conversation], label: str = ""

@@ -142,10 +142,10 @@ def run(args: argparse.Namespace) -> int:
     pairs, capped = cap_pairs(
         generated.pairs, spec.dataset.max_pairs_per_document, spec.dataset.seed
     )
-    for source, lost in sorted(capped.items()):
+    for document, lost in sorted(capped.items()):
         log.warning(
             "Capped pairs document=%s kept=%d dropped=%d (dataset.maxPairsPerDocument)",
-            source,
+            document,
             spec.dataset.max_pairs_per_document,
             lost,
         )
@@ -155,14 +155,14 @@ def run(args: argparse.Namespace) -> int:
     )
     leak = leakage.check(split.train, split.eval)
     train, evals = split.train, leak.kept
-    for item in leak.dropped:
+    for drop in leak.dropped:
         log.info(
             "Dropped eval item id=%s check=%s similarity=%.3f ngram_overlap=%.3f nearest_train=%s",
-            item["id"],
-            item["check"],
-            item["similarity"],
-            item["ngram_overlap"],
-            item["nearest_train_id"],
+            drop["id"],
+            drop["check"],
+            drop["similarity"],
+            drop["ngram_overlap"],
+            drop["nearest_train_id"],
         )
     stats = DatasetStats(
         documents_listed=len(listing.matched),

@@ -104,7 +104,7 @@ def render(report: EvalReport, verdict: Decision) -> str:
         f"<td class='num'>{c.prompts_trimmed}</td></tr>"
         for s, c in report.costs.items()
     )
-    d = report.diagnostics
+    diag = report.diagnostics
     leak = report.leakage
 
     def pct(v: float | None) -> str:
@@ -118,9 +118,9 @@ def render(report: EvalReport, verdict: Decision) -> str:
         else ""
     ) + (
         f"<li>Retrieval recall@{report.top_k}: the baseline was given the passage the answer came "
-        f"from for {pct(d.retrieval_recall_at_k)} of {d.questions_with_passage} questions, and a "
-        f"passage of the right document for {pct(d.retrieval_document_recall_at_k)}.</li>"
-        f"<li>Context: prompts fitted to {d.context_tokens or 'n/a'} tokens with room for the "
+        f"from for {pct(diag.retrieval_recall_at_k)} of {diag.questions_with_passage} questions, and a "
+        f"passage of the right document for {pct(diag.retrieval_document_recall_at_k)}.</li>"
+        f"<li>Context: prompts fitted to {diag.context_tokens or 'n/a'} tokens with room for the "
         "answer; trimmed prompts are counted per system below.</li>"
     )
     if leak:

@@ -158,11 +158,12 @@ def build_trainer(
     `trainer.seen` records every example it computed (see `trainset.Seen`)."""
     from trl import SFTTrainer
 
-    class CountingSFTTrainer(SFTTrainer):  # type: ignore[misc]
+    class CountingSFTTrainer(SFTTrainer):
         """Counts computed positions, real tokens and loss tokens of every training micro-batch."""
 
         counts: TokenCounts
         seen: trainset.Seen
+        progress: ProgressLogger
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
             if model.training:
@@ -197,7 +198,7 @@ def build_trainer(
     return trainer
 
 
-class ProgressLogger(TrainerCallback):  # type: ignore[misc]
+class ProgressLogger(TrainerCallback):
     """Logs `Trained step=10/120 loss=2.3141 tokens_per_s=1234 eta_s=40` and keeps the curve."""
 
     def __init__(self, counts: TokenCounts):
@@ -229,7 +230,7 @@ class ProgressLogger(TrainerCallback):  # type: ignore[misc]
         )
 
 
-class CheckpointSync(TrainerCallback):  # type: ignore[misc]
+class CheckpointSync(TrainerCallback):
     """Copies each saved checkpoint to the artifact store, so a restarted pod can resume.
 
     `upload(local_dir, step)` does the copy; it writes a completion marker last.

@@ -125,7 +125,7 @@ def build_tiny_llama(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
-        rope_theta=500000.0,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
         # Llama's 0.02 suits hidden sizes in the thousands; at 64 it leaves the frozen LM head
         # unable to express anything but a near-uniform distribution, so LoRA could not learn.
         initializer_range=initializer_range,
