@@ -1,0 +1,111 @@
+"""Each shared concept is defined once, in the layer that owns it: a syntax-tree census of
+the source packages (so a reshaped copy under the same name is caught), and identity checks
+that the images use the core's definitions rather than copies."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from testkit.invalid_specs import ROOT
+
+PACKAGES = [
+    ROOT / "core" / "docmodel",
+    ROOT / "operator" / "docmodel_operator",
+    ROOT / "trainer-image" / "docmodel_trainer",
+    ROOT / "server-image" / "docmodel_server",
+    ROOT / "devenv" / "docmodel_devenv",
+]
+
+# Concept -> the one module (relative to the repository) allowed to define it.
+ONE_DEFINITION = {
+    "EXIT_OK": "core/docmodel/failures.py",
+    "EXIT_UNEXPECTED": "core/docmodel/failures.py",
+    "EXIT_BAD_INPUT": "core/docmodel/failures.py",
+    "EXIT_NO_DATA": "core/docmodel/failures.py",
+    "EXIT_STORAGE": "core/docmodel/failures.py",
+    "EXIT_UPSTREAM": "core/docmodel/failures.py",
+    "S3Credentials": "core/docmodel/storage.py",
+    "VLLM_LORA_RANKS": "core/docmodel/modelfacts.py",
+    "stop_token_ids": "core/docmodel/modelfacts.py",
+    "peft_compat": "core/docmodel/modelfacts.py",
+    "Verdict": "core/docmodel/api.py",
+    "fetch_adapter": "core/docmodel/artifacts.py",
+    "paired_bootstrap": "core/docmodel/stats.py",
+}
+# Wrappers that adapt the core's definition to a job (error -> exit code) and say so.
+WRAPPERS = {("fetch_adapter", "trainer-image/docmodel_trainer/fetch.py")}
+
+
+def definitions(packages: list[Path] = PACKAGES, root: Path = ROOT) -> dict[str, list[str]]:
+    """Every name bound by def, class or assignment (not by an import), and where."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for package in packages:
+        for path in sorted(package.rglob("*.py")):
+            where = path.relative_to(root).as_posix()
+            tree = ast.parse(path.read_text(), filename=where)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    found[node.name].append(where)
+                elif isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        if isinstance(target, ast.Name):
+                            found[target.id].append(where)
+                elif (
+                    isinstance(node, ast.AnnAssign)
+                    and isinstance(node.target, ast.Name)
+                    and node.value is not None
+                ):
+                    found[node.target.id].append(where)
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(ONE_DEFINITION))
+def test_exactly_one_definition(name: str) -> None:
+    places = [p for p in definitions()[name] if (name, p) not in WRAPPERS]
+    assert places == [ONE_DEFINITION[name]], f"{name} is defined in {places}"
+
+
+def test_the_images_use_the_cores_definitions() -> None:
+    from docmodel import artifacts, failures, modelfacts
+    from docmodel_server import engine, fetch, vllm_engine
+    from docmodel_trainer import common, generation, modeling
+
+    assert fetch.fetch_adapter is artifacts.fetch_adapter
+    assert modeling.peft_compat is modelfacts.peft_compat
+    assert engine.peft_compat is modelfacts.peft_compat
+    assert engine.stop_token_ids is modelfacts.stop_token_ids
+    assert generation.stop_token_ids is modelfacts.stop_token_ids
+    assert vllm_engine.vllm_max_lora_rank is modelfacts.vllm_max_lora_rank
+    for name in ("EXIT_OK", "EXIT_BAD_INPUT", "EXIT_NO_DATA", "EXIT_STORAGE", "EXIT_UPSTREAM"):
+        assert getattr(common, name) is getattr(failures, name)
+
+
+def test_the_gates_decision_is_named_with_the_apis_verdict() -> None:
+    import typing
+
+    from docmodel import api, gate
+
+    assert typing.get_type_hints(gate.Decision.name.fget)["return"] is api.Verdict
+
+
+def test_the_census_sees_a_reshaped_copy(tmp_path: Path) -> None:
+    """A copy in another shape (an annotated assignment of a computed tuple where the original
+    is a literal, or a lambda bound to a function's name) is still a second definition."""
+    core, image = tmp_path / "core", tmp_path / "image"
+    core.mkdir()
+    image.mkdir()
+    (core / "facts.py").write_text(
+        "VLLM_LORA_RANKS = (1, 8, 16)\n\ndef stop_token_ids(tok):\n    return [tok.eos]\n"
+    )
+    (image / "copy.py").write_text(
+        "class Engine:\n"
+        "    VLLM_LORA_RANKS: tuple[int, ...] = tuple(range(8, 24, 8))\n"
+        "stop_token_ids = lambda tok: [tok.eos]\n"
+    )
+    found = definitions([core, image], tmp_path)
+    assert found["VLLM_LORA_RANKS"] == ["core/facts.py", "image/copy.py"]
+    assert found["stop_token_ids"] == ["core/facts.py", "image/copy.py"]
