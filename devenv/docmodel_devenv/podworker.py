@@ -211,7 +211,7 @@ class PodWorker(threading.Thread):
                 if policy == "Never":
                     self._push("Failed")
                     log.info(
-                        "Pod finished pod=%s phase=Failed initContainer=%s",
+                        "Pod finished pod=%s phase=Failed init_container=%s",
                         self.key,
                         container.name,
                     )
@@ -321,7 +321,7 @@ class PodWorker(threading.Thread):
             container.liveness.ok = True
         container.state = {"running": {"startedAt": now()}}
         log.info(
-            "Started container pod=%s container=%s pid=%d podIP=%s",
+            "Started container pod=%s container=%s pid=%d pod_ip=%s",
             self.key,
             container.name,
             container.process.pid,
@@ -341,7 +341,7 @@ class PodWorker(threading.Thread):
             terminated["message"] = tail(container.log_path, container.log_offset)
         container.state = {"terminated": terminated}
         log.info(
-            "Container terminated pod=%s container=%s exitCode=%d", self.key, container.name, code
+            "Container terminated pod=%s container=%s exit_code=%d", self.key, container.name, code
         )
 
     def _probe(self, container: Container, spec: Obj) -> bool:

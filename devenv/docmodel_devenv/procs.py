@@ -120,7 +120,7 @@ def kill_recorded(recorded: Identity) -> str:
         return "killed"
     if current is not None:
         log.info(
-            "Skipped process reused since recorded pid=%d recordedStart=%d start=%d exe=%s",
+            "Skipped process reused since recorded pid=%d recorded_start=%d start=%d exe=%s",
             recorded.pid,
             recorded.start_time,
             current.start_time,

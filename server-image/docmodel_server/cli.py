@@ -57,7 +57,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = ServerSettings.from_env(engine=args.engine, host=args.host, port=args.port)
     engine, why = choose_engine(settings.engine, args.dry_run)
     log.info(
-        "Chose engine=%s reason=%r servedName=%s revision=%s",
+        "Chose engine=%s reason=%r served_name=%s revision=%s",
         engine,
         why,
         settings.served_name,

@@ -136,7 +136,7 @@ class LocalEngine:
         limit = getattr(model.config, "max_position_embeddings", None) or max_model_len
         engine = cls(model, tokenizer, min(max_model_len, int(limit)), max_batch_size)
         log.info(
-            "Loaded model base=%s adapter=%s maxModelLen=%d maxBatchSize=%d threads=%d",
+            "Loaded model base=%s adapter=%s max_model_len=%d max_batch_size=%d threads=%d",
             base,
             adapter_dir,
             engine.max_model_len,

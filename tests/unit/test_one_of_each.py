@@ -109,3 +109,28 @@ def test_the_census_sees_a_reshaped_copy(tmp_path: Path) -> None:
     found = definitions([core, image], tmp_path)
     assert found["VLLM_LORA_RANKS"] == ["core/facts.py", "image/copy.py"]
     assert found["stop_token_ids"] == ["core/facts.py", "image/copy.py"]
+
+
+def test_log_keys_are_snake_case() -> None:
+    """`key=value` log lines use one key style everywhere (parsers and dashboards rely on it);
+    an all-capitals name is an environment variable being quoted, not a key."""
+    import re
+
+    key = re.compile(r"\b([A-Za-z][A-Za-z0-9_]*)=%")
+    methods = {"debug", "info", "warning", "error", "exception", "critical"}
+    bad = []
+    for package in PACKAGES:
+        for path in sorted(package.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in methods
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)
+                ):
+                    for name in key.findall(node.args[0].value):
+                        if name != name.lower() and not name.isupper():  # upper: a variable
+                            bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert not bad, bad
