@@ -1,4 +1,5 @@
-"""The server's one typed configuration, read from the environment the operator sets.
+"""The server's one typed configuration (pydantic-settings), read from the environment the
+operator sets.
 
 | Variable                          | Default                              | Meaning |
 |-----------------------------------|--------------------------------------|---------|
@@ -31,10 +32,19 @@ import os
 import shlex
 import tempfile
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from docmodel.api import DEFAULT_BASE_MODEL
 
@@ -42,15 +52,33 @@ ENV_PREFIX = "DOCMODEL_"
 
 Engine = Literal["auto", "vllm", "local"]
 
+# The environment `from_env` reads: the process's, or a mapping a caller (a test) passes.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("docmodel_server_env", default=None)
+
 
 class SettingsError(ValueError):
     """The environment does not describe a valid server; the message names the variable."""
 
 
-class ServerSettings(BaseModel):
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over `_ENVIRON` (default: `os.environ`)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _ENVIRON.get()
+        return parse_env_vars(
+            os.environ if env is None else env,
+            self.case_sensitive,
+            self.env_ignore_empty,
+            self.env_parse_none_str,
+        )
+
+
+class ServerSettings(BaseSettings):
     """Everything the server process needs; built once at start by `from_env`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True
+    )
 
     served_name: str = Field(min_length=1, max_length=256, pattern=r"^[^\s=,]+$")
     adapter_uri: str = Field(min_length=1)
@@ -60,43 +88,55 @@ class ServerSettings(BaseModel):
     max_lora_rank: int | None = Field(default=None, ge=1, le=512)
     max_model_len: int = Field(default=8192, ge=16, le=1_048_576)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
-    host: str = "0.0.0.0"
+    host: str = Field(
+        default_factory=lambda: (_ENVIRON.get() or os.environ).get("POD_IP") or "0.0.0.0"
+    )
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: SecretStr | None = None
     engine: Engine = "auto"
     max_batch_size: int = Field(default=8, ge=1, le=256)
     cpu_threads: int | None = Field(default=None, ge=1, le=1024)
     workdir: Path = Field(default_factory=lambda: default_workdir())
-    vllm_extra_args: list[str] = Field(default_factory=list)
+    vllm_extra_args: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init values) win over the environment; no .env or secrets files are read.
+        return (init_settings, _Environment(settings_cls))
+
+    @field_validator("vllm_extra_args", mode="before")
+    @classmethod
+    def _shell_split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (it is split like a shell command line)") from None
+        return value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
-        """Read `DOCMODEL_*` variables (empty counts as unset); `overrides` win (CLI flags)."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw.strip() != "":
-                values[name] = raw.strip()
-        if "host" not in values and env.get("POD_IP"):
-            values["host"] = env["POD_IP"]
-        if "vllm_extra_args" in values:
-            try:
-                values["vllm_extra_args"] = shlex.split(values["vllm_extra_args"])
-            except ValueError as exc:
-                raise SettingsError(
-                    f"invalid server configuration: {ENV_PREFIX}VLLM_EXTRA_ARGS: {exc} "
-                    "(it is split like a shell command line)"
-                ) from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        """Read `DOCMODEL_*` variables (empty counts as unset) of `env` (default: the process's);
+        `overrides` that are not None win (CLI flags)."""
+        token = _ENVIRON.set(env)
         try:
-            return cls.model_validate(values)
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
             problems = []
             for error in exc.errors():
                 field = str(error["loc"][0]) if error["loc"] else ""
-                problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+                message = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
             raise SettingsError("invalid server configuration: " + "; ".join(problems)) from None
+        finally:
+            _ENVIRON.reset(token)
 
     @property
     def torch_threads(self) -> int:
