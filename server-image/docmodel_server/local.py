@@ -25,7 +25,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
@@ -187,77 +188,76 @@ def _param(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-# ------------------------------------------------------------------------------- the app
+# ------------------------------------------------------------------------------- responses
 
 
-def create_app(
-    engine: Engine,
-    *,
-    served_name: str,
-    base_name: str,
-    api_key: str | None = None,
-    revision: str | None = None,
-) -> FastAPI:
-    """The FastAPI app serving `engine` as `served_name` (adapter on) and `base_name` (off)."""
-    app = FastAPI(title="DocModel server", docs_url=None, redoc_url=None, openapi_url=None)
-    metrics = ServerMetrics(served_name, revision, engine)
-    created = int(time.time())
-    models = {served_name: True}  # name -> adapter on?
-    if base_name != served_name:
-        models[base_name] = False
+@dataclass(frozen=True)
+class Shape:
+    """One response shape, built the same way streaming or not: a chat completion (a message,
+    streamed as deltas after a role delta) or a text completion (text, streamed as text)."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param)
+    id_prefix: str
+    object: str  # of the whole answer
+    chunk_object: str  # of each streamed chunk
+    chat: bool
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        param = _param(tuple(first.get("loc", ())))
-        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-        return error_response(400, f"{param}: {message}", param)
+    def choice(self, text: str | None, finish: str | None, *, streamed: bool) -> dict[str, Any]:
+        """The one choice of an answer (`streamed=False`) or of a chunk; `text` None: none."""
+        body: dict[str, Any]
+        if not self.chat:
+            body = {"text": text or ""}
+        elif streamed:
+            body = {"delta": {} if text is None else {"content": text}}
+        else:
+            body = {"message": {"role": "assistant", "content": text or ""}}
+        return {"index": 0, **body, "logprobs": None, "finish_reason": finish}
 
-    @app.get("/health")
-    async def health() -> Response:
-        if not engine.alive():
-            return error_response(503, "The generation worker is not running.")
-        return JSONResponse({"status": "ok"})
+    def opening(self) -> dict[str, Any] | None:
+        """The choice a stream starts with: chat announces the assistant's role."""
+        if not self.chat:
+            return None
+        return {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
 
-    @app.get("/ready")
-    async def ready() -> Response:
-        if not engine.alive():
-            return error_response(503, "The model is not loaded yet.")
-        return JSONResponse({"status": "ready", "model": served_name, "revision": revision})
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        metrics.waiting.set(engine.waiting())
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+CHAT = Shape("chatcmpl-", "chat.completion", "chat.completion.chunk", chat=True)
+COMPLETION = Shape("cmpl-", "text_completion", "text_completion", chat=False)
 
-    @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        def card(name: str, adapter: bool) -> dict[str, Any]:
-            return {
-                "id": name,
-                "object": "model",
-                "created": created,
-                "owned_by": "docmodel",
-                "root": name,
-                "parent": base_name if adapter else None,
-                "max_model_len": engine.max_model_len,
-            }
 
-        return {"object": "list", "data": [card(n, a) for n, a in models.items()]}
+def usage(done: Finished) -> dict[str, int]:
+    return {
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+    }
 
-    def resolve(model: str) -> bool:
-        if model not in models:
-            raise ApiError(404, f"The model `{model}` does not exist.", "model")
-        return models[model]
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read: the next message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class Generator:
+    """The steps of one generation request against `engine`: check the prompt's length and
+    settle the sampling, submit the job, then answer whole or stream, in `shape`."""
+
+    def __init__(self, engine: Engine, metrics: ServerMetrics):
+        self.engine = engine
+        self.metrics = metrics
 
     def sampling(
-        req: _Generation, prompt_len: int, max_tokens: int | None, field: str
+        self, req: _Generation, prompt_len: int, max_tokens: int | None, field: str
     ) -> SamplingParams:
-        limit = engine.max_model_len
+        limit = self.engine.max_model_len
         if prompt_len >= limit:
             raise ApiError(
                 400,
@@ -275,6 +275,7 @@ def create_app(
                 f"{max_tokens} in the completion). Reduce max_tokens or the {field}.",
                 "max_tokens",
             )
+        engine = self.engine
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=engine.default_temperature if req.temperature is None else req.temperature,
@@ -283,8 +284,8 @@ def create_app(
             seed=req.seed,
         )
 
-    async def run(
-        prompt_ids: list[int], params: SamplingParams, adapter: bool
+    def submit(
+        self, prompt_ids: list[int], params: SamplingParams, adapter: bool
     ) -> tuple[Job, asyncio.Queue[Event]]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
@@ -293,10 +294,47 @@ def create_app(
             loop.call_soon_threadsafe(events.put_nowait, event)
 
         job = Job(prompt_ids, params, adapter, emit)
-        engine.submit(job)
+        self.engine.submit(job)
         return job, events
 
-    async def collect(job: Job, events: asyncio.Queue[Event]) -> tuple[str, Finished]:
+    def account(self, done: Finished) -> None:
+        self.metrics.prompt_tokens.inc(done.prompt_tokens)
+        self.metrics.generated_tokens.inc(done.completion_tokens)
+
+    async def respond(
+        self,
+        shape: Shape,
+        req: _Generation,
+        request: Request,
+        prompt_ids: list[int],
+        max_tokens: int | None,
+        field: str,
+        adapter: bool,
+    ) -> dict[str, Any] | StreamingResponse:
+        """The whole request after the prompt is tokenized: one builder for both paths."""
+        params = self.sampling(req, len(prompt_ids), max_tokens, field)
+        job, events = self.submit(prompt_ids, params, adapter)
+        head = {
+            "id": f"{shape.id_prefix}{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": req.model,
+        }
+        if req.stream:
+            include = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(
+                self.stream(shape, head, job, events, include),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        text, done = await self.answer(request, job, events)
+        return {
+            **head,
+            "object": shape.object,
+            "choices": [shape.choice(text, done.finish_reason, streamed=False)],
+            "usage": usage(done),
+        }
+
+    async def collect(self, job: Job, events: asyncio.Queue[Event]) -> tuple[str, Finished]:
         parts: list[str] = []
         try:
             while True:
@@ -304,7 +342,7 @@ def create_app(
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                 elif isinstance(event, Finished):
-                    account(event)
+                    self.account(event)
                     return "".join(parts), event
                 else:
                     raise ApiError(500, event.message)
@@ -314,12 +352,12 @@ def create_app(
             job.cancelled.set()
 
     async def answer(
-        request: Request, job: Job, events: asyncio.Queue[Event]
+        self, request: Request, job: Job, events: asyncio.Queue[Event]
     ) -> tuple[str, Finished]:
         """`collect`, raced against the client's disconnect (which Starlette does not act on
         for a handler that is still running): a client that leaves cancels its generation."""
-        collecting = asyncio.ensure_future(collect(job, events))
-        watching = asyncio.ensure_future(disconnected(request))
+        collecting = asyncio.ensure_future(self.collect(job, events))
+        watching = asyncio.ensure_future(_disconnected(request))
         try:
             await asyncio.wait({collecting, watching}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -330,45 +368,29 @@ def create_app(
         log.info("Cancelled generation of a disconnected client endpoint=%s", request.url.path)
         raise ApiError(499, "The client closed the request.")
 
-    async def disconnected(request: Request) -> None:
-        # The body has been read: the next message is the disconnect.
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    def account(done: Finished) -> None:
-        metrics.prompt_tokens.inc(done.prompt_tokens)
-        metrics.generated_tokens.inc(done.completion_tokens)
-
-    def usage(done: Finished) -> dict[str, int]:
-        return {
-            "prompt_tokens": done.prompt_tokens,
-            "completion_tokens": done.completion_tokens,
-            "total_tokens": done.prompt_tokens + done.completion_tokens,
-        }
-
-    def sse(payload: dict[str, Any]) -> bytes:
-        return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
-
     async def stream(
+        self,
+        shape: Shape,
+        head: dict[str, Any],
         job: Job,
         events: asyncio.Queue[Event],
-        chunk: Callable[[dict[str, Any] | None, str | None], dict[str, Any]],
-        first: dict[str, Any] | None,
         include_usage: bool,
-        make_usage_chunk: Callable[[Finished], dict[str, Any]],
     ) -> AsyncIterator[bytes]:
+        head = {**head, "object": shape.chunk_object}
         try:
-            if first is not None:
-                yield sse(first)
+            opening = shape.opening()
+            if opening is not None:
+                yield sse({**head, "choices": [opening]})
             while True:
                 event = await events.get()
                 if isinstance(event, TextDelta):
-                    yield sse(chunk({"text": event.text}, None))
+                    yield sse({**head, "choices": [shape.choice(event.text, None, streamed=True)]})
                 elif isinstance(event, Finished):
-                    account(event)
-                    yield sse(chunk(None, event.finish_reason))
+                    self.account(event)
+                    finish = shape.choice(None, event.finish_reason, streamed=True)
+                    yield sse({**head, "choices": [finish]})
                     if include_usage:
-                        yield sse(make_usage_chunk(event))
+                        yield sse({**head, "choices": [], "usage": usage(event)})
                     break
                 else:
                     yield sse(error_body(500, event.message))
@@ -377,10 +399,96 @@ def create_app(
         finally:
             job.cancelled.set()  # the client went away, or we are done: stop generating
 
-    def streaming(body: AsyncIterator[bytes]) -> StreamingResponse:
-        return StreamingResponse(
-            body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
+
+# ------------------------------------------------------------------------------- the app
+
+
+def create_app(
+    engine: Engine,
+    *,
+    served_name: str,
+    base_name: str,
+    api_key: str | None = None,
+    revision: str | None = None,
+) -> FastAPI:
+    """The FastAPI app serving `engine` as `served_name` (adapter on) and `base_name` (off)."""
+    app = FastAPI(title="DocModel server", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics = ServerMetrics(served_name, revision, engine)
+    models = {served_name: True}  # name -> adapter on?
+    if base_name != served_name:
+        models[base_name] = False
+    _add_error_handlers(app)
+    _add_probes(app, engine, metrics, served_name, revision)
+    _add_models(app, engine, models, base_name)
+    _add_generation(app, engine, Generator(engine, metrics), models)
+    # The last middleware added is the outermost: metrics see every answer, 401s included.
+    if api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        param = _param(tuple(first.get("loc", ())))
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        return error_response(400, f"{param}: {message}", param)
+
+
+def _add_probes(
+    app: FastAPI, engine: Engine, metrics: ServerMetrics, served_name: str, revision: str | None
+) -> None:
+    @app.get("/health")
+    async def health() -> Response:
+        if not engine.alive():
+            return error_response(503, "The generation worker is not running.")
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if not engine.alive():
+            return error_response(503, "The model is not loaded yet.")
+        return JSONResponse({"status": "ready", "model": served_name, "revision": revision})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        metrics.waiting.set(engine.waiting())
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_models(app: FastAPI, engine: Engine, models: dict[str, bool], base_name: str) -> None:
+    created = int(time.time())
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        def card(name: str, adapter: bool) -> dict[str, Any]:
+            return {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "docmodel",
+                "root": name,
+                "parent": base_name if adapter else None,
+                "max_model_len": engine.max_model_len,
+            }
+
+        return {"object": "list", "data": [card(n, a) for n, a in models.items()]}
+
+
+def _add_generation(
+    app: FastAPI, engine: Engine, generator: Generator, models: dict[str, bool]
+) -> None:
+    def resolve(model: str) -> bool:
+        if model not in models:
+            raise ApiError(404, f"The model `{model}` does not exist.", "model")
+        return models[model]
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(
@@ -390,58 +498,10 @@ def create_app(
         prompt_ids = engine.chat_prompt(
             [{"role": m.role, "content": m.text()} for m in req.messages]
         )
-        params = sampling(
-            req, len(prompt_ids), req.max_completion_tokens or req.max_tokens, "messages"
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        return await generator.respond(
+            CHAT, req, request, prompt_ids, max_tokens, "messages", adapter
         )
-        job, events = await run(prompt_ids, params, adapter)
-        rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        head = {"id": rid, "object": "chat.completion.chunk", "created": now, "model": req.model}
-
-        if req.stream:
-
-            def chunk(delta: dict[str, Any] | None, finish: str | None) -> dict[str, Any]:
-                content = {} if delta is None else {"content": delta["text"]}
-                choice = {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
-                return {**head, "choices": [choice]}
-
-            first = {
-                **head,
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                ],
-            }
-            include = bool(req.stream_options and req.stream_options.include_usage)
-            return streaming(
-                stream(
-                    job,
-                    events,
-                    chunk,
-                    first,
-                    include,
-                    lambda d: {**head, "choices": [], "usage": usage(d)},
-                )
-            )
-        text, done = await answer(request, job, events)
-        return {
-            "id": rid,
-            "object": "chat.completion",
-            "created": now,
-            "model": req.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
-                    "finish_reason": done.finish_reason,
-                }
-            ],
-            "usage": usage(done),
-        }
 
     @app.post("/v1/completions", response_model=None)
     async def complete(
@@ -449,41 +509,6 @@ def create_app(
     ) -> dict[str, Any] | StreamingResponse:
         adapter = resolve(req.model)
         prompt_ids = engine.encode(req.prompt_text())
-        params = sampling(req, len(prompt_ids), req.max_tokens, "prompt")
-        job, events = await run(prompt_ids, params, adapter)
-        rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        head = {"id": rid, "object": "text_completion", "created": now, "model": req.model}
-
-        if req.stream:
-
-            def chunk(delta: dict[str, Any] | None, finish: str | None) -> dict[str, Any]:
-                text = "" if delta is None else delta["text"]
-                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-                return {**head, "choices": [choice]}
-
-            include = bool(req.stream_options and req.stream_options.include_usage)
-            return streaming(
-                stream(
-                    job,
-                    events,
-                    chunk,
-                    None,
-                    include,
-                    lambda d: {**head, "choices": [], "usage": usage(d)},
-                )
-            )
-        text, done = await answer(request, job, events)
-        return {
-            **head,
-            "choices": [
-                {"index": 0, "text": text, "logprobs": None, "finish_reason": done.finish_reason}
-            ],
-            "usage": usage(done),
-        }
-
-    # The last middleware added is the outermost: metrics see every answer, 401s included.
-    if api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.state.metrics = metrics
-    return app
+        return await generator.respond(
+            COMPLETION, req, request, prompt_ids, req.max_tokens, "prompt", adapter
+        )
