@@ -69,14 +69,49 @@ def test_config_must_be_a_mapping(tmp_path, seen, capsys, text) -> None:  # type
     assert not seen
 
 
-def test_config_values_are_checked_like_flags(tmp_path, seen, capsys) -> None:  # type: ignore[no-untyped-def]
-    assert main(["ingest", "--config", str(config(tmp_path, "log-format: xml\n"))]) == 2
-    assert "log-format must be one of text, json, not xml" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("log-format: xml\n", "argument --log-format: invalid choice: 'xml'"),
+        ("workers: many\n", "argument --workers: invalid int value: 'many'"),
+        ("no-cache: maybe\n", "argument --no-cache: ignored explicit argument 'maybe'"),
+        ("workers: true\n", "argument --workers: expected one argument"),
+    ],
+)
+def test_config_values_are_checked_by_argparse_like_flags(
+    tmp_path, seen, capsys, text, message
+) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SystemExit) as exc:
-        main(["ingest", "--config", str(config(tmp_path, "workers: many\n"))])
+        main(["ingest", "--config", str(config(tmp_path, text))])
     assert exc.value.code == EXIT_BAD_INPUT
-    assert "invalid int value: 'many'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not seen
+
+
+def test_config_list_values_and_nested_configs_are_refused(tmp_path, seen, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["ingest", "--config", str(config(tmp_path, "workers: [1, 2]\n"))]) == 2
+    assert "workers must be a single value" in capsys.readouterr().err
+    assert main(["ingest", "--config", str(config(tmp_path, "config: other.yaml\n"))]) == 2
+    assert "cannot name another config file" in capsys.readouterr().err
+    assert not seen
+
+
+def test_config_booleans_set_or_leave_a_switch(tmp_path, seen) -> None:  # type: ignore[no-untyped-def]
+    work = ["--workdir", str(tmp_path / "w"), "--store", str(tmp_path / "s")]
+    assert main(["ingest", "--config", str(config(tmp_path, "no-cache: true\n")), *work]) == 0
+    assert seen[-1].no_cache is True
+    assert main(["ingest", "--config", str(config(tmp_path, "no_cache: false\n")), *work]) == 0
+    assert seen[-1].no_cache is False
+
+
+def test_the_config_merge_reads_no_private_argparse_state() -> None:
+    import inspect
+    import re
+
+    from docmodel_trainer import common
+
+    source = inspect.getsource(common.apply_config_file)
+    assert not re.search(r"\._[a-z]", source), "reads a private attribute"
 
 
 def test_unreadable_config_is_rejected(tmp_path, seen, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -98,7 +98,11 @@ def apply_config_file(
     commands: Mapping[str, argparse.ArgumentParser],
 ) -> argparse.Namespace:
     """Parse argv; values from --config fill the chosen command's flags not given on the command
-    line. Keys are flag names, with dashes or underscores (`max-steps`, `max_steps`)."""
+    line. Keys are flag names, with dashes or underscores (`max-steps`, `max_steps`).
+
+    The file's values become flags (`key: value` -> `--key=value`; `key: true` -> `--key`,
+    `key: false` -> nothing) placed before the command line's own, so argparse checks them as it
+    checks any flag and a flag given on the command line wins (the last one counts)."""
     args = parser.parse_args(argv)
     path = getattr(args, "config", None)
     if not path:
@@ -115,35 +119,31 @@ def apply_config_file(
             "BadConfig",
             2,
         )
-    command = commands[args.command]
-    actions = {
-        a.dest: a for a in command._actions if a.dest not in (argparse.SUPPRESS, "help", "config")
-    }
-    unknown = sorted(str(k) for k in values if str(k).replace("-", "_") not in actions)
-    if unknown:
+    tokens: list[str] = []
+    for key, value in values.items():
+        flag = "--" + str(key).replace("_", "-")
+        if flag == "--config":
+            raise JobError(f"config file {path} cannot name another config file", "BadConfig", 2)
+        if isinstance(value, list | dict):
+            raise JobError(f"config file {path}: {key} must be a single value", "BadConfig", 2)
+        if value is True:
+            tokens.append(flag)
+        elif value is not False and value is not None:
+            tokens.append(f"{flag}={value}")
+    _, unknown = commands[args.command].parse_known_args(tokens, argparse.Namespace())
+    names = sorted(
+        str(k)
+        for k in values
+        if any(u.split("=")[0] == "--" + str(k).replace("_", "-") for u in unknown)
+    )
+    if names:
         raise JobError(
-            f"config file {path} has unknown keys for command {args.command}: {', '.join(unknown)}",
+            f"config file {path} has unknown keys for command {args.command}: {', '.join(names)}",
             "BadConfig",
             2,
         )
-    defaults = {}
-    for key, value in values.items():
-        action = actions[str(key).replace("-", "_")]
-        if action.nargs == 0:  # --force, --no-packing: true or false
-            if not isinstance(value, bool):
-                raise JobError(f"config file {path}: {key} must be true or false", "BadConfig", 2)
-        elif isinstance(value, (list, dict)):
-            raise JobError(f"config file {path}: {key} must be a single value", "BadConfig", 2)
-        elif action.choices is not None and value not in action.choices:
-            choices = ", ".join(map(str, action.choices))
-            raise JobError(
-                f"config file {path}: {key} must be one of {choices}, not {value}", "BadConfig", 2
-            )
-        elif value is not None and action.type is not None:
-            value = str(value)  # argparse converts and checks a string default as it does a flag
-        defaults[action.dest] = value
-    command.set_defaults(**defaults)
-    return parser.parse_args(argv)
+    at = argv.index(args.command) + 1
+    return parser.parse_args([*argv[:at], *tokens, *argv[at:]])
 
 
 def load_docmodel(path: Path | None) -> DocModel:
