@@ -137,3 +137,17 @@ def test_given_workdir_is_kept(tmp_path, seen, monkeypatch) -> None:  # type: ig
     monkeypatch.setenv("DOCMODEL_WORKDIR", str(given))
     assert main(["ingest"]) == 0
     assert seen[-1].workdir is None and (given / "checkpoint").is_file()
+
+
+def test_job_settings_come_from_the_environment_and_flags_win(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from docmodel_trainer.common import JobError, JobSettings
+
+    monkeypatch.setenv("DOCMODEL_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("DOCMODEL_REVISION", "")  # empty counts as unset
+    monkeypatch.setenv("DOCMODEL_TEACHER_API_KEY", "sk-env")
+    settings = JobSettings.read()
+    assert settings.store == str(tmp_path / "store") and settings.revision is None
+    assert "sk-env" not in repr(settings)
+    monkeypatch.setenv("DOCMODEL_LOG_FORMAT", "xml")
+    with pytest.raises(JobError, match="DOCMODEL_LOG_FORMAT"):
+        JobSettings.read()

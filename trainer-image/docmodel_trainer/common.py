@@ -19,15 +19,16 @@ import argparse
 import atexit
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docmodel.api import DocModel, SpecError, parse_docmodel
 from docmodel.artifacts import RevisionLayout, open_artifact_store
@@ -43,6 +44,40 @@ from docmodel.failures import EXIT_UPSTREAM as EXIT_UPSTREAM
 from docmodel.storage import ObjectStore
 
 log = logging.getLogger("docmodel.trainer")
+
+
+class JobSettings(BaseSettings):
+    """What a Job's environment may give every trainer command (flags win over these).
+
+    | Variable | Meaning |
+    |---|---|
+    | `DOCMODEL_MANIFEST` | the DocModel as JSON (instead of `--docmodel`) |
+    | `DOCMODEL_STORE` | the artifact store URI (instead of `--store`) |
+    | `DOCMODEL_REVISION` | the revision (instead of `--revision`) |
+    | `DOCMODEL_WORKDIR` | a scratch directory that is kept (instead of `--workdir`) |
+    | `DOCMODEL_LOG_FORMAT` | `text` or `json` (default of `--log-format`) |
+    | `DOCMODEL_TEACHER_API_KEY` | the teacher endpoint's API key (never logged or stored) |
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DOCMODEL_", env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    manifest: str | None = None
+    store: str | None = None
+    revision: str | None = None
+    workdir: Path | None = None
+    log_format: Literal["text", "json"] = "text"
+    teacher_api_key: SecretStr | None = None
+
+    @classmethod
+    def read(cls) -> JobSettings:
+        """The settings of this process's environment; a bad value fails as bad input."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = [f"DOCMODEL_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()]
+            raise JobError("invalid job environment: " + "; ".join(problems), "BadEnv", 2) from None
 
 
 class JobError(Exception):
@@ -88,8 +123,15 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--log-format",
         choices=["text", "json"],
-        default=os.environ.get("DOCMODEL_LOG_FORMAT", "text"),
+        default=_log_format_default(),
     )
+
+
+def _log_format_default() -> str:
+    try:
+        return JobSettings.read().log_format
+    except JobError:
+        return "text"  # the command fails on the bad variable when it reads its settings
 
 
 def apply_config_file(
@@ -152,9 +194,9 @@ def load_docmodel(path: Path | None) -> DocModel:
             raw = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise JobError(f"cannot read DocModel {path}: {exc}", "BadDocModel", 2) from None
-    elif os.environ.get("DOCMODEL_MANIFEST"):
+    elif (manifest := JobSettings.read().manifest) is not None:
         try:
-            raw = json.loads(os.environ["DOCMODEL_MANIFEST"])
+            raw = json.loads(manifest)
         except json.JSONDecodeError as exc:
             raise JobError(f"DOCMODEL_MANIFEST is not JSON: {exc}", "BadDocModel", 2) from None
     else:
@@ -178,13 +220,13 @@ def load_docmodel(path: Path | None) -> DocModel:
 
 def configured_workdir() -> Path | None:
     """DOCMODEL_WORKDIR, when set: kept after the command, so a restarted pod resumes from it."""
-    value = os.environ.get("DOCMODEL_WORKDIR")
-    return Path(value) if value else None
+    return JobSettings.read().workdir
 
 
 def job_context(args: argparse.Namespace) -> JobContext:
     docmodel = load_docmodel(args.docmodel)
-    store_uri = args.store or os.environ.get("DOCMODEL_STORE")
+    settings = JobSettings.read()
+    store_uri = args.store or settings.store
     if not store_uri:
         raise JobError("no artifact store given (--store or DOCMODEL_STORE)", "NoStore", 2)
     workdir = args.workdir or configured_workdir()
@@ -202,6 +244,6 @@ def job_context(args: argparse.Namespace) -> JobContext:
         docmodel=docmodel,
         store=store,
         store_uri=store.uri,
-        revision=args.revision or os.environ.get("DOCMODEL_REVISION") or None,
+        revision=args.revision or settings.revision,
         workdir=workdir,
     )

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -37,10 +36,10 @@ import httpx
 
 from docmodel.api import TeacherSpec
 from docmodel_trainer.chunking import Passage, normalise
+from docmodel_trainer.common import JobSettings
 
 log = logging.getLogger("docmodel.trainer.ingest")
 
-API_KEY_ENV = "DOCMODEL_TEACHER_API_KEY"
 _T = TypeVar("_T")
 MAX_ANSWER_WORDS = 30
 
@@ -103,7 +102,10 @@ class Teacher:
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
         self.sleep = sleep
-        self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        if api_key is None:
+            secret = JobSettings.read().teacher_api_key
+            api_key = secret.get_secret_value() if secret is not None else None
+        self._api_key = api_key or None
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         self._client = httpx.Client(
             base_url=spec.endpoint.rstrip("/") + "/",
