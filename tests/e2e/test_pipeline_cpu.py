@@ -22,6 +22,7 @@ from docmodel_trainer.tinymodel import build_tiny_llama
 
 from testkit.corpus import CORPUS
 from testkit.dataset_factory import docmodel_manifest
+from testkit.logs import events
 
 pytestmark = pytest.mark.e2e
 
@@ -123,4 +124,6 @@ def test_corpus_to_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert leakage["kept_max_similarity"] < leakage["similarity_threshold"]
     assert set(report.costs) == set(report.aggregate)
     assert (rev_dir / "eval" / "report.html").is_file()
-    assert "Evaluated revision=" in capsys.readouterr().err
+    (evaluated,) = events(capsys.readouterr().err, "Evaluated")
+    assert evaluated["questions"] == str(len(report.questions))
+    assert evaluated["verdict"] in {"Promoted", "Rejected"}

@@ -22,6 +22,7 @@ from docmodel_trainer.cli import main
 from docmodel_trainer.tinymodel import build_tiny_llama
 
 from testkit.dataset_factory import docmodel_manifest, publish_dataset, write_corpus
+from testkit.logs import events
 
 pytestmark = pytest.mark.e2e
 
@@ -67,8 +68,9 @@ def test_train_then_evaluate(setup: dict[str, Path], capsys: pytest.CaptureFixtu
     store = setup["store"]
     train_args = ("--epochs", "12", "--learning-rate", "2e-2", "--logging-steps", "1")
     assert job(setup, "train", "work-train", *train_args, "--save-steps", "4") == 0
-    log = capsys.readouterr().err
-    assert "Trained step=1/" in log and "tokens_per_s=" in log and "eta_s=" in log
+    progress = events(capsys.readouterr().err, "Trained")
+    assert progress and progress[0]["step"].startswith("1/")
+    assert all(float(p["tokens_per_s"]) > 0 and float(p["eta_s"]) >= 0 for p in progress)
 
     # The adapter artifact: files listed in the manifest, inputs traced.
     adapter = manifest(store, "adapter")
@@ -113,13 +115,23 @@ def test_train_then_evaluate(setup: dict[str, Path], capsys: pytest.CaptureFixtu
 
     # A second call finds the adapter and does nothing.
     assert job(setup, "train", "work-train-again", *train_args) == 0
-    assert "skipped training" in capsys.readouterr().err
+    (found,) = events(capsys.readouterr().err, "Found adapter")
+    assert found["uri"].endswith(f"rev-{REV}/adapter")
 
     # An older revision "serving now": the same adapter, published under r0.
     upload_tree(adapter_dir, LocalStore(store), f"{NS}/{NAME}/rev-{OLD_REV}/adapter")
     assert job(setup, "evaluate", "work-eval", "--serving-revision", OLD_REV) == 0
     log = capsys.readouterr().err
-    assert "Answered questions=8/8 system=base" in log and "Evaluated revision=r1" in log
+    answered = {f["system"]: f["questions"] for f in events(log, "Answered")}
+    assert answered == {
+        "warm-up": "1/1",
+        "candidate": "8/8",
+        "baseline": "8/8",
+        "base": "8/8",
+        "serving": "8/8",
+    }
+    (evaluated,) = events(log, "Evaluated")
+    assert evaluated["revision"] == REV and evaluated["questions"] == "8"
 
     eval_dir = store / NS / NAME / f"rev-{REV}" / "eval"
     report = EvalReport.model_validate_json((eval_dir / "report.json").read_text())
@@ -161,7 +173,7 @@ def test_train_then_evaluate(setup: dict[str, Path], capsys: pytest.CaptureFixtu
 
     # The same request again: the report stands.
     assert job(setup, "evaluate", "work-eval-again", "--serving-revision", OLD_REV) == 0
-    assert "Found report uri=" in capsys.readouterr().err
+    assert events(capsys.readouterr().err, "Found report")
 
 
 def test_restarted_training_resumes_from_the_stored_checkpoint(

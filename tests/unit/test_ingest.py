@@ -22,6 +22,7 @@ from docmodel_trainer.qa import generate as generate_module
 from docmodel_trainer.qa.teacher import Teacher
 
 from testkit.corpus import copy_corpus, write_pdf
+from testkit.logs import events
 
 NAME, NAMESPACE = "handbook", "docs"
 
@@ -132,8 +133,10 @@ def test_sample_corpus_becomes_a_dataset_with_every_document_trained(tmp_path, c
     for pair in [*train, *evals]:
         assert pair.generator == "extractive"
         assert chunk_ids[pair.chunk_id].source == pair.source
-    assert "Parsed documents=9/9" in caplog.text
-    assert f"Published dataset revision={revision}" in caplog.text
+    (parsed,) = events(caplog.records, "Parsed")
+    assert parsed["documents"] == "9/9"
+    (published,) = events(caplog.records, "Published dataset")
+    assert published["revision"] == revision and published["chunks"] == str(len(chunks))
 
 
 def test_rerun_without_changes_downloads_nothing_and_a_change_downloads_one_file(tmp_path, corpus):

@@ -23,6 +23,7 @@ from docmodel_trainer.common import (
 from docmodel_trainer.evaluate import report_covers
 
 from testkit.dataset_factory import docmodel_manifest, publish_dataset
+from testkit.logs import events
 
 LAYOUT = RevisionLayout("docs", "handbook", "r1")
 
@@ -258,7 +259,7 @@ def test_evaluate_redoes_a_report_without_the_serving_scores(job, tmp_path, caps
 
     # The same request as the report's: it stands.
     assert main(args(dm, store, "evaluate", "--workdir", str(tmp_path / "w1"))) == 0
-    assert "Found report uri=" in capsys.readouterr().err
+    assert events(capsys.readouterr().err, "Found report")
 
     # Asked to score a serving revision too: evaluated again (and here stopped by the absent
     # candidate adapter, before any model is loaded).
@@ -267,20 +268,21 @@ def test_evaluate_redoes_a_report_without_the_serving_scores(job, tmp_path, caps
     )
     assert code == EXIT_NO_DATA
     err = capsys.readouterr().err
-    assert "Found report of other adapters" in err and "evaluating again" in err
-    assert "scored_serving=none" in err and "rev-r0/adapter" in err
-    assert "reason=AdapterMissing" in err
+    (again,) = events(err, "Found report of other adapters or settings")
+    assert again["scored_serving"] == "none" and again["serving"].endswith("rev-r0/adapter")
+    (failed,) = events(err, "Failed")
+    assert failed["reason"] == "AdapterMissing"
 
     # The same settings through a flag that changes them: evaluated again.
     code = main(args(dm, store, "evaluate", "--top-k", "2", "--workdir", str(tmp_path / "w3")))
     assert code == EXIT_NO_DATA
-    assert "evaluating again" in capsys.readouterr().err
+    assert events(capsys.readouterr().err, "Found report of other adapters or settings")
     # And a flag that repeats the spec's value: the report stands.
     top_k = load_docmodel(dm).spec.evaluation.baseline.top_k
     code = main(
         args(dm, store, "evaluate", "--top-k", str(top_k), "--workdir", str(tmp_path / "w4"))
     )
-    assert code == 0 and "Found report uri=" in capsys.readouterr().err
+    assert code == 0 and events(capsys.readouterr().err, "Found report")
 
 
 @pytest.mark.parametrize("flag", ["--top-k", "--max-questions", "--max-new-tokens"])
