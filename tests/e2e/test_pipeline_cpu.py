@@ -108,8 +108,11 @@ def test_corpus_to_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["evaluate", *job, "--workdir", str(tmp_path / "w-eval")]) == 0
     report = EvalReport.model_validate_json((rev_dir / "eval" / "report.json").read_text())
     assert set(report.aggregate) == {"candidate", "baseline", "base"}
-    for system in report.aggregate:
-        assert all(0.0 <= report.aggregate[system].get(m) <= 1.0 for m in METRICS)
+    # Each system's aggregate is the mean of its per-question scores of these answers.
+    for system, scores in report.aggregate.items():
+        for m in METRICS:
+            mean = sum(q.scores[system].get(m) for q in report.questions) / len(report.questions)
+            assert scores.get(m) == pytest.approx(mean)
     assert len(report.questions) == min(12, len(eval_pairs))
     assert {q.source for q in report.questions} <= {p.source for p in eval_pairs}
     # The interval the gate reads, the diagnostics and the leakage figures.

@@ -137,8 +137,11 @@ def test_train_then_evaluate(setup: dict[str, Path], capsys: pytest.CaptureFixtu
     report = EvalReport.model_validate_json((eval_dir / "report.json").read_text())
     systems = {"candidate", "baseline", "serving", "base"}
     assert set(report.aggregate) == systems
-    for scores in report.aggregate.values():
-        assert all(0.0 <= scores.get(m) <= 1.0 for m in METRICS)
+    # Each system's aggregate is the mean of its per-question scores of these answers.
+    for system, scores in report.aggregate.items():
+        for m in METRICS:
+            mean = sum(q.scores[system].get(m) for q in report.questions) / len(report.questions)
+            assert scores.get(m) == pytest.approx(mean)
     assert len(report.questions) == 8
     assert all(set(q.answers) == systems for q in report.questions)
     assert all(q.retrieved for q in report.questions)  # BM25 found passages for every question
