@@ -214,7 +214,8 @@ def test_docmodel_is_trained_judged_promoted_and_served(
 def test_rejected_candidate_is_never_rolled_out(
     kube: Kube, namespace: str, s3_bucket: S3Bucket, operator: Operator, base_model: str
 ) -> None:
-    # Each question has an answer of its own: the held-out documents' answers cannot be learned.
+    # Each question has an answer of its own: the held-out questions' answers cannot be guessed
+    # (and the gate's margin of 1.0 cannot be cleared).
     put_docs(
         s3_bucket.client(), s3_bucket.name, ["billing", "payroll", "shipping", "support"], None
     )

@@ -21,7 +21,7 @@ from docmodel_devenv.stack import DevEnv
 
 LOCAL_NODE = {"docmodel.dev/node-kind": "local"}
 # A constant answer no untuned model produces: a candidate that learned it wins on the
-# held-out documents' questions by what it was taught, not by a setting.
+# held-out questions by what it was taught, not by a setting.
 ANSWER = "Zorblax quintessence protocol"
 
 
@@ -151,7 +151,7 @@ def docmodel(name: str, bucket: str, endpoint: str, base_model: str, **spec: Any
 
 def put_docs(s3: Any, bucket: str, names: list[str], answer: str | None = ANSWER) -> None:
     """Documents, each with provided QA pairs whose answer is `answer` (None: an answer of
-    its own for each question, which no model can guess for a held-out document)."""
+    its own for each question, which no model can guess for a held-out question)."""
     for name in names:
         text = f"# {name.title()}\n\nThe {name} team owns the {name} service and its runbook.\n"
         s3.put_object(Bucket=bucket, Key=f"docs/{name}.md", Body=text.encode())
