@@ -48,15 +48,18 @@ def test_qlora_train_and_evaluate(tmp_path: Path) -> None:
     dm = tmp_path / "dm.yaml"
     dm.write_text(yaml.safe_dump(docmodel_manifest(model, method="qlora", resources={"gpu": 1})))
     base = ["--docmodel", str(dm), "--store", str(store), "--revision", "r1"]
-    steps = ["--max-steps", "12", "--learning-rate", "2e-2", "--logging-steps", "2"]
+    steps = ["--epochs", "12", "--learning-rate", "2e-2", "--logging-steps", "1"]
     assert main(["train", *base, "--workdir", str(tmp_path / "w1"), *steps]) == 0
     rev = store / "docs" / "handbook" / "rev-r1"
     metrics = json.loads((rev / "adapter" / "metrics.json").read_text())
     assert metrics["final_loss"] < metrics["initial_loss"]
     assert metrics["peak_gpu_gib"] > 0 and metrics["non_padding_fraction"] == 1.0
+    # The same training data as on CPU: every passage in full, no held-out question.
+    assert metrics["documents_trained_fraction"] == 1.0
+    assert metrics["eval_questions_seen_in_training"] == 0
     assert (
         main(["evaluate", *base, "--workdir", str(tmp_path / "w2"), "--engine", "transformers"])
         == 0
     )
     report = EvalReport.model_validate_json((rev / "eval" / "report.json").read_text())
-    assert set(report.aggregate) == {"candidate", "baseline"}
+    assert set(report.aggregate) == {"candidate", "baseline", "base"}
