@@ -141,13 +141,16 @@ def tiny_model() -> Path:
         "--pretrain-steps",
         "300",
     )
-    log.info("Started step=tiny-model")
     started = time.monotonic()
+    # Not a lifecycle step: a cached model is only looked up (the trainer logs a build).
     result = subprocess.run(argv, check=False, stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:
-        raise LocalRunError(f"step tiny-model failed with exit code {result.returncode}")
-    log.info("Finished step=tiny-model seconds=%.1f", time.monotonic() - started)
-    return Path(result.stdout.strip().splitlines()[-1])
+        raise LocalRunError(
+            f"building the demo's tiny base model failed with exit code {result.returncode}"
+        )
+    path = Path(result.stdout.strip().splitlines()[-1])
+    log.info("Resolved base model path=%s seconds=%.1f", path, time.monotonic() - started)
+    return path
 
 
 def _load_manifest(path: Path) -> dict[str, Any]:
