@@ -55,15 +55,16 @@ def _bootstrap(diff: tuple[float, ...], confidence: float, resamples: int, seed:
     tail = (1.0 - confidence) / 2
     return Interval(
         mean=math.fsum(diff) / n,
-        low=_percentile(means, tail),
-        high=_percentile(means, 1.0 - tail),
+        low=percentile(means, tail),
+        high=percentile(means, 1.0 - tail),
         confidence=confidence,
         resamples=resamples,
     )
 
 
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default method)."""
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The `q` quantile (0-1) of sorted values: linear interpolation between closest ranks
+    (numpy's default method)."""
     position = q * (len(ordered) - 1)
     lower = math.floor(position)
     upper = min(lower + 1, len(ordered) - 1)

@@ -56,6 +56,11 @@ Engine = Literal["auto", "vllm", "local"]
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("docmodel_server_env", default=None)
 
 
+def _environment() -> Mapping[str, str]:
+    env = _ENVIRON.get()
+    return os.environ if env is None else env
+
+
 class SettingsError(ValueError):
     """The environment does not describe a valid server; the message names the variable."""
 
@@ -64,9 +69,8 @@ class _Environment(EnvSettingsSource):
     """pydantic-settings' environment source over `_ENVIRON` (default: `os.environ`)."""
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        env = _ENVIRON.get()
         return parse_env_vars(
-            os.environ if env is None else env,
+            _environment(),
             self.case_sensitive,
             self.env_ignore_empty,
             self.env_parse_none_str,
@@ -88,9 +92,7 @@ class ServerSettings(BaseSettings):
     max_lora_rank: int | None = Field(default=None, ge=1, le=512)
     max_model_len: int = Field(default=8192, ge=16, le=1_048_576)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
-    host: str = Field(
-        default_factory=lambda: (_ENVIRON.get() or os.environ).get("POD_IP") or "0.0.0.0"
-    )
+    host: str = Field(default_factory=lambda: _environment().get("POD_IP") or "0.0.0.0")
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: SecretStr | None = None
     engine: Engine = "auto"

@@ -180,6 +180,7 @@ class HFAnswerer:
         progress = _Progress(label or adapter or "base", len(ids))
         device = next(self.model.parameters()).device
         pad = self.tokenizer.pad_token_id
+        stops = set(self.generation_config.eos_token_id or []) | {pad}
         with self._adapter_context(adapter), torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
@@ -198,7 +199,6 @@ class HFAnswerer:
                 elapsed = time.monotonic() - t0
                 generated = out[:, width:].cpu()
                 texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-                stops = set(self.generation_config.eos_token_id or []) | {pad}
                 for row, (i, text) in enumerate(zip(batch, texts, strict=True)):
                     answers[i] = text.strip()
                     tokens = generated[row].tolist()

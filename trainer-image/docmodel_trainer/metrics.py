@@ -25,7 +25,7 @@ import numpy as np
 
 from docmodel.dataset import Chunk, QAPair
 from docmodel.report import METRICS, Difference, MetricName, Scores, SystemCost
-from docmodel.stats import DEFAULT_RESAMPLES, paired_bootstrap
+from docmodel.stats import DEFAULT_RESAMPLES, paired_bootstrap, percentile
 from docmodel_trainer.generation import AnswerStats
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -121,18 +121,15 @@ def compare(
     return out
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else 0.0
-
-
 def cost(stats: Sequence[AnswerStats], trimmed: int) -> SystemCost:
     """Mean prompt and answer tokens, and latency p50/p99, of one system's answers."""
+    latencies = sorted(s.latency_s for s in stats)
     return SystemCost(
         questions=len(stats),
         mean_prompt_tokens=float(np.mean([s.prompt_tokens for s in stats])),
         mean_answer_tokens=float(np.mean([s.answer_tokens for s in stats])),
-        latency_p50_s=percentile([s.latency_s for s in stats], 50),
-        latency_p99_s=percentile([s.latency_s for s in stats], 99),
+        latency_p50_s=percentile(latencies, 0.50),
+        latency_p99_s=percentile(latencies, 0.99),
         prompts_trimmed=trimmed,
     )
 

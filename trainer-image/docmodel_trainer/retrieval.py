@@ -90,11 +90,10 @@ MIN_TRIMMED_TOKENS = 16
 
 
 def prompt_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> int:
-    """Tokens of the prompt the model sees (chat template, generation prompt included)."""
-    ids = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True, return_dict=True
-    )["input_ids"]
-    return len(ids)
+    """Tokens of the prompt the model sees: the answerers' own prompt ids."""
+    from docmodel_trainer.generation import prompt_ids
+
+    return len(prompt_ids(tokenizer, [messages])[0])
 
 
 def fit_rag_messages(
