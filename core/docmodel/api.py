@@ -348,6 +348,33 @@ class ResourcesSpec(ApiModel):
     )
 
 
+CandidateKind = Literal["ClosedBook", "Retrieval"]
+
+
+class CandidateSpec(ApiModel):
+    """What kind of model is trained, evaluated and served."""
+
+    kind: CandidateKind = Field(
+        default="ClosedBook",
+        description="`ClosedBook`: the adapter answers from its weights alone (the question "
+        "is its whole prompt). `Retrieval`: the adapter answers with the same retrieved "
+        "passages as the baseline (same retriever and evaluation.baseline.topK), is trained on "
+        "retrieval examples (RAFT: the retriever's own top-k, the gold passage present with "
+        "goldPassageProbability) mixed with the closed-book data, and is served with retrieval "
+        "in front of it. A Retrieval candidate keeps max(2, 10%) of the documents out of "
+        "training (they stay in the index) and is rejected when it reads them worse than the "
+        "baseline.",
+    )
+    gold_passage_probability: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="Retrieval: the share of retrieval training examples whose passages include "
+        "the one the answer comes from; the rest hold distractors only, so the model learns "
+        "to answer from its weights when retrieval misses.",
+    )
+
+
 class TrainingSpec(ApiModel):
     """How the adapter is trained."""
 
@@ -357,6 +384,10 @@ class TrainingSpec(ApiModel):
         "`lora`: full-precision base weights.",
     )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape.")
+    candidate: CandidateSpec = Field(
+        default_factory=CandidateSpec,
+        description="Closed-book or with retrieval: how the adapter is trained, judged and served.",
+    )
     epochs: int = Field(
         default=3,
         ge=1,

@@ -71,6 +71,7 @@ TRAINING_FIELDS: dict[str, tuple[str, ...]] = {
     "training": (
         "method",
         "lora",
+        "candidate",
         "epochs",
         "qaFirstEpochs",
         "trainOnDocuments",
@@ -195,6 +196,13 @@ def spec_digest(spec: DocModelSpec) -> str:
     teacher = relevant["dataset"]["teacher"]
     if teacher is not None:
         relevant["dataset"]["teacher"] = {name: teacher.get(name) for name in TEACHER_FIELDS}
+    if spec.training.candidate.kind == "Retrieval":
+        # A retrieval candidate is trained on the baseline retriever's own top-k.
+        baseline = spec.evaluation.baseline
+        relevant["retrieval"] = {"retriever": baseline.retriever, "topK": baseline.top_k}
+    else:
+        # Closed-book revisions keep the ids they had before the field existed.
+        del relevant["training"]["candidate"]
     versioned = {"dataProtocol": DATA_PROTOCOL, "fields": relevant}
     return "sha256:" + hashlib.sha256(canonical_json(versioned).encode()).hexdigest()
 

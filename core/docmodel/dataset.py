@@ -1,6 +1,7 @@
 """The QA dataset artifact: file names and record schemas shared by ingest, train and evaluate.
 
-dataset/chunks.jsonl    one Chunk per line: every passage of every document (all trained on)
+dataset/chunks.jsonl    one Chunk per line: every passage of every document (all trained on,
+                        but for a retrieval candidate's documents kept out: split "untrained")
 dataset/rewrites.jsonl  one Rewrite per line: the teacher's rewrites of passages (may be empty)
 dataset/train.jsonl     one QAPair per line: training questions
 dataset/eval.jsonl      one QAPair per line: held-out questions (never trained on), with the
@@ -34,7 +35,8 @@ class Chunk(BaseModel):
     split: str = Field(
         default="train",
         description="train: the passage's text is trained on (every passage is, since data "
-        "protocol 2; held-out questions are split by question group instead).",
+        "protocol 2; held-out questions are split by question group instead); untrained: its "
+        "document is kept out of a retrieval candidate's training (it is only retrieved).",
     )
 
 
@@ -56,6 +58,11 @@ class QAPair(BaseModel):
     source: str
     chunk_id: str | None = None
     generator: str = Field(description="provided, teacher or extractive")
+    document_trained: bool = Field(
+        default=True,
+        description="False for questions about a document kept out of a retrieval candidate's "
+        "training: the candidate can only answer them by reading the retrieved passages.",
+    )
     max_train_similarity: float | None = Field(
         default=None,
         description="Eval pairs: the largest TF-IDF cosine of question + answer to a train pair.",
@@ -91,6 +98,10 @@ class DatasetStats(BaseModel):
         description="Train pairs dropped because an eval answer comes from their passage.",
     )
     eval_items_dropped_for_leakage: int = 0
+    documents_not_trained: list[str] = Field(
+        default_factory=list,
+        description="Retrieval candidates: documents kept out of training (only retrieved).",
+    )
     rewrites: int = 0
     bytes_downloaded: int = 0
 

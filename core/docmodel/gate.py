@@ -5,6 +5,10 @@ A candidate is promoted only on evidence:
 - the lower bound of the paired bootstrap interval (`evaluation.confidence`) of
   (candidate - baseline) on the gating metric is above `evaluation.minImprovement`
   (else `BelowBaseline`);
+- for a retrieval candidate, the interval of (candidate - baseline) on the questions about the
+  documents it was not trained on does not lie wholly below zero (else `StoppedReading`: a
+  model that answers from its weights and ignores the passages does worse than the base model
+  reading them, exactly where the weights cannot know the answer);
 - with `mustBeatServing`, the interval of (candidate - serving) does not lie wholly below zero
   (else `WorseThanServing`).
 The interval is computed here, from the report's per-question scores, with the report's seed,
@@ -20,6 +24,15 @@ from dataclasses import dataclass
 from docmodel.api import EvaluationSpec, Verdict
 from docmodel.report import EvalReport, MetricName, SystemName
 from docmodel.stats import Interval, paired_bootstrap
+
+# Every reason a decision can carry (conditions, events and metrics use them).
+REASONS = (
+    "BeatBaseline",
+    "InsufficientEvidence",
+    "BelowBaseline",
+    "StoppedReading",
+    "WorseThanServing",
+)
 
 
 @dataclass(frozen=True)
@@ -47,9 +60,12 @@ def decide(
     policy: EvaluationSpec,
     *,
     seed: int = 0,
+    untrained: Sequence[int] = (),
 ) -> Decision:
     """Decide whether the candidate may replace what is serving, from per-question scores of
-    the gating metric (the same questions, in the same order, for every system)."""
+    the gating metric (the same questions, in the same order, for every system); `untrained`
+    are the positions of the questions about documents a retrieval candidate was not trained
+    on (empty for a closed-book candidate)."""
     metric: MetricName = policy.metric
     n = len(candidate)
     if n < policy.min_questions:
@@ -73,6 +89,23 @@ def decide(
             f"{policy.min_improvement:.4f}",
             vs_base,
         )
+    if untrained:
+        vs_unseen = paired_bootstrap(
+            [candidate[i] for i in untrained],
+            [baseline[i] for i in untrained],
+            confidence=policy.confidence,
+            seed=seed,
+        )
+        if vs_unseen.high < 0:
+            return Decision(
+                False,
+                "StoppedReading",
+                f"candidate {metric}={c_mean:.4f} beat the RAG baseline {b_mean:.4f} overall, but "
+                f"on the {len(untrained)} questions about documents it was not trained on it "
+                f"reads the retrieved passages worse than the baseline: difference "
+                f"{_interval_text(vs_unseen)} lies wholly below zero",
+                vs_base,
+            )
     serving_note = ""
     if policy.must_beat_serving and serving is not None:
         vs_serving = paired_bootstrap(candidate, serving, confidence=policy.confidence, seed=seed)
@@ -111,4 +144,7 @@ def decide_report(report: EvalReport, policy: EvaluationSpec) -> Decision:
         per_question(report, "serving", metric) if has_serving else None,
         policy,
         seed=report.bootstrap_seed,
+        untrained=[i for i, q in enumerate(report.questions) if not q.document_trained]
+        if report.kinds.get("candidate") == "Retrieval"
+        else (),
     )

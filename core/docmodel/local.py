@@ -5,6 +5,7 @@
     docmodel local run --docmodel my.yaml               # docs from the DocModel's S3 source
     docmodel local run ... --keep-serving               # stay up and serve until Ctrl-C
     docmodel local serve [--revision REV]               # serve the promoted (or any trained) revision
+    docmodel local status                               # every revision, its verdict and scores
 
 Local mode is the operator's lifecycle with processes for Jobs and Deployments: the planner in
 `docmodel.plan` decides every step, the builders in `docmodel.builders` give each step's command
@@ -112,6 +113,13 @@ def add_parser(sub: Any) -> None:
     )
     serve.set_defaults(run=serve_command, docs=None)
 
+    status = local_sub.add_parser(
+        "status", help="list the revisions, their verdicts and scores, and what is serving"
+    )
+    status.add_argument("--docmodel", type=Path, help="DocModel manifest (default: the demo's)")
+    status.add_argument("--store", default=None, help="artifact store directory or s3:// URI")
+    status.set_defaults(run=status_command)
+
 
 def _run_step(name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
     log.info("Started step=%s", name)
@@ -201,6 +209,53 @@ def _guarded(action: str, body: Callable[[], int]) -> int:
     except (LocalRunError, StorageError) as exc:
         log.error("Failed local %s: %s", action, exc)
         return 1
+
+
+def status_command(args: argparse.Namespace) -> int:
+    return _guarded("status", lambda: _status(args))
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Print the DocModel's revisions as local mode recorded them (newest first)."""
+    path = args.docmodel or DEMO_DIR / "docmodel.yaml"
+    try:
+        model = parse_docmodel(_load_manifest(path))
+    except SpecError as exc:
+        raise BadInput(f"{path}: {exc}") from None
+    store_uri = args.store or str(DEFAULT_STORE.expanduser())
+    ns, name = model.metadata.namespace, model.metadata.name
+    status = read_status(open_store(store_uri), state_key(ns, name))
+    out = sys.stdout.write
+    serving = status.serving.revision if status.serving else None
+    out(f"DocModel {ns}/{name} in {store_uri}: phase {status.phase or 'none yet'}")
+    out(f", serving {serving}\n" if serving else ", nothing serving\n")
+    if not status.history:
+        out("No revision has been evaluated yet: run `docmodel local run`.\n")
+        return 0
+    metric = model.spec.evaluation.metric
+    rows = [("REVISION", "VERDICT", f"CANDIDATE {metric}", f"BASELINE {metric}", "WHEN", "")]
+    for entry in reversed(status.history):
+        score = getattr(entry.metrics, metric, None) if entry.metrics else None
+        base = getattr(entry.baseline_metrics, metric, None) if entry.baseline_metrics else None
+        rows.append(
+            (
+                entry.revision,
+                entry.verdict or "-",
+                f"{score:.4f}" if score is not None else "-",
+                f"{base:.4f}" if base is not None else "-",
+                entry.completed_at.strftime("%Y-%m-%d %H:%M") if entry.completed_at else "-",
+                "serving" if entry.revision == serving else (entry.rollout or ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    for entry in reversed(status.history):
+        if entry.reason:
+            out(f"\n{entry.revision}: {entry.reason}\n")
+            if entry.report_uri:
+                out(f"  report: {entry.report_uri.removesuffix('.json')}.html\n")
+    return 0
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -326,9 +381,16 @@ def _present_server(
         if reference is not None:
             out(f"Reference answer (held out from training): {reference}\n")
         out(
-            f"Try it: curl -s {server.url}/v1/chat/completions -H 'Content-Type: application/json' "
+            f"Try it with curl:\n  curl -s {server.url}/v1/chat/completions "
+            "-H 'Content-Type: application/json' "
             f'-d \'{{"model": "{name}", "messages": '
-            f'[{{"role": "user", "content": "..."}}]}}\'\n'
+            f'[{{"role": "user", "content": {json.dumps(question)}}}]}}\'\n'
+            "or with the openai client:\n"
+            f"  from openai import OpenAI\n"
+            f'  client = OpenAI(base_url="{server.url}/v1", api_key="unused")\n'
+            f"  reply = client.chat.completions.create(model={name!r}, "
+            f'messages=[{{"role": "user", "content": {json.dumps(question)}}}])\n'
+            "  print(reply.choices[0].message.content)\n"
         )
         if keep:
             out("Serving until Ctrl-C.\n")

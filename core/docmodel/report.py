@@ -1,8 +1,10 @@
 """The evaluation report schema (`report.json`), shared by the trainer, the operator and the gate.
 
-Systems are named `candidate` (base + adapter, no retrieval), `baseline` (base + top-k retrieved
-passages), `base` (the base model closed-book: a diagnostic of how guessable the questions are,
-never gating) and, when a revision is serving, `serving` (base + the serving adapter).
+Systems are named `candidate` (base + adapter), `baseline` (base + top-k retrieved passages),
+`base` (the base model closed-book: a diagnostic of how guessable the questions are, never
+gating) and, when a revision is serving, `serving` (base + the serving adapter). The candidate
+and the serving revision each answer in their own kind (`kinds`): closed-book (the bare
+question) or with retrieval (the baseline's prompt: same retriever, same top-k).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from docmodel.api import CandidateKind
 
 MetricName = Literal["exact_match", "token_f1", "rouge_l"]
 SystemName = Literal["candidate", "baseline", "serving", "base"]
@@ -46,6 +50,11 @@ class QuestionResult(BaseModel):
     )
     prompt_tokens: dict[SystemName, int] = Field(default_factory=dict)
     answer_tokens: dict[SystemName, int] = Field(default_factory=dict)
+    document_trained: bool = Field(
+        default=True,
+        description="False when the question's document was kept out of a retrieval "
+        "candidate's training (only retrieved).",
+    )
 
 
 class Difference(BaseModel):
@@ -107,6 +116,11 @@ class EvalReport(BaseModel):
     serving_adapter_uri: str | None = None
     retriever: str
     top_k: int
+    kinds: dict[SystemName, CandidateKind] = Field(
+        default_factory=dict,
+        description="How each system was prompted: ClosedBook (the bare question) or Retrieval "
+        "(the retrieved passages, then the question).",
+    )
     decoding: DecodingSettings
     questions: list[QuestionResult]
     aggregate: dict[SystemName, Scores]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from docmodel import gate
 from docmodel.api import DocModel, DocModelStatus, SpecError, parse_docmodel
 from docmodel.artifacts import evaluation_digest, open_artifact_store
 from docmodel.builders import (
@@ -298,7 +299,7 @@ class Reconciler:
                 raise
         for event in result.events:
             self.kube.event(body, event.type, event.reason, event.message, at)
-            if event.reason in ("BeatBaseline", "BelowBaseline", "WorseThanServing"):
+            if event.reason in gate.REASONS:
                 verdict = "Promoted" if event.type == "Normal" else "Rejected"
                 metrics.GATE_DECISIONS.labels(verdict, event.reason).inc()
             elif event.reason in ("RolledOut", "RolloutFailed"):

@@ -3,11 +3,16 @@
     docmodel-server [serve] [--engine auto|vllm|local] [--host H] [--port P] [--dry-run]
     docmodel-server probe --ready      # exit 0 when /health is 200 and the served name is listed
     docmodel-server probe --live       # exit 0 when /health is 200
+    docmodel-server front --adapter DIR --upstream URL [--host H] [--port P]
+                                       # retrieval in front of an OpenAI-compatible server
 
 `serve` reads its configuration from `DOCMODEL_*` variables (see `docmodel_server.settings`),
 fetches the revision's adapter (and the base model when it is mirrored), then either replaces
 itself with `vllm serve` (GPU present and vLLM installed, or `--engine vllm`) or runs the local
 transformers + peft server. `--dry-run` prints the vLLM command line instead of running it.
+A retrieval revision (its adapter carries a passage index) retrieves for every chat request: in
+the local server itself, or, with vLLM, in a front process on DOCMODEL_PORT with vLLM behind it
+on loopback (DOCMODEL_UPSTREAM_PORT). See `docmodel_server.context` and `docmodel_server.front`.
 
 Exit codes: 0 ok; 1 unexpected failure (for example a base model that cannot be loaded);
 2 invalid configuration; 4 the adapter or base model could not be fetched. A server that fails
@@ -21,9 +26,11 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from docmodel.failures import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORAGE, EXIT_UNEXPECTED
 from docmodel.logs import setup_logging
+from docmodel.retrieval import read_index
 from docmodel_server.probe import check_live, check_ready
 from docmodel_server.settings import ServerSettings, SettingsError
 
@@ -68,18 +75,94 @@ def serve(args: argparse.Namespace) -> int:
     if settings.base_model_mirror:
         model = str(fetch_base_model(settings.base_model_mirror, settings.workdir / "base"))
     if engine == "vllm":
-        argv = build_vllm_argv(settings, model, adapter_dir, adapter_rank(adapter_dir))
+        front = settings.retrieval and read_index(adapter_dir) is not None
+        upstream_port = settings.upstream_port or settings.port + 1
+        vllm_settings = (
+            settings.model_copy(update={"host": "127.0.0.1", "port": upstream_port})
+            if front
+            else settings
+        )
+        argv = build_vllm_argv(vllm_settings, model, adapter_dir, adapter_rank(adapter_dir))
         if args.dry_run:
             sys.stdout.write(shlex.join(argv) + "\n")
+            if front:
+                sys.stdout.write(
+                    f"front on {settings.host}:{settings.port} -> http://127.0.0.1:{upstream_port}\n"
+                )
             return EXIT_OK
+        if front:
+            return serve_front_of_vllm(settings, adapter_dir, argv, upstream_port)
         exec_vllm(argv, build_vllm_env(settings))
         return EXIT_UNEXPECTED  # not reached: exec replaced this process
     return serve_local(settings, model, adapter_dir)
 
 
+def serve_front_of_vllm(
+    settings: ServerSettings, adapter_dir: Path, argv: list[str], upstream_port: int
+) -> int:
+    """vLLM as a child on loopback, the front process here on the public port; when either
+    stops, so does the other."""
+    import subprocess
+    import threading
+
+    from docmodel_server.vllm_engine import build_vllm_env
+
+    child = subprocess.Popen(argv, env=build_vllm_env(settings))
+    log.info("Started vLLM behind the front pid=%d port=%d", child.pid, upstream_port)
+    server = _front_server(settings, adapter_dir, f"http://127.0.0.1:{upstream_port}")
+
+    def stop_with_child() -> None:
+        child.wait()
+        server.should_exit = True
+
+    threading.Thread(target=stop_with_child, daemon=True).start()
+    server.run()
+    if child.poll() is None:
+        child.terminate()
+        child.wait(timeout=60)
+    return EXIT_OK if child.returncode in (0, None, -15) else EXIT_UNEXPECTED
+
+
+def _front_server(settings: ServerSettings, adapter_dir: Path, upstream: str) -> Any:
+    import uvicorn
+    from transformers import AutoTokenizer
+
+    from docmodel_server.context import RequestContext
+    from docmodel_server.front import create_front
+
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    context = RequestContext.load(
+        adapter_dir, tokenizer, settings.max_model_len, settings.prompt_log
+    )
+    if not context.retrieves:
+        raise SettingsError(f"{adapter_dir} carries no passage index: nothing to put in front")
+    app = create_front(upstream, settings.served_name, context)
+    log.info(
+        "Started front model=%s url=http://%s:%d upstream=%s",
+        settings.served_name,
+        settings.host,
+        settings.port,
+        upstream,
+    )
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+    return uvicorn.Server(config)
+
+
+def front(args: argparse.Namespace) -> int:
+    """`docmodel-server front`: retrieval in front of an upstream server."""
+    settings = ServerSettings.from_env(
+        host=args.host, port=args.port, served_name=args.served_name, adapter_uri=str(args.adapter)
+    )
+    _front_server(settings, args.adapter, args.upstream).run()
+    return EXIT_OK
+
+
 def serve_local(settings: ServerSettings, model: str, adapter_dir: Path) -> int:
     import uvicorn
 
+    from docmodel_server.context import RequestContext
     from docmodel_server.engine import LocalEngine
     from docmodel_server.local import create_app
 
@@ -95,19 +178,28 @@ def serve_local(settings: ServerSettings, model: str, adapter_dir: Path) -> int:
         log.error("Failed to load model base=%s adapter=%s error=%s", model, adapter_dir, exc)
         return EXIT_UNEXPECTED
     engine.start()
+    context = (
+        RequestContext.load(
+            adapter_dir, engine.tokenizer, engine.max_model_len, settings.prompt_log
+        )
+        if settings.retrieval
+        else RequestContext(None, engine.max_model_len, settings.prompt_log)
+    )
     app = create_app(
         engine,
         served_name=settings.served_name,
         base_name=settings.base_model,
         api_key=settings.api_key_value,
         revision=settings.revision,
+        context=context,
     )
     log.info(
-        "Started local server model=%s url=http://%s:%d auth=%s",
+        "Started local server model=%s url=http://%s:%d auth=%s retrieval=%s",
         settings.served_name,
         settings.host,
         settings.port,
         "on" if settings.api_key else "off",
+        "on" if context.retrieves else "off",
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
     engine.stop()
@@ -141,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--live", action="store_true", help="/health ok")
     check.add_argument("--url", help="server base URL (default: from DOCMODEL_HOST/PORT)")
     check.add_argument("--timeout", type=float, default=2.0, help="seconds per HTTP request")
+    ahead = sub.add_parser("front", help="Retrieval in front of an OpenAI-compatible server.")
+    ahead.add_argument("--adapter", type=Path, required=True, help="a retrieval adapter directory")
+    ahead.add_argument("--upstream", required=True, help="the server's base URL")
+    ahead.add_argument("--served-name", help="overrides DOCMODEL_SERVED_NAME")
+    ahead.add_argument("--host", help="overrides DOCMODEL_HOST")
+    ahead.add_argument("--port", type=int, help="overrides DOCMODEL_PORT")
     return parser
 
 
@@ -160,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
     try:
-        return serve(args)
+        return front(args) if args.command == "front" else serve(args)
     except SettingsError as exc:
         log.error("Failed to start: %s", exc)
         return EXIT_BAD_INPUT

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from docmodel_server.context import RequestContext
 from docmodel_server.engine import Event, Finished, Job, SamplingParams, TextDelta
 from docmodel_server.metrics import ASGIApp, MetricsMiddleware, Receive, Scope, Send, ServerMetrics
 
@@ -410,8 +411,10 @@ def create_app(
     base_name: str,
     api_key: str | None = None,
     revision: str | None = None,
+    context: RequestContext | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving `engine` as `served_name` (adapter on) and `base_name` (off)."""
+    """The FastAPI app serving `engine` as `served_name` (adapter on) and `base_name` (off);
+    `context` retrieves for a retrieval revision's chat requests (`docmodel_server.context`)."""
     app = FastAPI(title="DocModel server", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = ServerMetrics(served_name, revision, engine)
     models = {served_name: True}  # name -> adapter on?
@@ -420,7 +423,8 @@ def create_app(
     _add_error_handlers(app)
     _add_probes(app, engine, metrics, served_name, revision)
     _add_models(app, engine, models, base_name)
-    _add_generation(app, engine, Generator(engine, metrics), models)
+    context = context or RequestContext(None, engine.max_model_len)
+    _add_generation(app, engine, Generator(engine, metrics), models, context)
     # The last middleware added is the outermost: metrics see every answer, 401s included.
     if api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=api_key)
@@ -483,7 +487,11 @@ def _add_models(app: FastAPI, engine: Engine, models: dict[str, bool], base_name
 
 
 def _add_generation(
-    app: FastAPI, engine: Engine, generator: Generator, models: dict[str, bool]
+    app: FastAPI,
+    engine: Engine,
+    generator: Generator,
+    models: dict[str, bool],
+    context: RequestContext,
 ) -> None:
     def resolve(model: str) -> bool:
         if model not in models:
@@ -495,10 +503,15 @@ def _add_generation(
         req: ChatCompletionRequest, request: Request
     ) -> dict[str, Any] | StreamingResponse:
         adapter = resolve(req.model)
-        prompt_ids = engine.chat_prompt(
-            [{"role": m.role, "content": m.text()} for m in req.messages]
-        )
         max_tokens = req.max_completion_tokens or req.max_tokens
+        messages = context.messages(
+            uuid.uuid4().hex,
+            req.model,
+            [{"role": m.role, "content": m.text()} for m in req.messages],
+            adapter,
+            max_tokens,
+        )
+        prompt_ids = engine.chat_prompt(messages)
         return await generator.respond(
             CHAT, req, request, prompt_ids, max_tokens, "messages", adapter
         )

@@ -19,6 +19,9 @@ operator sets.
 | `DOCMODEL_CPU_THREADS`            | half the CPU cores (at least 1)      | Local engine only: torch threads. More threads than free cores make torch's spinning workers starve the HTTP loop. |
 | `DOCMODEL_WORKDIR`                | `$TMPDIR/docmodel-server-<pid>`      | Where the adapter and the base model mirror are downloaded (emptied first; one per process, so that servers on one machine never share it). The image sets `/var/lib/docmodel`. |
 | `DOCMODEL_VLLM_EXTRA_ARGS`        | unset                                | Extra `vllm serve` flags, split like a shell would (for example `--max-num-seqs 64`). |
+| `DOCMODEL_RETRIEVAL`              | `true`                               | For a retrieval revision (its adapter carries a passage index): retrieve for every chat request. `false` serves the adapter as is, for a front process (`docmodel-server front`) that retrieves. With vLLM, the front runs in this process on `DOCMODEL_PORT` and vLLM on `DOCMODEL_UPSTREAM_PORT`. |
+| `DOCMODEL_UPSTREAM_PORT`          | `DOCMODEL_PORT` + 1                  | vLLM's loopback port behind the front process (retrieval revisions only). |
+| `DOCMODEL_PROMPT_LOG`             | unset                                | A file to append every chat request's final messages (what the model is given) and its retrieved passage ids to, as JSON lines. |
 
 The artifact store's credentials are read the way `docmodel.artifacts.open_artifact_store`
 reads them (`DOCMODEL_STORE_ENDPOINT`, `DOCMODEL_STORE_AWS_ACCESS_KEY_ID`,
@@ -100,6 +103,9 @@ class ServerSettings(BaseSettings):
     cpu_threads: int | None = Field(default=None, ge=1, le=1024)
     workdir: Path = Field(default_factory=lambda: default_workdir())
     vllm_extra_args: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    retrieval: bool = True
+    upstream_port: int | None = Field(default=None, ge=1, le=65535)
+    prompt_log: Path | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -1,9 +1,16 @@
-"""The BM25 retriever and the prompts of the three systems."""
+"""The BM25 retriever and the one prompt builder (core): what training, evaluation and serving
+all put in front of the model."""
 
 from __future__ import annotations
 
 from docmodel.dataset import Chunk
-from docmodel_trainer.retrieval import BM25Retriever, question_messages, rag_messages
+from docmodel.retrieval import (
+    BM25Retriever,
+    ChatTemplateTokens,
+    context_messages,
+    fit_context_messages,
+    question_messages,
+)
 
 CHUNKS = [
     Chunk(
@@ -57,36 +64,37 @@ def test_stop_word_or_unknown_queries_retrieve_nothing() -> None:
 
 def test_prompts() -> None:
     assert question_messages("Q?") == [{"role": "user", "content": "Q?"}]
-    (message,) = rag_messages("Which port?", CHUNKS[:1])
+    (message,) = context_messages("Which port?", CHUNKS[:1])
     assert message["role"] == "user"
     content = message["content"]
     assert "Passage 1 [ops/ports.md (Ports)]" in content
     assert "port 8101" in content and content.endswith("Question: Which port?")
-    (empty,) = rag_messages("Which port?", [])
+    (empty,) = context_messages("Which port?", [])
     assert "no passage matched" in empty["content"]
 
 
 def test_baseline_prompt_is_trimmed_to_the_budget_best_passage_first() -> None:
-    from docmodel_trainer.retrieval import MIN_TRIMMED_TOKENS, fit_rag_messages, prompt_tokens
+    from docmodel.retrieval import MIN_TRIMMED_TOKENS
     from docmodel_trainer.tinymodel import build_tokenizer
 
-    tok = build_tokenizer()
+    counter = ChatTemplateTokens(build_tokenizer())
+    prompt_tokens = lambda messages: counter.prompt_tokens(messages)  # noqa: E731
     long = Chunk(id="big", source="big.md", text=" ".join(["Freight moves by rail."] * 80))
     passages = [CHUNKS[0], long, CHUNKS[2]]
     question = "Which port does billing listen on?"
-    whole, trimmed = fit_rag_messages(tok, question, passages, 10_000)
-    assert not trimmed and whole == rag_messages(question, passages)
+    whole, trimmed = fit_context_messages(counter, question, passages, 10_000)
+    assert not trimmed and whole == context_messages(question, passages)
 
-    full = prompt_tokens(tok, whole)
+    full = prompt_tokens(whole)
     budget = full - 100
-    fitted, trimmed = fit_rag_messages(tok, question, passages, budget)
+    fitted, trimmed = fit_context_messages(counter, question, passages, budget)
     content = fitted[0]["content"]
-    assert trimmed and prompt_tokens(tok, fitted) <= budget
+    assert trimmed and prompt_tokens(fitted) <= budget
     assert CHUNKS[0].text in content  # the best passage whole
     assert "Passage 2 [big.md]" in content and CHUNKS[2].text not in content  # cut, rest left out
     assert content.endswith(f"Question: {question}")  # the question is never cut
 
     # No room for even a short piece of the second passage: it is left out, not cut to nothing.
-    tight = prompt_tokens(tok, rag_messages(question, passages[:1])) + MIN_TRIMMED_TOKENS // 2
-    fitted, trimmed = fit_rag_messages(tok, question, passages, tight)
+    tight = prompt_tokens(context_messages(question, passages[:1])) + MIN_TRIMMED_TOKENS // 2
+    fitted, trimmed = fit_context_messages(counter, question, passages, tight)
     assert trimmed and "Passage 2" not in fitted[0]["content"]

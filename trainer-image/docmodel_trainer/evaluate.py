@@ -9,13 +9,18 @@ Writes  <store>/<ns>/<name>/rev-<rev>/eval/   report.json (docmodel.report.EvalR
         report.html (side-by-side answers, score chart, the gate's verdict), manifest.json
 
 Systems, all the same base model and the same greedy decoding (spec.evaluation.maxNewTokens):
-  candidate  base + this revision's adapter, the bare question (as trained)
+  candidate  base + this revision's adapter, in its kind: the bare question (closed-book), or
+             the baseline's very prompt (a retrieval candidate: same passages, same top-k)
   baseline   base alone, the question after the top-k BM25 passages from chunks.jsonl
   base       base alone, the bare question (closed-book: how guessable the questions are;
              a diagnostic, never gating)
-  serving    base + the serving adapter, the bare question (with --serving-revision/-adapter)
-At most spec.evaluation.maxQuestions held-out questions (eval.jsonl, in file order): questions
-never trained on, about documents that were. Every prompt fits the model's context (its own,
+  serving    base + the serving adapter, in its own kind (a retrieval revision retrieves from
+             its own passage index), with --serving-revision/-adapter
+Every prompt is built by the core's prompt builder (`docmodel.retrieval`), as in training and
+serving. At most spec.evaluation.maxQuestions held-out questions (eval.jsonl, in file order,
+with every question about a document a retrieval candidate was not trained on kept in
+proportion): questions never trained on, about documents that were (and, for a retrieval
+candidate, about the documents kept out). Every prompt fits the model's context (its own,
 capped by serving.maxModelLen) with room for the answer: the baseline's passages are trimmed to
 that budget with the model's tokenizer, best passage first, and the report counts trimmed
 prompts per system. Scores: exact match, token F1, ROUGE-L; seeded paired bootstrap intervals
@@ -40,7 +45,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from docmodel.api import DocModelSpec, EvaluationSpec
+from docmodel.api import CandidateKind, DocModelSpec, EvaluationSpec
 from docmodel.artifacts import (
     Manifest,
     RevisionLayout,
@@ -60,6 +65,13 @@ from docmodel.report import (
     Scores,
     SystemName,
 )
+from docmodel.retrieval import (
+    BM25Retriever,
+    ChatTemplateTokens,
+    fit_context_messages,
+    question_messages,
+    read_index,
+)
 from docmodel.revision import report_covers
 from docmodel.stats import DEFAULT_RESAMPLES
 from docmodel_trainer import fetch, generation, metrics, modeling, report_html
@@ -71,12 +83,6 @@ from docmodel_trainer.common import (
     JobError,
     add_job_arguments,
     job_context,
-)
-from docmodel_trainer.retrieval import (
-    BM25Retriever,
-    fit_rag_messages,
-    prompt_tokens,
-    question_messages,
 )
 
 log = logging.getLogger("docmodel.trainer.evaluate")
@@ -160,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         ctx.store, layout, ctx.workdir / "dataset"
     )
     chunks = list(read_jsonl(data_dir / CHUNKS, Chunk))
-    pairs = list(read_jsonl(data_dir / EVAL, QAPair))[: policy.max_questions]
+    pairs = cap_questions(list(read_jsonl(data_dir / EVAL, QAPair)), policy.max_questions)
     dataset_uri = layout.uri(ctx.store_uri, "dataset")
     if not pairs:
         raise JobError(f"dataset at {dataset_uri} has no eval pairs", "NoEvalData", EXIT_NO_DATA)
@@ -171,10 +177,20 @@ def run(args: argparse.Namespace) -> int:
         adapters["serving"] = fetch.fetch_adapter(serving_uri, ctx.workdir / "serving")[0]
     timings["fetch_s"] = time.monotonic() - started
 
-    # -- retrieval for the baseline ------------------------------------------------------------
+    kinds: dict[SystemName, CandidateKind] = {"candidate": adapter_kind(adapters["candidate"])}
+    if "serving" in adapters:
+        kinds["serving"] = adapter_kind(adapters["serving"])
+
+    # -- retrieval: the baseline's (and a retrieval candidate's), a retrieval serving revision's
     t0 = time.monotonic()
     questions = [p.question for p in pairs]
     retrieved = BM25Retriever(chunks).retrieve(questions, policy.baseline.top_k)
+    serving_retrieved = None
+    if kinds.get("serving") == "Retrieval":
+        found = read_index(adapters["serving"])
+        assert found is not None
+        index, passages = found
+        serving_retrieved = BM25Retriever(passages).retrieve(questions, index.top_k)
     timings["retrieve_s"] = time.monotonic() - t0
 
     # -- answers: one base model, adapters switched per system ---------------------------------
@@ -193,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     context = context_tokens(base_path, spec.serving.max_model_len)
     budget = context - policy.max_new_tokens
     prompts = system_prompts(
-        answerer.tokenizer, questions, retrieved, budget, "serving" in adapters
+        answerer.tokenizer, questions, retrieved, budget, kinds, serving_retrieved
     )
     # One untimed answer first, so no system's latency carries the engine's warm-up.
     answerer.answer(None, prompts["base"][1][:1], label="warm-up")
@@ -213,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         serving_adapter_uri=serving_uri,
         retriever=policy.baseline.retriever,
         top_k=policy.baseline.top_k,
+        kinds=kinds,
         decoding=DecodingSettings(
             max_new_tokens=policy.max_new_tokens,
             engine=answerer.engine,
@@ -281,27 +298,54 @@ def context_tokens(base_path: str, max_model_len: int) -> int:
 Prompts = dict[SystemName, tuple[str | None, list[list[dict[str, str]]], list[bool]]]
 
 
+def adapter_kind(adapter_dir: Path) -> CandidateKind:
+    """An adapter's kind: Retrieval when it carries a passage index (`docmodel.retrieval`)."""
+    return "Retrieval" if read_index(adapter_dir) is not None else "ClosedBook"
+
+
+def cap_questions(pairs: list[QAPair], most: int) -> list[QAPair]:
+    """At most `most` questions in file order, with the questions about documents kept out of
+    training (a retrieval candidate's guard) kept in proportion, not cut off the end."""
+    if len(pairs) <= most:
+        return pairs
+    unseen = [p for p in pairs if not p.document_trained]
+    keep_unseen = round(most * len(unseen) / len(pairs)) if unseen else 0
+    keep = {id(p) for p in unseen[:keep_unseen]}
+    keep |= {id(p) for p in [p for p in pairs if p.document_trained][: most - keep_unseen]}
+    return [p for p in pairs if id(p) in keep]
+
+
 def system_prompts(
     tokenizer: Any,
     questions: list[str],
     retrieved: list[list[Chunk]],
     budget: int,
-    with_serving: bool,
+    kinds: dict[SystemName, CandidateKind],
+    serving_retrieved: list[list[Chunk]] | None = None,
 ) -> Prompts:
-    """Each system's (adapter, prompts, trimmed flags): the baseline's passages are trimmed to
-    `budget` tokens of the model's tokenizer; the bare-question systems are counted too."""
-    fitted = [
-        fit_rag_messages(tokenizer, q, r, budget) for q, r in zip(questions, retrieved, strict=True)
-    ]
+    """Each system's (adapter, prompts, trimmed flags), all from the core's prompt builder: the
+    passages are trimmed to `budget` tokens of the model's tokenizer; closed-book prompts are
+    counted too. `kinds` holds the candidate's (and the serving revision's) kind."""
+    counter = ChatTemplateTokens(tokenizer)
+
+    def with_context(hits: list[list[Chunk]]) -> tuple[list[list[dict[str, str]]], list[bool]]:
+        fitted = [
+            fit_context_messages(counter, q, r, budget)
+            for q, r in zip(questions, hits, strict=True)
+        ]
+        return [m for m, _ in fitted], [t for _, t in fitted]
+
+    rag = with_context(retrieved)
     plain = [question_messages(q) for q in questions]
-    plain_over = [prompt_tokens(tokenizer, m) > budget for m in plain]
+    closed = (plain, [counter.prompt_tokens(m) > budget for m in plain])
     out: Prompts = {
-        "candidate": ("candidate", plain, plain_over),
-        "baseline": (None, [m for m, _ in fitted], [t for _, t in fitted]),
-        "base": (None, plain, plain_over),
+        "candidate": ("candidate", *(rag if kinds["candidate"] == "Retrieval" else closed)),
+        "baseline": (None, *rag),
+        "base": (None, *closed),
     }
-    if with_serving:
-        out["serving"] = ("serving", plain, plain_over)
+    if "serving" in kinds:
+        own = with_context(serving_retrieved) if serving_retrieved is not None else closed
+        out["serving"] = ("serving", *own)
     return out
 
 
@@ -368,6 +412,7 @@ def build_report(
     retriever: str,
     top_k: int,
     decoding: DecodingSettings,
+    kinds: dict[SystemName, CandidateKind] | None = None,
     pairs: list[QAPair],
     answers: dict[SystemName, list[str]],
     retrieved: list[list[Chunk]],
@@ -396,6 +441,7 @@ def build_report(
             retrieved_chunks=[c.id for c in retrieved[i]],
             prompt_tokens={s: v[i].prompt_tokens for s, v in stats.items()},
             answer_tokens={s: v[i].answer_tokens for s, v in stats.items()},
+            document_trained=p.document_trained,
         )
         for i, p in enumerate(pairs)
     ]
@@ -417,6 +463,7 @@ def build_report(
         serving_adapter_uri=serving_adapter_uri,
         retriever=retriever,
         top_k=top_k,
+        kinds=kinds or {},
         decoding=decoding,
         questions=questions,
         aggregate={s: metrics.aggregate(v) for s, v in per_system.items()},

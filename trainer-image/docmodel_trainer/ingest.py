@@ -151,8 +151,24 @@ def run(args: argparse.Namespace) -> int:
         )
     chunks = [p.chunk() for p in passages]
     split = split_pairs(
-        pairs, chunks, fetched.documents, spec.dataset.eval_fraction, spec.dataset.seed
+        pairs,
+        chunks,
+        fetched.documents,
+        spec.dataset.eval_fraction,
+        spec.dataset.seed,
+        keep_documents_out=spec.training.candidate.kind == "Retrieval",
     )
+    untrained = set(split.documents_not_trained)
+    chunks = [
+        c.model_copy(update={"split": "untrained"}) if c.source in untrained else c for c in chunks
+    ]
+    if untrained:
+        log.info(
+            "Kept documents out of training count=%d documents=%s (retrieval candidate: only "
+            "retrieved, every question about them held out)",
+            len(untrained),
+            ",".join(sorted(untrained)),
+        )
     leak = leakage.check(split.train, split.eval)
     train, evals = split.train, leak.kept
     for drop in leak.dropped:
@@ -171,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         chunks=len(passages),
         train_pairs=len(train),
         eval_pairs=len(evals),
-        train_documents=len({c.source for c in chunks}),
+        train_documents=len({c.source for c in chunks} - untrained),
         eval_documents=len({p.source for p in evals}),
         eval_grouping=split.grouping,
         train_groups=split.train_groups,
@@ -179,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         duplicates_removed=split.duplicates_removed,
         train_pairs_dropped_same_passage=split.train_dropped_same_passage,
         eval_items_dropped_for_leakage=len(leak.dropped),
+        documents_not_trained=sorted(untrained),
         rewrites=len(generated.rewrites),
         bytes_downloaded=fetched.bytes_downloaded,
     )

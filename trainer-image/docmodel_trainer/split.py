@@ -15,6 +15,11 @@ Then, in order:
 - a train pair whose passage an eval answer comes from is dropped, so the passage an eval item
   is about is trained on only as text, never through a question about it.
 The leakage checks (`leakage`) run after this on what is left.
+
+A retrieval candidate (`training.candidate.kind: Retrieval`) also keeps whole documents out of
+training (`documents_not_trained`: max(2, 10%) of the documents with pairs, by a seeded hash):
+their passages stay in the retrieval index, every question about them is held out, and they are
+never trained on, so the evaluation can show whether the candidate still reads its context.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class Split:
     eval_groups: int
     duplicates_removed: int
     train_dropped_same_passage: int
+    documents_not_trained: list[str]
 
     @property
     def eval_documents(self) -> int:
@@ -56,19 +62,43 @@ def hold_out(keys: Iterable[str], eval_fraction: float, seed: int) -> set[str]:
     return set(ranked[:n_eval])
 
 
+UNTRAINED_FRACTION, MIN_UNTRAINED = 0.1, 2
+
+
+def documents_not_trained(documents: Iterable[str], seed: int) -> set[str]:
+    """The documents a retrieval candidate is never trained on: max(2, 10%) of `documents`,
+    by a seeded hash; none when that would leave fewer than two to train on."""
+    keys = sorted(set(documents))
+    n = max(MIN_UNTRAINED, math.floor(len(keys) * UNTRAINED_FRACTION + 0.5))
+    if len(keys) - n < 2:
+        return set()
+    ranked = sorted(
+        keys, key=lambda k: hashlib.sha256(f"{seed}\x1funtrained\x1f{k}".encode()).hexdigest()
+    )
+    return set(ranked[:n])
+
+
 def split_pairs(
     pairs: Sequence[QAPair],
     chunks: Sequence[Chunk],
     documents: Iterable[str],
     eval_fraction: float,
     seed: int,
+    *,
+    keep_documents_out: bool = False,
 ) -> Split:
-    """Split `pairs` (see the module docstring); `documents` are the parsed source keys."""
+    """Split `pairs` (see the module docstring); `documents` are the parsed source keys.
+    With `keep_documents_out` (retrieval candidates), some documents are not trained at all."""
     known = set(documents)
     sections = {c.id: (c.source, tuple(c.heading_path)) for c in chunks}
     usable = [p for p in pairs if normalise(p.question)]
     removed = len(pairs) - len(usable)
-    with_pairs = {p.source for p in usable if p.source in known}
+    untrained = (
+        documents_not_trained({p.source for p in usable if p.source in known}, seed)
+        if keep_documents_out
+        else set()
+    )
+    with_pairs = {p.source for p in usable if p.source in known and p.source not in untrained}
     grouping = "document" if len(with_pairs) >= SECTION_GROUPING_BELOW else "section"
 
     def group(pair: QAPair) -> str:
@@ -77,14 +107,16 @@ def split_pairs(
             return "\x1f".join([source, *path])
         return pair.source
 
-    groups = {group(p) for p in usable if p.source in known}
+    groups = {group(p) for p in usable if p.source in known and p.source not in untrained}
     held = hold_out(groups, eval_fraction, seed)
 
     train: dict[str, QAPair] = {}
     evals: list[QAPair] = []
     for pair in usable:
         key = normalise(pair.question)
-        if pair.source in known and group(pair) in held:
+        if pair.source in untrained:
+            evals.append(pair.model_copy(update={"document_trained": False}))
+        elif pair.source in known and group(pair) in held:
             evals.append(pair)
         elif key in train:
             removed += 1
@@ -107,6 +139,7 @@ def split_pairs(
         eval_groups=len(held),
         duplicates_removed=removed,
         train_dropped_same_passage=len(train) - len(kept_train),
+        documents_not_trained=sorted(untrained),
     )
 
 

@@ -10,7 +10,9 @@ Reads   <store>/<ns>/<name>/rev-<rev>/dataset/   train.jsonl (the questions, in 
         order and mix are `trainset`'s
 Writes  <store>/<ns>/<name>/rev-<rev>/adapter/   adapter_model.safetensors, adapter_config.json,
         tokenizer files, train_config.json (every resolved setting), metrics.json,
-        training_data.json (the mix, and what the trainer's batches held), manifest.json
+        training_data.json (the mix, and what the trainer's batches held), manifest.json;
+        a retrieval candidate also writes its passage index (retrieval.json, passages.jsonl:
+        `docmodel.retrieval`), which evaluation and the server retrieve from
         <store>/<ns>/<name>/rev-<rev>/checkpoints/   every --save-steps, for resuming
 
 Settings come from the DocModel's spec.training; flags (or --config YAML) override them. A pod
@@ -28,7 +30,8 @@ from typing import Any
 
 from docmodel.artifacts import Manifest, publish_dir, read_manifest, software_versions
 from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN, Chunk, QAPair, Rewrite, read_jsonl
-from docmodel_trainer import fetch, modeling, sft, trainset
+from docmodel.retrieval import RetrievalIndex, write_index
+from docmodel_trainer import fetch, modeling, raft, sft, trainset
 from docmodel_trainer.common import (
     EXIT_BAD_INPUT,
     EXIT_NO_DATA,
@@ -142,7 +145,32 @@ def run(args: argparse.Namespace) -> int:
     rewrites = list(read_jsonl(rewrites_path, Rewrite)) if rewrites_path.exists() else []
     eval_questions = [p.question for p in read_jsonl(data_dir / EVAL, QAPair)]
 
-    base_path = modeling.resolve_base_model(ctx.docmodel.spec.base_model, ctx.workdir)
+    spec = ctx.docmodel.spec
+    candidate = spec.training.candidate
+    index: RetrievalIndex | None = None
+    contexts: list[raft.RaftContext] = []
+    if candidate.kind == "Retrieval":
+        index = RetrievalIndex(
+            top_k=spec.evaluation.baseline.top_k,
+            passages=len(chunks),
+            documents_not_trained=sorted({c.source for c in chunks if c.split == "untrained"}),
+        )
+        contexts = raft.build_contexts(
+            pairs,
+            [c for c in chunks if c.split != "untrained"],
+            top_k=index.top_k,
+            gold_probability=candidate.gold_passage_probability,
+            seed=cfg.seed,
+        )
+        log.info(
+            "Built retrieval examples count=%d with_gold=%d gold_ranked_by_retriever=%d top_k=%d",
+            len(contexts),
+            sum(1 for c in contexts if c.gold_included),
+            sum(1 for c in contexts if c.gold_retrieved),
+            index.top_k,
+        )
+
+    base_path = modeling.resolve_base_model(spec.base_model, ctx.workdir)
     tokenizer = modeling.load_tokenizer(base_path)
     data = trainset.build(
         tokenizer,
@@ -155,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         train_on_documents=cfg.train_on_documents,
         packing=cfg.packing,
         seed=cfg.seed,
+        contexts=contexts,
     )
     log.info(
         "Built training data rows=%d order=%s phases=%s passages_split=%d",
@@ -218,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
     )
     (adapter_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     (adapter_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if index is not None:
+        write_index(adapter_dir, index, chunks)
     manifest = Manifest(
         kind="adapter",
         revision=layout.revision,
@@ -225,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         spec={"training": asdict(cfg)},
         versions=software_versions(PACKAGES),
         metrics=metrics,
-        details={"mix": data.mix, "seen": seen},
+        details={"mix": data.mix, "seen": seen, "candidate": candidate.kind},
     )
     uri = publish_dir(adapter_dir, ctx.store, layout, manifest)
     log.info(

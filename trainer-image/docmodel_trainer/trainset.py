@@ -8,6 +8,10 @@ Three kinds of example, tokenized here with the base model's own tokenizer:
   tokenizer can count more tokens than chunking's estimate) is cut into consecutive windows,
   each with the header in front, and every window is trained, so the whole passage is.
 - `rewrite`: the teacher's rewrites of a passage (`dataset.rewritesPerPassage`), like passages.
+- `context` (retrieval candidates only): a training question with the retriever's passages in
+  front, built by the core's prompt builder (`docmodel.retrieval`) exactly as evaluation and
+  serving build it (`raft` picks the passages); loss on the answer only. Passages of documents
+  kept out of training (split `untrained`) are never trained on, in any kind of example.
 
 Order, after Jiang et al. 2024 ("Instruction-tuned Language Models are Better Knowledge
 Learners"): `qa_first_epochs` passes over the QA alone, then `epochs` passes over the QA mixed
@@ -30,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from docmodel.dataset import Chunk, QAPair, Rewrite
+from docmodel.retrieval import ChatTemplateTokens, fit_context_messages, question_messages
+from docmodel_trainer.raft import RaftContext
 
 IGNORE = -100
 MIN_WINDOW_TOKENS = 16
@@ -37,7 +43,7 @@ MIN_WINDOW_TOKENS = 16
 
 @dataclass(frozen=True)
 class Example:
-    kind: str  # qa | passage | rewrite
+    kind: str  # qa | passage | rewrite | context
     key: str  # kind:id, the id a pair's or a chunk's (with the rewrite or window number)
     source: str
     input_ids: tuple[int, ...]
@@ -52,9 +58,9 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def qa_example(tokenizer: Any, pair: QAPair) -> Example:
-    """The pair in the chat template; labels only on what follows the generation prompt."""
-    user = [{"role": "user", "content": pair.question}]
+def chat_example(tokenizer: Any, kind: str, pair: QAPair, user: list[dict[str, str]]) -> Example:
+    """`user` then the pair's answer in the chat template; labels only on what follows the
+    generation prompt."""
     prompt = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
     full = tokenizer.apply_chat_template(
         [*user, {"role": "assistant", "content": pair.answer}], tokenize=False
@@ -64,12 +70,28 @@ def qa_example(tokenizer: Any, pair: QAPair) -> Example:
     prompt_ids = _encode(tokenizer, prompt)
     answer_ids = _encode(tokenizer, full[len(prompt) :])
     return Example(
-        "qa",
-        f"qa:{pair.id}",
+        kind,
+        f"{kind}:{pair.id}",
         pair.source,
         tuple(prompt_ids + answer_ids),
         tuple([IGNORE] * len(prompt_ids) + answer_ids),
     )
+
+
+def qa_example(tokenizer: Any, pair: QAPair) -> Example:
+    """The bare question (the closed-book prompt) and its answer."""
+    return chat_example(tokenizer, "qa", pair, question_messages(pair.question))
+
+
+def context_example(tokenizer: Any, context: RaftContext, max_seq_length: int) -> Example:
+    """The question with its passages, fitted by the core's prompt builder to what is left of
+    `max_seq_length` after the answer, and the answer."""
+    pair = context.pair
+    answer = len(_encode(tokenizer, pair.answer)) + 8  # the end-of-turn and header tokens
+    messages, _ = fit_context_messages(
+        ChatTemplateTokens(tokenizer), pair.question, context.passages, max_seq_length - answer
+    )
+    return chat_example(tokenizer, "context", pair, messages)
 
 
 def passage_header(title: str, heading_path: Sequence[str]) -> str:
@@ -196,9 +218,15 @@ def build(
     train_on_documents: bool,
     packing: bool,
     seed: int,
+    contexts: Sequence[RaftContext] = (),
 ) -> TrainingData:
     """Tokenize every example and lay out the passes (see the module docstring)."""
+    kept_out = sorted({c.source for c in chunks if c.split == "untrained"})
+    chunks = [c for c in chunks if c.split != "untrained"]
+    trainable = {c.id for c in chunks}
+    rewrites = [rw for rw in rewrites if rw.chunk_id in trainable]
     qa = [qa_example(tokenizer, p) for p in pairs]
+    qa += [context_example(tokenizer, c, max_seq_length) for c in contexts]
     too_long = [e.key for e in qa if len(e.input_ids) > max_seq_length]
     qa = [e for e in qa if len(e.input_ids) <= max_seq_length]
     documents: dict[str, list[str]] = {}
@@ -263,6 +291,12 @@ def build(
         "passages_split_into_windows": sum(1 for ws in windows.values() if len(ws) > 1),
         "qa_dropped_too_long": too_long,
         "train_on_documents": train_on_documents,
+        "documents_kept_out": kept_out,
+        "retrieval_examples": {
+            "count": len(contexts),
+            "with_gold_passage": sum(1 for c in contexts if c.gold_included),
+            "gold_ranked_by_retriever": sum(1 for c in contexts if c.gold_retrieved),
+        },
     }
     return TrainingData(rows, examples, windows, documents, mix, by_ids)
 
