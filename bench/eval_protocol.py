@@ -14,6 +14,13 @@ base model closed-book on those questions:
                  as plain text (the default protocol)
   qa_documents_rewrites   as above plus the teacher's rewrites of each passage; run only with
                  a teacher endpoint (`--teacher-endpoint`), since rewrites come from a model
+  retrieval      a retrieval candidate (`training.candidate.kind: Retrieval`): RAFT examples
+                 from the baseline retriever's top-k mixed with the closed-book data, judged
+                 with the retrieved passages in its prompt, like the baseline
+
+The dataset is ingested as a retrieval candidate's, so every row answers the same questions,
+including those about the documents a retrieval candidate keeps out of training (no row trains
+on those documents); each row also gives the scores on that subset.
 
 Each row gives every system's score, the interval of candidate - baseline, the verdict the gate
 gives it, `documents_trained_fraction` and `eval_questions_seen_in_training` (counted from the
@@ -75,7 +82,11 @@ def main() -> int:
     manifest["spec"]["baseModel"] = {"name": str(base)}
     if args.epochs:
         manifest["spec"]["training"]["epochs"] = args.epochs
-    variants: dict[str, tuple[str, ...]] = {"qa_only": ("--no-documents",), "qa_documents": ()}
+    variants: dict[str, tuple[str, ...]] = {
+        "qa_only": ("--no-documents",),
+        "qa_documents": (),
+        "retrieval": (),
+    }
     if args.teacher_endpoint:
         manifest["spec"]["dataset"] = {
             **manifest["spec"]["dataset"],
@@ -85,15 +96,18 @@ def main() -> int:
                 "model": args.teacher_model or "teacher",
             },
         }
-        variants = {"qa_only": ("--no-documents",), "qa_documents_rewrites": ()}
-    spec = parse_spec(manifest["spec"])
-
+        variants = {"qa_only": ("--no-documents",), "qa_documents_rewrites": (), "retrieval": ()}
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    dm = WORK / "docmodel.yaml"
-    dm.write_text(yaml.safe_dump(manifest))
     store = WORK / "store"
-    job = ["--docmodel", str(dm), "--store", str(store)]
+    docmodels = {}
+    for kind in ("ClosedBook", "Retrieval"):
+        manifest["spec"]["training"]["candidate"] = {"kind": kind}
+        docmodels[kind] = WORK / f"docmodel-{kind.lower()}.yaml"
+        docmodels[kind].write_text(yaml.safe_dump(manifest))
+    spec = parse_spec(manifest["spec"])
+    # Ingested as a retrieval candidate's dataset: the same questions for every row.
+    job = ["--docmodel", str(docmodels["Retrieval"]), "--store", str(store)]
     print("ingest (once, shared by every row)", file=sys.stderr)
     trainer(
         "ingest",
@@ -114,9 +128,11 @@ def main() -> int:
     for name, flags in variants.items():
         print(f"{name}", file=sys.stderr)
         started = time.monotonic()
+        kind = "Retrieval" if name == "retrieval" else "ClosedBook"
+        row_job = ["--docmodel", str(docmodels[kind]), "--store", str(store)]
         trainer(
             "train",
-            *job,
+            *row_job,
             "--revision",
             revision,
             "--workdir",
@@ -126,7 +142,7 @@ def main() -> int:
         )
         train_s = time.monotonic() - started
         shutil.rmtree(rev_dir / "eval", ignore_errors=True)
-        trainer("evaluate", *job, "--revision", revision, "--workdir", str(WORK / f"e-{name}"))
+        trainer("evaluate", *row_job, "--revision", revision, "--workdir", str(WORK / f"e-{name}"))
         report = EvalReport.model_validate_json((rev_dir / "eval" / "report.json").read_text())
         adapter = json.loads((rev_dir / "adapter" / "manifest.json").read_text())
         seen = adapter["details"]["seen"]
@@ -156,6 +172,8 @@ def main() -> int:
             "train_s": round(train_s, 1),
             "costs": {s: c.model_dump() for s, c in report.costs.items()},
             "retrieval_recall_at_k": report.diagnostics.retrieval_recall_at_k,
+            "kind": report.kinds.get("candidate"),
+            "untrained_documents": _subset(report, metric),
         }
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -190,6 +208,20 @@ def main() -> int:
             f"eval_seen={row['eval_questions_seen_in_training']}"
         )
     return 0
+
+
+def _subset(report: EvalReport, metric: str) -> dict[str, Any]:
+    """Mean scores on the questions about documents kept out of training."""
+    questions = [q for q in report.questions if not q.document_trained]
+    if not questions:
+        return {"questions": 0}
+    return {
+        "questions": len(questions),
+        **{
+            system: round(sum(q.scores[system].get(metric) for q in questions) / len(questions), 4)
+            for system in report.aggregate
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -199,8 +200,14 @@ def _prepare(args: argparse.Namespace) -> tuple[Paths, DocModel]:
     return Paths(docs, store, workdir), model
 
 
+def _terminated(signum: int, _: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _guarded(action: str, body: Callable[[], int]) -> int:
-    """Run a local command: errors become one log line and an exit code, never a traceback."""
+    """Run a local command: errors become one log line and an exit code, never a traceback. A
+    SIGTERM unwinds like Ctrl-C does, so the servers and Jobs this process started stop too."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return body()
     except BadInput as exc:

@@ -175,18 +175,22 @@ def start_server(
     )
     server = LocalServer(process, url, now(), digest)
     ends = time.monotonic() + deadline_s
-    while time.monotonic() < ends:
-        if process.poll() is not None:
-            server.message = f"the server exited with code {process.returncode} before ready"
-            return server
-        try:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as response:
-                if served_name in [m["id"] for m in json.load(response)["data"]]:
-                    server.ready = True
-                    return server
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
-        time.sleep(1)
+    try:
+        while time.monotonic() < ends:
+            if process.poll() is not None:
+                server.message = f"the server exited with code {process.returncode} before ready"
+                return server
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as response:
+                    if served_name in [m["id"] for m in json.load(response)["data"]]:
+                        server.ready = True
+                        return server
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(1)
+    except BaseException:  # Ctrl-C or SIGTERM while waiting: the server must not outlive us
+        server.stop()
+        raise
     server.message = f"the server at {url} was not ready within {deadline_s:.0f}s"
     return server
 

@@ -20,7 +20,7 @@ from docmodel_trainer.chunking import normalise
 from docmodel_trainer.cli import main
 from docmodel_trainer.tinymodel import build_tiny_llama
 
-from testkit.corpus import CORPUS
+from testkit.corpus import copy_corpus
 from testkit.dataset_factory import docmodel_manifest
 from testkit.logs import events
 
@@ -28,7 +28,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_corpus_to_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = build_tiny_llama(tmp_path / "model", corpus=CORPUS, vocab_size=600, hidden_size=64)
+    corpus = copy_corpus(tmp_path / "docs")
+    model = build_tiny_llama(tmp_path / "model", corpus=corpus, vocab_size=600, hidden_size=64)
     dm = tmp_path / "dm.yaml"
     # The shared tiny-training DocModel, at the default learning rate, with more questions.
     manifest = docmodel_manifest(model, learningRate=2e-4)
@@ -43,7 +44,7 @@ def test_corpus_to_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                 "ingest",
                 *job,
                 "--source-dir",
-                str(CORPUS),
+                str(corpus),
                 "--revision-file",
                 str(rev_file),
                 "--workdir",
@@ -64,7 +65,7 @@ def test_corpus_to_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     eval_pairs = list(read_jsonl(dataset / EVAL, QAPair))
     chunks = list(read_jsonl(dataset / CHUNKS, Chunk))
     assert train_pairs and eval_pairs
-    documents = {p.relative_to(CORPUS).as_posix() for p in CORPUS.rglob("*") if p.is_file()}
+    documents = {p.relative_to(corpus).as_posix() for p in corpus.rglob("*") if p.is_file()}
     documents = {d for d in documents if not d.endswith(".qa.jsonl")}
     assert {c.source for c in chunks} == documents
     assert not {normalise(p.question) for p in eval_pairs} & {

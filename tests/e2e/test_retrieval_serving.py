@@ -207,6 +207,8 @@ def test_local_serve_retrieves_for_every_chat_request(trained: dict[str, object]
         assert reply.usage.prompt_tokens > 3 * len(question.split())
     finally:
         _stop(process)
+    # SIGTERM to `local serve` stops the server it started, too.
+    assert not is_ready(f"http://127.0.0.1:{port}")
 
 
 def test_front_process_in_front_of_a_local_server(trained: dict[str, object]) -> None:

@@ -17,7 +17,7 @@ from docmodel.artifacts import RevisionLayout, read_manifest
 from docmodel.storage import LocalStore, S3Store
 from docmodel_trainer import common, ingest
 
-from testkit.corpus import CORPUS
+from testkit.corpus import CORPUS, TEST_FILES
 
 
 class FakeS3:
@@ -63,11 +63,7 @@ def use_s3(monkeypatch, fake: FakeS3) -> None:
 
 
 def corpus_objects(prefix: str = "handbook/") -> dict[str, bytes]:
-    return {
-        prefix + p.relative_to(CORPUS).as_posix(): p.read_bytes()
-        for p in CORPUS.rglob("*")
-        if p.is_file()
-    }
+    return {prefix + name: (CORPUS / name).read_bytes() for name in TEST_FILES}
 
 
 def run_s3(tmp_path, *extra: str):

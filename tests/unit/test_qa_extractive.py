@@ -8,7 +8,7 @@ from docmodel_trainer.chunking import Passage, chunk_document
 from docmodel_trainer.parsing import parse_document
 from docmodel_trainer.qa.extractive import extract_pairs
 
-from testkit.corpus import CORPUS
+from testkit.corpus import CORPUS, TEST_FILES
 
 
 def pairs_of(markdown: str) -> dict[str, str]:
@@ -18,7 +18,7 @@ def pairs_of(markdown: str) -> dict[str, str]:
 
 def corpus_passages() -> list[Passage]:
     out = []
-    for path in sorted(CORPUS.rglob("*")):
+    for path in sorted(CORPUS / name for name in TEST_FILES):
         if path.is_file() and not path.name.endswith(".qa.jsonl"):
             doc = parse_document(path.relative_to(CORPUS).as_posix(), path.read_bytes())
             out.extend(chunk_document(doc, 384, 48))
