@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from docmodel.api import DocModelSpec, EvaluationSpec
 from docmodel.dataset import SkippedFile
+from docmodel.settings import StoreSettings
 from docmodel.storage import (
     NotFound,
     ObjectInfo,
@@ -384,18 +384,14 @@ def open_artifact_store(uri: str, env: dict[str, str] | None = None) -> ObjectSt
     `DOCMODEL_STORE_AWS_SECRET_ACCESS_KEY` configure it when the artifact store is not the
     source's store; otherwise the usual `AWS_*` variables apply.
     """
-    env = dict(os.environ) if env is None else env
-    own = S3Credentials.from_env(
-        {
-            "AWS_ACCESS_KEY_ID": env.get("DOCMODEL_STORE_AWS_ACCESS_KEY_ID", ""),
-            "AWS_SECRET_ACCESS_KEY": env.get("DOCMODEL_STORE_AWS_SECRET_ACCESS_KEY", ""),
-        }
+    settings = StoreSettings.from_env(env)
+    secret = settings.aws_secret_access_key
+    own = (
+        S3Credentials(settings.aws_access_key_id, secret.get_secret_value())
+        if settings.aws_access_key_id and secret is not None
+        else None
     )
-    return open_store(
-        uri,
-        endpoint=env.get("DOCMODEL_STORE_ENDPOINT") or None,
-        credentials=own,
-    )
+    return open_store(uri, endpoint=settings.endpoint, credentials=own)
 
 
 ADAPTER_CONFIG = "adapter_config.json"

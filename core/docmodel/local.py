@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -53,13 +52,14 @@ from docmodel.localexec import (
     start_server,
     state_key,
 )
+from docmodel.settings import LocalSettings
 from docmodel.storage import ObjectStore, StorageError, open_store
 
 log = logging.getLogger("docmodel.local")
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DIR = ROOT / "examples" / "local"
-DEFAULT_STORE = Path(os.environ.get("DOCMODEL_LOCAL_STORE", "~/.cache/docmodel/local-store"))
+DEFAULT_STORE = LocalSettings.from_env().local_store
 TINY_CACHE = Path("~/.cache/docmodel/models").expanduser()
 SERVER_READY_SECONDS = 300.0
 

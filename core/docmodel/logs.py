@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
+
+from docmodel.settings import LogSettings
 
 # Libraries whose INFO chatter (connection pools, retries, file locks) drowns the progress lines,
 # and bitsandbytes, which warns at import on machines without its optional CPU kernels.
@@ -52,7 +53,7 @@ def setup_logging(fmt: str = "text") -> None:
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    level = os.environ.get("DOCMODEL_LOG_LEVEL", "INFO").upper()
+    level = LogSettings.from_env().log_level.upper()
     if level not in LEVELS:
         root.setLevel(logging.INFO)
         logging.getLogger("docmodel").warning(

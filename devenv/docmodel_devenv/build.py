@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from docmodel_devenv.settings import DevenvSettings
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +34,7 @@ TOOLS_DIR = REPO_ROOT / "tools"
 
 def cache_dir() -> Path:
     """Root of the DocModel cache (``$DOCMODEL_CACHE`` or ``~/.cache/docmodel``)."""
-    return Path(os.environ.get("DOCMODEL_CACHE", Path.home() / ".cache" / "docmodel"))
+    return DevenvSettings.from_env().cache
 
 
 class BuildError(RuntimeError):

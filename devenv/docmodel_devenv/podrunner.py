@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docmodel_devenv.settings import DevenvSettings
+
 from .build import REPO_ROOT
 from .kubeapi import ApiError, KubeApi
 from .logserver import LogServer
@@ -33,9 +35,7 @@ LEASE_SECONDS = 40
 
 def image_envs_from_environ() -> dict[str, Path]:
     """``DOCMODEL_DEVENV_IMAGE_ENVS="prefix=/env/dir,prefix2=/other"`` as a dict."""
-    value = os.environ.get("DOCMODEL_DEVENV_IMAGE_ENVS", "")
-    pairs = [item.split("=", 1) for item in value.split(",") if "=" in item]
-    return {prefix: Path(directory) for prefix, directory in pairs}
+    return dict(DevenvSettings.from_env().devenv_image_envs)
 
 
 @dataclass
@@ -44,9 +44,7 @@ class PodRunner:
     workdir: Path
     node_name: str = NODE_NAME
     # Nominal capacity, not enforced: enough that workloads written for real GPU nodes fit.
-    gpus: int = field(
-        default_factory=lambda: int(os.environ.get("DOCMODEL_DEVENV_LOCAL_GPUS", "4"))
-    )
+    gpus: int = field(default_factory=lambda: DevenvSettings.from_env().devenv_local_gpus)
     cpu: str = "32"
     memory: str = "256Gi"
     # Pods get loopback addresses: nothing here routes another range on the host.

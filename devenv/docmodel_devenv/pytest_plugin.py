@@ -11,7 +11,6 @@ Set ``DOCMODEL_DEVENV_KEEP=1`` to keep the working directory (logs, kubeconfig).
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from docmodel_devenv.settings import DevenvSettings
 
 from .build import BuildError
 from .kubeapi import create_namespace
@@ -31,7 +32,7 @@ from .stack import DevEnv
 def devenv() -> Iterator[DevEnv]:
     """The running dev environment (started once per session)."""
     try:
-        env = DevEnv.create(keep_workdir=os.environ.get("DOCMODEL_DEVENV_KEEP") == "1")
+        env = DevEnv.create(keep_workdir=DevenvSettings.from_env().devenv_keep)
     except BuildError as error:
         missing = str(error)
     else:

@@ -28,21 +28,22 @@ The operator's own credentials for the store are `DOCMODEL_STORE_AWS_ACCESS_KEY_
 from __future__ import annotations
 
 import random
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from docmodel.builders import PodDefaults
 from docmodel.plan import Policy
+from docmodel.settings import EnvSettings, SettingsError
+
+__all__ = ["OperatorSettings", "SettingsError"]
 
 
-class SettingsError(ValueError):
-    """The environment does not describe a valid operator; the message names the variable."""
-
-
-class OperatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DOCMODEL_OPERATOR_", extra="ignore", frozen=True)
+class OperatorSettings(EnvSettings):
+    # An empty value is a value here: DOCMODEL_OPERATOR_PEERING="" runs standalone.
+    model_config = SettingsConfigDict(env_prefix="DOCMODEL_OPERATOR_", env_ignore_empty=False)
+    what: ClassVar[str] = "operator configuration"
 
     store_uri: str = Field(min_length=1)
     store_endpoint: str | None = None
@@ -62,16 +63,6 @@ class OperatorSettings(BaseSettings):
     watch_timeout_seconds: int = Field(default=300, ge=10)
     liveness_port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=9090, ge=0, le=65535)
-
-    @classmethod
-    def from_env(cls) -> OperatorSettings:
-        try:
-            return cls()  # type: ignore[call-arg]  # store_uri comes from the environment
-        except ValidationError as exc:
-            problems = [
-                f"DOCMODEL_OPERATOR_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
-            ]
-            raise SettingsError("invalid operator configuration: " + "; ".join(problems)) from None
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -34,58 +34,24 @@ from __future__ import annotations
 import os
 import shlex
 import tempfile
-from collections.abc import Mapping
-from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from docmodel.api import DEFAULT_BASE_MODEL
+from docmodel.settings import EnvSettings, SettingsError, environment
 
-ENV_PREFIX = "DOCMODEL_"
+__all__ = ["ServerSettings", "SettingsError"]
 
 Engine = Literal["auto", "vllm", "local"]
 
-# The environment `from_env` reads: the process's, or a mapping a caller (a test) passes.
-_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("docmodel_server_env", default=None)
 
-
-def _environment() -> Mapping[str, str]:
-    env = _ENVIRON.get()
-    return os.environ if env is None else env
-
-
-class SettingsError(ValueError):
-    """The environment does not describe a valid server; the message names the variable."""
-
-
-class _Environment(EnvSettingsSource):
-    """pydantic-settings' environment source over `_ENVIRON` (default: `os.environ`)."""
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            _environment(),
-            self.case_sensitive,
-            self.env_ignore_empty,
-            self.env_parse_none_str,
-        )
-
-
-class ServerSettings(BaseSettings):
+class ServerSettings(EnvSettings):
     """Everything the server process needs; built once at start by `from_env`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True
-    )
+    what: ClassVar[str] = "server configuration"
 
     served_name: str = Field(min_length=1, max_length=256, pattern=r"^[^\s=,]+$")
     adapter_uri: str = Field(min_length=1)
@@ -95,7 +61,7 @@ class ServerSettings(BaseSettings):
     max_lora_rank: int | None = Field(default=None, ge=1, le=512)
     max_model_len: int = Field(default=8192, ge=16, le=1_048_576)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
-    host: str = Field(default_factory=lambda: _environment().get("POD_IP") or "0.0.0.0")
+    host: str = Field(default_factory=lambda: environment().get("POD_IP") or "0.0.0.0")
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: SecretStr | None = None
     engine: Engine = "auto"
@@ -107,18 +73,6 @@ class ServerSettings(BaseSettings):
     upstream_port: int | None = Field(default=None, ge=1, le=65535)
     prompt_log: Path | None = None
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Flags (init values) win over the environment; no .env or secrets files are read.
-        return (init_settings, _Environment(settings_cls))
-
     @field_validator("vllm_extra_args", mode="before")
     @classmethod
     def _shell_split(cls, value: Any) -> Any:
@@ -128,23 +82,6 @@ class ServerSettings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"{exc} (it is split like a shell command line)") from None
         return value
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
-        """Read `DOCMODEL_*` variables (empty counts as unset) of `env` (default: the process's);
-        `overrides` that are not None win (CLI flags)."""
-        token = _ENVIRON.set(env)
-        try:
-            return cls(**{k: v for k, v in overrides.items() if v is not None})
-        except ValidationError as exc:
-            problems = []
-            for error in exc.errors():
-                field = str(error["loc"][0]) if error["loc"] else ""
-                message = str(error["msg"]).removeprefix("Value error, ")
-                problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
-            raise SettingsError("invalid server configuration: " + "; ".join(problems)) from None
-        finally:
-            _ENVIRON.reset(token)
 
     @property
     def torch_threads(self) -> int:

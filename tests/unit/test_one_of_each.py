@@ -35,6 +35,12 @@ ONE_DEFINITION = {
     "Verdict": "core/docmodel/api.py",
     "fetch_adapter": "core/docmodel/artifacts.py",
     "paired_bootstrap": "core/docmodel/stats.py",
+    "SettingsError": "core/docmodel/settings.py",
+    "CONTEXT_INSTRUCTION": "core/docmodel/retrieval.py",
+    "context_messages": "core/docmodel/retrieval.py",
+    "question_messages": "core/docmodel/retrieval.py",
+    "fit_context_messages": "core/docmodel/retrieval.py",
+    "BM25Retriever": "core/docmodel/retrieval.py",
 }
 # Wrappers that adapt the core's definition to a job (error -> exit code) and say so.
 WRAPPERS = {("fetch_adapter", "trainer-image/docmodel_trainer/fetch.py")}
@@ -134,3 +140,42 @@ def test_log_keys_are_snake_case() -> None:
                         if name != name.lower() and not name.isupper():  # upper: a variable
                             bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
     assert not bad, bad
+
+
+def _docmodel_variable(node: ast.AST) -> str | None:
+    """The `DOCMODEL_*` name read by `os.environ.get(...)`, `os.getenv(...)` or
+    `os.environ[...]`, if `node` is such a read."""
+    if isinstance(node, ast.Call) and node.args:
+        func = ast.unparse(node.func)
+        if func in ("os.environ.get", "os.getenv", "environ.get", "getenv"):
+            arg = node.args[0]
+        else:
+            return None
+    elif isinstance(node, ast.Subscript) and ast.unparse(node.value) in ("os.environ", "environ"):
+        arg = node.slice
+    else:
+        return None
+    if isinstance(arg, ast.Constant) and str(arg.value).startswith("DOCMODEL_"):
+        return str(arg.value)
+    return None
+
+
+def test_docmodel_variables_are_read_only_through_typed_settings() -> None:
+    """Every process reads its `DOCMODEL_*` variables as fields of an `EnvSettings` subclass
+    (pydantic-settings; `docmodel.settings`), never with a plain environment lookup, and every
+    settings class derives from it."""
+    reads, classes = [], []
+    for package in PACKAGES:
+        for path in sorted(package.rglob("*.py")):
+            where = path.relative_to(ROOT).as_posix()
+            tree = ast.parse(path.read_text(), filename=where)
+            for node in ast.walk(tree):
+                name = _docmodel_variable(node)
+                if name is not None:
+                    reads.append(f"{where}:{node.lineno} {name}")  # type: ignore[attr-defined]
+                if isinstance(node, ast.ClassDef) and any(
+                    ast.unparse(b) == "BaseSettings" for b in node.bases
+                ):
+                    classes.append(f"{where} {node.name}")
+    assert reads == []
+    assert classes == ["core/docmodel/settings.py EnvSettings"]

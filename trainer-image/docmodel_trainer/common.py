@@ -24,11 +24,10 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr
 
 from docmodel.api import DocModel, SpecError, parse_docmodel
 from docmodel.artifacts import RevisionLayout, open_artifact_store
@@ -41,12 +40,13 @@ from docmodel.failures import EXIT_OK as EXIT_OK
 from docmodel.failures import EXIT_STORAGE as EXIT_STORAGE
 from docmodel.failures import EXIT_UNEXPECTED as EXIT_UNEXPECTED
 from docmodel.failures import EXIT_UPSTREAM as EXIT_UPSTREAM
+from docmodel.settings import EnvSettings, SettingsError
 from docmodel.storage import ObjectStore
 
 log = logging.getLogger("docmodel.trainer")
 
 
-class JobSettings(BaseSettings):
+class JobSettings(EnvSettings):
     """What a Job's environment may give every trainer command (flags win over these).
 
     | Variable | Meaning |
@@ -59,9 +59,7 @@ class JobSettings(BaseSettings):
     | `DOCMODEL_TEACHER_API_KEY` | the teacher endpoint's API key (never logged or stored) |
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="DOCMODEL_", env_ignore_empty=True, extra="ignore", frozen=True
-    )
+    what: ClassVar[str] = "job environment"
 
     manifest: str | None = None
     store: str | None = None
@@ -74,10 +72,9 @@ class JobSettings(BaseSettings):
     def read(cls) -> JobSettings:
         """The settings of this process's environment; a bad value fails as bad input."""
         try:
-            return cls()
-        except ValidationError as exc:
-            problems = [f"DOCMODEL_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()]
-            raise JobError("invalid job environment: " + "; ".join(problems), "BadEnv", 2) from None
+            return cls.from_env()
+        except SettingsError as exc:
+            raise JobError(str(exc), "BadEnv", 2) from None
 
 
 class JobError(Exception):
