@@ -1,10 +1,13 @@
 """Test corpus helpers: the committed sample corpus, a tiny PDF writer and bad-input files.
 
-`examples/local/docs/` (also the local-mode demo) holds the internal docs of a fictional company (Larkspur Freight): Markdown,
-HTML, plain text and one PDF, written so that extractive QA finds a few dozen short factual
-answers. `write_pdf` is how `hr/leave-policy.pdf` was made:
+`examples/local/docs/` (also the local-mode demo) holds the internal docs of a fictional company
+(Larkspur Freight): 40 documents in Markdown, HTML, plain text and PDF, written so that
+extractive QA finds short factual answers. Tests copy a pinned subset of nine of them plus three
+provided question files (`TEST_FILES`), so growing the demo changes no test's numbers.
+`write_pdf` is how the PDFs were made:
 
-    python tests/corpus.py      # regenerates examples/local/docs/hr/leave-policy.pdf
+    PYTHONPATH=tests .venv/bin/python -m testkit.corpus              # hr/leave-policy.pdf
+    PYTHONPATH=tests .venv/bin/python examples/local/make_pdfs.py    # the other demo PDFs
 """
 
 from __future__ import annotations
