@@ -21,6 +21,7 @@ log = logging.getLogger("docmodel.trainer.fetch")
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
+RUN_FILE = "run-id"  # the training run the checkpoints belong to
 
 
 def manifest_digest(data: bytes) -> str:
@@ -90,6 +91,33 @@ def upload_checkpoint(store: ObjectStore, layout: RevisionLayout, local: Path, s
         store.upload_file(path, f"{prefix}/{path.relative_to(local).as_posix()}")
     store.put_bytes(f"{prefix}/{COMPLETE}", b"")
     log.info("Saved checkpoint step=%d uri=%s/%s", step, store.uri, prefix)
+
+
+def claim_checkpoints(store: ObjectStore, layout: RevisionLayout, run_id: str) -> None:
+    """Make the revision's stored checkpoints this training run's (`run_id`: a digest of its
+    rows, settings and base model). Checkpoints another run left (other data, settings or base
+    model, such as a `--force` retrain with other flags) are deleted, never resumed from; then
+    `run_id` is recorded."""
+    prefix = checkpoint_prefix(layout)
+    marker = f"{prefix}/{RUN_FILE}"
+    try:
+        recorded: str | None = store.get_bytes(marker).decode()
+    except NotFound:
+        recorded = None
+    if recorded == run_id:
+        return
+    stale = [o.key for o in store.list(prefix) if o.key != marker]
+    for key in stale:
+        store.delete(key)
+    if stale:
+        log.info(
+            "Discarded checkpoints objects=%d reason=another training run (data or settings "
+            "differ) uri=%s/%s",
+            len(stale),
+            store.uri,
+            prefix,
+        )
+    store.put_bytes(marker, run_id.encode())
 
 
 def restore_checkpoint(store: ObjectStore, layout: RevisionLayout, output_dir: Path) -> Path | None:

@@ -23,9 +23,12 @@ adapter that already has a manifest is not trained again (unless --force).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import shutil
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from docmodel.artifacts import Manifest, publish_dir, read_manifest, software_versions
@@ -120,6 +123,31 @@ def resolve_config(args: argparse.Namespace, ctx: JobContext) -> sft.TrainConfig
     return cfg
 
 
+# Settings a resumed run may change: how long it runs and how often it logs and saves.
+RESUMABLE_SETTINGS = ("max_steps", "logging_steps", "save_steps")
+
+
+def training_run_id(rows: list[dict[str, Any]], cfg: sft.TrainConfig, base_model: str) -> str:
+    """What a checkpoint may be resumed by: the same rows (data, order, packing), the same
+    settings (but for `RESUMABLE_SETTINGS`) and the same base model."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_SETTINGS}
+    digest = hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(base_model.encode())
+    return digest.hexdigest()[:24]
+
+
+def _claim_output_dir(output_dir: Path, run_id: str) -> None:
+    """The workdir's checkpoints, like the store's: another run's are removed before
+    training."""
+    marker = output_dir / fetch.RUN_FILE
+    owned = marker.is_file() and marker.read_text() == run_id
+    if output_dir.exists() and not owned:
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(run_id)
+
+
 def run(args: argparse.Namespace) -> int:
     # -- setup ---------------------------------------------------------------------------------
     ctx = job_context(args)
@@ -199,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
     cuda = modeling.has_cuda()
 
     output_dir = ctx.workdir / "output"
+    run_id = training_run_id(data.rows, cfg, spec.base_model.name)
+    _claim_output_dir(output_dir, run_id)
+    fetch.claim_checkpoints(ctx.store, layout, run_id)
     trainer = sft.build_trainer(
         model,
         tokenizer,
