@@ -143,11 +143,14 @@ def run(args: argparse.Namespace) -> int:
         generated.pairs, spec.dataset.max_pairs_per_document, spec.dataset.seed
     )
     for document, lost in sorted(capped.items()):
-        log.warning(
-            "Capped pairs document=%s kept=%d dropped=%d (dataset.maxPairsPerDocument)",
-            document,
+        log.debug("Capped pairs document=%s dropped=%d", document, lost)
+    if capped:  # a setting the spec chose: one line, not one per document
+        log.info(
+            "Capped pairs documents=%d dropped=%d max_per_document=%d "
+            "(dataset.maxPairsPerDocument)",
+            len(capped),
+            sum(capped.values()),
             spec.dataset.max_pairs_per_document,
-            lost,
         )
     chunks = [p.chunk() for p in passages]
     split = split_pairs(
