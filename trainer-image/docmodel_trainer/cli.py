@@ -4,6 +4,7 @@
     docmodel-trainer train    --docmodel dm.yaml --store ./artifacts --revision <rev>
     docmodel-trainer evaluate --docmodel dm.yaml --store ./artifacts --revision <rev>
     docmodel-trainer tiny-model ./tiny-llama
+    docmodel-trainer reader-base ./reader-base
 
 Each command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`.
 Exit codes are listed in `docmodel_trainer.common`.
@@ -35,6 +36,10 @@ COMMANDS = {
         "Score the candidate against the RAG baseline (and what serves now).",
     ),
     "tiny-model": ("docmodel_trainer.tinymodel_cli", "Write a tiny random Llama for tests."),
+    "reader-base": (
+        "docmodel_trainer.readerbase",
+        "Train a tiny Llama to answer from passages (synthetic data, for the CPU demo).",
+    ),
 }
 
 log = logging.getLogger("docmodel.trainer")

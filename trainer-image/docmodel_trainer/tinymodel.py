@@ -62,11 +62,28 @@ def _corpus_lines(corpus: Path | None) -> Iterable[str]:
 
 def build_tokenizer(corpus: Path | None = None, vocab_size: int = 1024):  # type: ignore[no-untyped-def]
     """A byte-level BPE tokenizer with Llama 3's special tokens and chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    return fit_tokenizer(_corpus_lines(corpus), vocab_size)
+
+
+def fit_tokenizer(  # type: ignore[no-untyped-def]
+    texts: Iterable[str], vocab_size: int, split_pattern: str | None = None
+):
+    """Byte-level BPE fitted to `texts`, with Llama 3's special tokens and chat template.
+    With `split_pattern` (a regex), text is first split into the pattern's matches, so a BPE
+    token never spans two of them."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_pattern is None:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split_pattern), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -74,7 +91,7 @@ def build_tokenizer(corpus: Path | None = None, vocab_size: int = 1024):  # type
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus_lines(corpus), trainer=trainer)
+    tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|begin_of_text|>",

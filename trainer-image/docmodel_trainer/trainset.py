@@ -58,17 +58,24 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def chat_example(tokenizer: Any, kind: str, pair: QAPair, user: list[dict[str, str]]) -> Example:
-    """`user` then the pair's answer in the chat template; labels only on what follows the
-    generation prompt."""
+def prompt_and_answer_ids(
+    tokenizer: Any, user: list[dict[str, str]], answer: str
+) -> tuple[list[int], list[int]]:
+    """The ids of `user` with the generation prompt, and of what the chat template adds for
+    `answer` (its end-of-turn token included): the part a chat example's loss is on."""
     prompt = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
     full = tokenizer.apply_chat_template(
-        [*user, {"role": "assistant", "content": pair.answer}], tokenize=False
+        [*user, {"role": "assistant", "content": answer}], tokenize=False
     )
     if not full.startswith(prompt):
         raise ValueError("the chat template does not render a conversation as prompt + answer")
-    prompt_ids = _encode(tokenizer, prompt)
-    answer_ids = _encode(tokenizer, full[len(prompt) :])
+    return _encode(tokenizer, prompt), _encode(tokenizer, full[len(prompt) :])
+
+
+def chat_example(tokenizer: Any, kind: str, pair: QAPair, user: list[dict[str, str]]) -> Example:
+    """`user` then the pair's answer in the chat template; labels only on what follows the
+    generation prompt."""
+    prompt_ids, answer_ids = prompt_and_answer_ids(tokenizer, user, pair.answer)
     return Example(
         kind,
         f"{kind}:{pair.id}",
