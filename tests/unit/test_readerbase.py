@@ -80,3 +80,23 @@ def test_labels_cover_the_answers_and_their_end_tokens_only(tokenizer) -> None:
 def test_the_tokenizer_reads_any_text(tokenizer) -> None:
     text = "Zürich: 12 ms (p99) — 日本"
     assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_copy_and_recall_sequences_learn_only_what_can_be_found_earlier(tokenizer) -> None:
+    batcher = rb._Batcher(tokenizer, rb.Recipe())
+    for ids, labels, kind in batcher.induction(sequences=4, span=8):
+        assert kind == "copy" and len(ids) == len(labels) == 17
+        assert ids[1:9] == ids[9:] and labels[10:] == ids[10:]
+        assert set(labels[:10]) == {rb.IGNORE}  # the first repeated token cannot be known
+    for _ in range(40):
+        ids, labels = batcher._copy_or_recall()
+        assert len(ids) == len(labels) and ids[0] == tokenizer.bos_token_id
+        for i, label in enumerate(labels):
+            if label == rb.IGNORE:
+                continue
+            assert label == ids[i]
+            # What is learned follows, somewhere earlier, the token before it.
+            before = ids[i - 1]
+            assert any(ids[j] == before and ids[j + 1] == label for j in range(i - 1)), (i, ids)
+    assert batcher.counts["copy"] > 0 and batcher.counts["recall"] > 0
+    assert all(t >= len(rb.SPECIAL_TOKENS) for t in ids[1:])

@@ -28,12 +28,25 @@ pool, never seen in training, always with four passages. The tokenizer (byte-lev
 special tokens and chat template) is fitted to synthetic text only, so any text still
 tokenises.
 
-Status: not yet a reader, and the demo does not use it. On two CPU cores (about 3.9 steps/s)
-the default recipe, stopped after 3,300 of its 9,000 steps (15 minutes), had held-out exact
-match 0.000 with four passages and with one (token F1 0.133 at step 1,500, 0.101 at 3,000;
-answer loss 2.4 falling to 2.0 nats/token): the copying skill had not appeared. It needs a much
-longer run, on a GPU machine, before the demo can start from it; `docmodel-reader.json`
-records each run's recipe and held-out scores.
+Status: not yet a reader, and the demo does not use it. On two CPU cores (about 3.9 steps/s):
+
+- the default recipe (lr 2e-3), stopped after 3,300 of its 9,000 steps (15 minutes): held-out
+  exact match 0.000 with four passages and with one (token F1 0.133 at step 1,500, 0.101 at
+  3,000; answer loss 2.4 falling to 2.0 nats/token). Its answers have the right shape (a size
+  for a size, a step for a step) but are not taken from the passages;
+- what it lacks is the copying circuit (heads that find an earlier occurrence of a token and
+  copy what followed it). With `--copy-share 0.3` the copy and recall sequences stayed at
+  chance loss (7.67 nats, ln 2048 = 7.62) for 2,000 steps. A plain Llama of this size learns
+  fixed-length copying (16 sequences of 32 random tokens, repeated) within 250 steps at lr
+  1e-3, but not at 2e-3 (still 7.50 after 300 steps), and not on the mixed-length copy and
+  recall sequences at 1e-3 (7.42 after 300 steps);
+- `--induction-steps 300 --lr 1e-3` (fixed-length copying first) forms the circuit (copy loss
+  7.6 to 1.6 by step 300), but the mixed recipe after it erases it again (copy loss back to
+  7.07 by step 1,200, exact match still 0.000).
+
+Next to try, on a GPU machine: keep fixed-length copy batches interleaved for the whole run, a
+lower learning rate, larger batches, many more steps. `docmodel-reader.json` records each
+run's recipe and held-out scores.
 """
 
 from __future__ import annotations
@@ -59,7 +72,7 @@ from docmodel.dataset import Chunk
 from docmodel.retrieval import context_messages
 from docmodel_trainer.metrics import exact_match, normalize_answer, token_f1
 from docmodel_trainer.qa.extractive import _be, _singular, _soft_lower  # the same phrasing
-from docmodel_trainer.tinymodel import fit_tokenizer
+from docmodel_trainer.tinymodel import SPECIAL_TOKENS, fit_tokenizer
 from docmodel_trainer.trainset import prompt_and_answer_ids
 
 log = logging.getLogger("docmodel.trainer.readerbase")
@@ -1363,6 +1376,8 @@ class Recipe:
     weight_decay: float = 0.05
     grad_clip: float = 1.0
     curriculum_ramp: float = 0.5  # share of the steps over which passages grow to four
+    induction_steps: int = 0  # first steps on fixed-length token copying only
+    copy_share: float = 0.0  # share of sequences that are token copying or key/value recall
     plain_share: float = 0.25  # share of sequences that are plain text
     follow_ups: int = 6  # further questions on the same passages, as later turns
     plain_qa_share: float = 0.5  # of those, share followed by question/answer lines
@@ -1426,7 +1441,11 @@ class _Batcher:
 
     def _sequence(self, stage: Stage) -> tuple[list[int], list[int], str]:
         r = self.rng
-        if r.random() < self.recipe.plain_share:
+        roll = r.random()
+        if roll < self.recipe.copy_share:
+            ids, labels = self._copy_or_recall()
+            return ids, labels, "copy"
+        if roll < self.recipe.copy_share + self.recipe.plain_share:
             text = plain_text(
                 self.world, stage, self.recipe.plain_qa_share, self.recipe.plain_qa_lines
             )
@@ -1440,6 +1459,52 @@ class _Batcher:
         self.counts["answers"] += 1 + min(len(ex.more), self.recipe.follow_ups)
         self.counts[f"passages_{n}"] += 1
         return ids, labels, "qa"
+
+    def induction(
+        self, sequences: int = 16, span: int = 32
+    ) -> list[tuple[list[int], list[int], str]]:
+        """Random tokens, then the same tokens again, all of one length: the task on which a
+        small model first forms the heads that find an earlier occurrence and copy what
+        followed it (with mixed lengths, or a higher learning rate, it stays at chance for
+        hundreds of steps)."""
+        r = self.rng
+        low, high = len(SPECIAL_TOKENS), len(self.tokenizer) - 1
+        bos = int(self.tokenizer.bos_token_id)
+        batch = []
+        for _ in range(sequences):
+            tokens = [r.randint(low, high) for _ in range(span)]
+            # The first repeated token cannot be known; every later one can.
+            labels = [IGNORE] * (2 + span) + tokens[1:]
+            batch.append(([bos, *tokens, *tokens], labels, "copy"))
+        self.counts["induction"] += sequences
+        return batch
+
+    def _copy_or_recall(self) -> tuple[list[int], list[int]]:
+        """Random tokens, then the same tokens again (loss on the repeat), or random key/value
+        token pairs, then some keys again (loss on their values): the two circuits reading
+        needs (find an earlier occurrence, copy what followed it), taught directly."""
+        r = self.rng
+        low = len(SPECIAL_TOKENS)
+        high = len(self.tokenizer) - 1
+        bos = int(self.tokenizer.bos_token_id)
+        if r.random() < 0.5:
+            span = [r.randint(low, high) for _ in range(r.randint(8, 96))]
+            ids = [bos, *span, *span]
+            labels = [IGNORE] * (2 + len(span)) + span[1:]
+            self.counts["copy"] += 1
+            return ids, labels
+        n = r.randint(4, 48)
+        keys = r.sample(range(low, high + 1), n)
+        values = [[r.randint(low, high) for _ in range(r.randint(1, 3))] for _ in keys]
+        ids, labels = [bos], [IGNORE]
+        for key, value in zip(keys, values, strict=True):
+            ids += [key, *value]
+            labels += [IGNORE] * (1 + len(value))
+        for i in r.sample(range(n), r.randint(1, min(n, 12))):
+            ids += [keys[i], *values[i]]
+            labels += [IGNORE, *values[i]]
+        self.counts["recall"] += 1
+        return ids, labels
 
 
 def heldout_examples(seed: int, count: int, passages: int, richness: float = 1.0) -> list[Example]:
@@ -1510,7 +1575,7 @@ def _batch_loss(
     row_loss = per_row / counts
     loss = row_loss.mean()
     stats: dict[str, float] = {}
-    for kind in ("qa", "plain"):
+    for kind in ("qa", "plain", "copy"):
         idx = [i for i, (_, _, k) in enumerate(batch) if k == kind]
         if idx:
             stats[kind] = float(row_loss[idx].mean().item())
@@ -1627,7 +1692,7 @@ def build_reader_base(out_dir: Path, *, seed: int = 0, steps: int = 9000, **sett
     ):
         for step in range(recipe.steps):
             progress = step / recipe.steps
-            batch = batcher.next(progress)
+            batch = batcher.induction() if step < recipe.induction_steps else batcher.next(progress)
             lr = _lr_at(step, recipe)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -1641,19 +1706,23 @@ def build_reader_base(out_dir: Path, *, seed: int = 0, steps: int = 9000, **sett
                 ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
             bar.update(1)
             bar.set_postfix(
-                qa=f"{ema.get('qa', 0.0):.3f}", lm=f"{ema.get('plain', 0.0):.3f}", refresh=False
+                qa=f"{ema.get('qa', 0.0):.3f}",
+                lm=f"{ema.get('plain', 0.0):.3f}",
+                copy=f"{ema.get('copy', 0.0):.3f}",
+                refresh=False,
             )
             done = step + 1
             if done % 100 == 0 or done == recipe.steps:
                 stage = stage_at(progress, recipe.curriculum_ramp)
                 log.info(
-                    "Trained step=%d/%d loss=%.4f qa_loss=%.4f lm_loss=%.4f lr=%.2e passages=%d "
-                    "batch=%d tokens=%d elapsed_s=%.0f",
+                    "Trained step=%d/%d loss=%.4f qa_loss=%.4f lm_loss=%.4f copy_loss=%.4f "
+                    "lr=%.2e passages=%d batch=%d tokens=%d elapsed_s=%.0f",
                     done,
                     recipe.steps,
                     loss.item(),
                     ema.get("qa", float("nan")),
                     ema.get("plain", float("nan")),
+                    ema.get("copy", float("nan")),
                     lr,
                     stage.max_passages,
                     len(batch),
@@ -1750,6 +1819,8 @@ TUNABLE = (
     "heads",
     "kv_heads",
     "vocab_size",
+    "induction_steps",
+    "copy_share",
     "plain_share",
     "follow_ups",
     "plain_qa_share",
