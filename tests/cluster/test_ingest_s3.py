@@ -15,7 +15,7 @@ from docmodel.storage import open_store
 from docmodel_devenv.pytest_plugin import S3Bucket
 from docmodel_trainer import common, ingest
 
-from testkit.corpus import CORPUS
+from testkit.corpus import CORPUS, TEST_FILES
 
 pytestmark = pytest.mark.cluster
 
@@ -25,11 +25,11 @@ PREFIX = "handbook"
 def upload_corpus(bucket: S3Bucket) -> dict[str, int]:
     client = bucket.client()
     sizes = {}
-    for path in sorted(CORPUS.rglob("*")):
-        if path.is_file():
-            key = f"{PREFIX}/{path.relative_to(CORPUS).as_posix()}"
-            client.put_object(Bucket=bucket.name, Key=key, Body=path.read_bytes())
-            sizes[key] = path.stat().st_size
+    for name in TEST_FILES:
+        path = CORPUS / name
+        key = f"{PREFIX}/{name}"
+        client.put_object(Bucket=bucket.name, Key=key, Body=path.read_bytes())
+        sizes[key] = path.stat().st_size
     return sizes
 
 
