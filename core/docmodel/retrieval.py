@@ -74,18 +74,22 @@ class BM25Retriever(Generic[P]):
         )
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[P]]:
-        """The `k` best chunks per query, best first (fewer when the corpus is smaller)."""
+        """The `k` best chunks per query, best first (fewer when the corpus is smaller, or when
+        fewer share a word with the query). Equal scores rank in corpus order, so every process
+        (training, evaluation, serving) picks the same passages for the same question."""
+        import numpy as np
+
         k = min(k, len(self.chunks))
         query_ids = self._tokenizer.tokenize(list(queries), update_vocab=False, show_progress=False)
+        positions = np.arange(len(self.chunks))
         results: list[list[P]] = []
         for ids in query_ids:
             if not ids:  # only stop words or unknown words: nothing to rank by
                 results.append([])
                 continue
-            docs, scores = self._bm25.retrieve([ids], k=k, show_progress=False)
-            results.append(
-                [self.chunks[int(d)] for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
-            )
+            scores = np.asarray(self._bm25.get_scores([int(t) for t in ids]))
+            best = np.lexsort((positions, -scores))[:k]
+            results.append([self.chunks[int(i)] for i in best if scores[i] > 0])
         return results
 
 

@@ -98,3 +98,21 @@ def test_baseline_prompt_is_trimmed_to_the_budget_best_passage_first() -> None:
     tight = prompt_tokens(context_messages(question, passages[:1])) + MIN_TRIMMED_TOKENS // 2
     fitted, trimmed = fit_context_messages(counter, question, passages, tight)
     assert trimmed and "Passage 2" not in fitted[0]["content"]
+
+
+def test_equal_scores_rank_in_corpus_order() -> None:
+    from docmodel.dataset import Chunk
+    from docmodel.retrieval import BM25Retriever
+
+    chunks = [
+        Chunk(id=f"c{i}", source=f"doc{i}.md", heading_path=["Payments"], title="T", text=text)
+        for i, text in enumerate(
+            ["Invoices are generated monthly.", "Unrelated text about lunch."]
+            + ["Invoices are generated monthly."] * 4
+        )
+    ]
+    for _ in range(5):
+        (hits,) = BM25Retriever(chunks).retrieve(["How often are invoices generated?"], 3)
+        assert [c.id for c in hits] == ["c0", "c2", "c3"]
+    (hits,) = BM25Retriever(list(reversed(chunks))).retrieve(["invoices generated"], 2)
+    assert [c.id for c in hits] == ["c5", "c4"]
