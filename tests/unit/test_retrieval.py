@@ -101,9 +101,6 @@ def test_baseline_prompt_is_trimmed_to_the_budget_best_passage_first() -> None:
 
 
 def test_equal_scores_rank_in_corpus_order() -> None:
-    from docmodel.dataset import Chunk
-    from docmodel.retrieval import BM25Retriever
-
     chunks = [
         Chunk(id=f"c{i}", source=f"doc{i}.md", heading_path=["Payments"], title="T", text=text)
         for i, text in enumerate(
