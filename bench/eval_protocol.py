@@ -22,7 +22,9 @@ The dataset is ingested as a retrieval candidate's, so every row answers the sam
 including those about the documents a retrieval candidate keeps out of training (no row trains
 on those documents); each row also gives the scores on that subset.
 
-Each row gives every system's score, the interval of candidate - baseline, the verdict the gate
+Each row gives every system's scores (gold recall among them) and mean answer length in
+normalised words, the intervals of candidate - baseline on the gating metric and on gold
+recall (a token-F1 win from shorter answers shows as no gold-recall win), the verdict the gate
 gives it, `documents_trained_fraction` and `eval_questions_seen_in_training` (counted from the
 batches the trainer actually built), and the dataset's `eval_items_dropped_for_leakage`.
 The base model defaults to the demo's (`docmodel local run`'s tiny Llama, built on the fly).
@@ -149,6 +151,7 @@ def main() -> int:
         verdict = decide_report(report, spec.evaluation)
         metric = spec.evaluation.metric
         diff = report.differences["candidate-baseline"][metric]
+        recall = report.differences["candidate-baseline"]["gold_recall"]
         rows[name] = {
             "scores": {s: v.model_dump() for s, v in report.aggregate.items()},
             "interval_candidate_minus_baseline": {
@@ -158,6 +161,13 @@ def main() -> int:
                 "high": diff.ci_high,
                 "confidence": diff.confidence,
             },
+            "interval_candidate_minus_baseline_gold_recall": {
+                "mean": recall.mean,
+                "low": recall.ci_low,
+                "high": recall.ci_high,
+                "confidence": recall.confidence,
+            },
+            "mean_answer_words": report.mean_answer_words,
             "verdict": verdict.name,
             "verdict_reason": verdict.reason,
             "verdict_message": verdict.message,
@@ -199,11 +209,13 @@ def main() -> int:
     write_result(args.out, result, ("date", "eval_questions", "eval_items_dropped_for_leakage"))
     for name, row in rows.items():
         iv = row["interval_candidate_minus_baseline"]
-        s = row["scores"]
+        s, w = row["scores"], row["mean_answer_words"]
         print(
             f"{name}: candidate={s['candidate'][iv['metric']]:.4f} "
             f"baseline={s['baseline'][iv['metric']]:.4f} base={s['base'][iv['metric']]:.4f} "
             f"diff={iv['mean']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}] {row['verdict']} "
+            f"gold_recall={s['candidate']['gold_recall']:.4f}/{s['baseline']['gold_recall']:.4f} "
+            f"words={w['candidate']:.1f}/{w['baseline']:.1f} "
             f"documents_trained={row['documents_trained_fraction']:.2f} "
             f"eval_seen={row['eval_questions_seen_in_training']}"
         )

@@ -5,6 +5,15 @@ Systems are named `candidate` (base + adapter), `baseline` (base + top-k retriev
 gating) and, when a revision is serving, `serving` (base + the serving adapter). The candidate
 and the serving revision each answer in their own kind (`kinds`): closed-book (the bare
 question) or with retrieval (the baseline's prompt: same retriever, same top-k).
+
+Every system gets the same scores (`Scores`): exact match, token F1 and ROUGE-L, any of which
+the spec may choose to gate on (`spec.evaluation.metric`, recorded as `gate_metric`), and gold
+recall, reported with its intervals but never gating: the share of the reference's words the
+answer holds. Extra words never lower it, so it is read beside the answers' length: a token-F1
+win that comes from answer style (shorter answers raise precision) shows as a gold-recall
+difference at or below zero, and a gold-recall win from longer answers as a longer mean answer.
+Answer length in normalised words (`answer_words`, `mean_answer_words`) is descriptive, beside
+the token counts in `costs`.
 """
 
 from __future__ import annotations
@@ -16,9 +25,13 @@ from pydantic import BaseModel, Field
 
 from docmodel.api import CandidateKind
 
-MetricName = Literal["exact_match", "token_f1", "rouge_l"]
+# The metrics the gate may decide on: the values of `spec.evaluation.metric`.
+GateMetric = Literal["exact_match", "token_f1", "rouge_l"]
+# Every metric a report scores: the gate's, and gold recall (reported, never gating).
+MetricName = Literal["exact_match", "token_f1", "rouge_l", "gold_recall"]
 SystemName = Literal["candidate", "baseline", "serving", "base"]
-METRICS: tuple[MetricName, ...] = ("exact_match", "token_f1", "rouge_l")
+GATE_METRICS: tuple[GateMetric, ...] = ("exact_match", "token_f1", "rouge_l")
+METRICS: tuple[MetricName, ...] = (*GATE_METRICS, "gold_recall")
 
 
 class Scores(BaseModel):
@@ -27,9 +40,20 @@ class Scores(BaseModel):
     exact_match: float = Field(ge=0.0, le=1.0)
     token_f1: float = Field(ge=0.0, le=1.0)
     rouge_l: float = Field(ge=0.0, le=1.0)
+    gold_recall: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Share of the reference's normalised tokens found in the answer (clipped "
+        "counts, as token F1's overlap); never gating. None only in scores built without it "
+        "(reports of report protocol 2).",
+    )
 
     def get(self, metric: MetricName) -> float:
-        return float(getattr(self, metric))
+        value = getattr(self, metric)
+        if value is None:
+            raise ValueError(f"these scores have no {metric}")
+        return float(value)
 
 
 class QuestionResult(BaseModel):
@@ -50,6 +74,10 @@ class QuestionResult(BaseModel):
     )
     prompt_tokens: dict[SystemName, int] = Field(default_factory=dict)
     answer_tokens: dict[SystemName, int] = Field(default_factory=dict)
+    answer_words: dict[SystemName, int] = Field(
+        default_factory=dict,
+        description="Length of each system's answer in words, after the metrics' normalisation.",
+    )
     document_trained: bool = Field(
         default=True,
         description="False when the question's document was kept out of a retrieval "
@@ -103,6 +131,12 @@ class DecodingSettings(BaseModel):
     temperature: float = 0.0
     engine: str = Field(description="vllm or transformers")
     batch_size: int | None = None
+    adapter_weights: str = Field(
+        default="unmerged",
+        description="How adapters were applied when their answers were timed, as the servers "
+        "apply them: `merged` into the base weights (transformers, like the local server) or "
+        "`vllm-lora` (vLLM's batched LoRA kernels, like `vllm serve --enable-lora`).",
+    )
 
 
 class EvalReport(BaseModel):
@@ -123,7 +157,18 @@ class EvalReport(BaseModel):
     )
     decoding: DecodingSettings
     questions: list[QuestionResult]
+    gate_metric: GateMetric | None = Field(
+        default=None,
+        description="The metric the verdict evaluate recorded (report.html, its log) was decided "
+        "on: spec.evaluation.metric when it ran. The operator recomputes the verdict from the "
+        "per-question scores under the spec's current metric. None in reports before it.",
+    )
     aggregate: dict[SystemName, Scores]
+    mean_answer_words: dict[SystemName, float] = Field(
+        default_factory=dict,
+        description="Mean answer length in normalised words per system (descriptive: a "
+        "token-F1 difference can come from answer style).",
+    )
     differences: dict[str, dict[MetricName, Difference]] = Field(
         default_factory=dict,
         description="Keyed by comparison, e.g. `candidate-baseline`, `candidate-serving`.",

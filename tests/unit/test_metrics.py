@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from docmodel.report import Scores
+from docmodel.report import METRICS, Scores
 from docmodel.stats import paired_bootstrap
 from docmodel_trainer import metrics
 
@@ -46,6 +46,44 @@ def test_known_values(prediction: str, reference: str, em: float, f1: float, rl:
     assert (s.exact_match, s.token_f1, s.rouge_l) == pytest.approx((em, f1, rl))
 
 
+# prediction, reference, gold recall, answer words. Recall is token F1's clipped overlap over the
+# reference's length; empty strings follow token F1 (SQuAD v2.0): only empty recalls empty.
+RECALL = [
+    ("the account manager", "account manager", 1.0, 2),
+    ("manager", "account manager", 0.5, 1),
+    ("Ask the account manager, or the CFO.", "account manager", 1.0, 5),  # extra words: no cost
+    ("manager manager manager", "account manager", 0.5, 3),  # counts are clipped
+    ("thirty days thirty", "thirty days thirty days", 0.75, 3),
+    ("8105", "Port 8105.", 0.5, 1),
+    ("nothing alike", "thirty days", 0.0, 2),
+    ("", "", 1.0, 0),
+    ("The.", "", 1.0, 0),  # both normalise to empty
+    ("", "thirty days", 0.0, 0),
+    ("thirty days", "", 0.0, 2),  # an empty reference is recalled by an empty answer only
+    ("a an the", "the", 1.0, 0),
+]
+
+
+@pytest.mark.parametrize(("prediction", "reference", "recall", "words"), RECALL)
+def test_gold_recall_and_answer_words(
+    prediction: str, reference: str, recall: float, words: int
+) -> None:
+    assert metrics.gold_recall(prediction, reference) == pytest.approx(recall)
+    assert metrics.score(prediction, reference).gold_recall == pytest.approx(recall)
+    assert metrics.answer_words(prediction) == words
+
+
+def test_shorter_answer_wins_f1_not_gold_recall() -> None:
+    """Answer style moves token F1; gold recall shows it."""
+    reference = "the account manager approves refunds"
+    short, long = "account manager", "the account manager, after checking the ticket history"
+    assert metrics.token_f1(short, reference) > metrics.token_f1(long, reference)
+    assert metrics.gold_recall(short, reference) == metrics.gold_recall(long, reference) == 0.5
+    assert metrics.mean_answer_words([short, long]) == pytest.approx((2 + 6) / 2)
+    with pytest.raises(ValueError, match="no answers"):
+        metrics.mean_answer_words([])
+
+
 def test_lcs_is_symmetric_and_bounded() -> None:
     a, b = ["a", "b", "c", "d", "e", "f"], ["x", "b", "y", "d", "z", "f"]
     assert metrics._lcs_length(a, b) == metrics._lcs_length(b, a) == 3
@@ -55,13 +93,28 @@ def test_lcs_is_symmetric_and_bounded() -> None:
 def test_aggregate_is_the_mean() -> None:
     agg = metrics.aggregate(
         [
-            Scores(exact_match=1, token_f1=1, rouge_l=0.5),
-            Scores(exact_match=0, token_f1=0.5, rouge_l=0),
+            Scores(exact_match=1, token_f1=1, rouge_l=0.5, gold_recall=1),
+            Scores(exact_match=0, token_f1=0.5, rouge_l=0, gold_recall=0.5),
         ]
     )
-    assert (agg.exact_match, agg.token_f1, agg.rouge_l) == pytest.approx((0.5, 0.75, 0.25))
+    assert (agg.exact_match, agg.token_f1, agg.rouge_l, agg.gold_recall) == pytest.approx(
+        (0.5, 0.75, 0.25, 0.75)
+    )
     with pytest.raises(ValueError, match="no scores"):
         metrics.aggregate([])
+
+
+def test_scores_without_gold_recall_aggregate_and_compare_without_it() -> None:
+    """Scores built without gold recall (reports of report protocol 2) keep it absent."""
+    old = [
+        Scores(exact_match=1, token_f1=1, rouge_l=1),
+        Scores(exact_match=0, token_f1=0, rouge_l=0),
+    ]
+    assert metrics.aggregate(old).gold_recall is None
+    assert metrics.aggregate([*old, metrics.score("x", "x")]).gold_recall is None
+    assert set(metrics.compare(old, old, resamples=50)) == {"exact_match", "token_f1", "rouge_l"}
+    with pytest.raises(ValueError, match="no gold_recall"):
+        old[0].get("gold_recall")
 
 
 def test_bootstrap_is_reproducible_and_brackets_the_mean() -> None:
@@ -107,5 +160,6 @@ def test_compare_covers_every_metric() -> None:
     a = [metrics.score("Port 8105", "port 8105"), metrics.score("x", "y")]
     b = [metrics.score("8105", "port 8105"), metrics.score("x", "y")]
     diffs = metrics.compare(a, b, resamples=100)
-    assert set(diffs) == {"exact_match", "token_f1", "rouge_l"}
+    assert set(diffs) == {"exact_match", "token_f1", "rouge_l", "gold_recall"} == set(METRICS)
     assert diffs["exact_match"].mean == pytest.approx(0.5)
+    assert diffs["gold_recall"].mean == pytest.approx(0.25)  # (1 - 0.5) on one of two questions

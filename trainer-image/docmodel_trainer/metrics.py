@@ -9,8 +9,16 @@ whitespace) is applied before every metric:
   scores 1.0, where the v1.1 script gives 0.0).
 - `rouge_l`: F-measure of the longest common subsequence of normalised tokens (Lin, 2004,
   with beta = 1, the form `rouge-score` reports as `fmeasure`).
+- `gold_recall`: the share of the reference's normalised tokens present in the answer, over
+  the bag of tokens with clipped counts (token F1's overlap divided by the reference's length):
+  "the account manager" against "account manager" is 1.0, "manager" 0.5. Reported, never
+  gating: extra words never lower it.
 
-Two empty strings agree perfectly (1.0); an empty string against a non-empty one scores 0.0.
+Two empty strings agree perfectly (1.0); an empty string against a non-empty one scores 0.0
+(for gold recall too: an empty reference is recalled only by an empty answer, the SQuAD v2.0
+convention token F1 follows).
+
+`answer_words` counts an answer's words after the same normalisation (descriptive, not a score).
 """
 
 from __future__ import annotations
@@ -54,6 +62,18 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def gold_recall(prediction: str, reference: str) -> float:
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    return sum((Counter(pred) & Counter(ref)).values()) / len(ref)
+
+
+def answer_words(text: str) -> int:
+    """An answer's length in words, after the metrics' normalisation."""
+    return len(normalize_answer(text).split())
+
+
 def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     """Length of the longest common subsequence, in O(len(a) * len(b)) time, O(len(b)) memory."""
     if len(a) < len(b):
@@ -78,7 +98,12 @@ def rouge_l(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-METRIC_FUNCTIONS = {"exact_match": exact_match, "token_f1": token_f1, "rouge_l": rouge_l}
+METRIC_FUNCTIONS = {
+    "exact_match": exact_match,
+    "token_f1": token_f1,
+    "rouge_l": rouge_l,
+    "gold_recall": gold_recall,
+}
 
 
 def score(prediction: str, reference: str) -> Scores:
@@ -86,11 +111,33 @@ def score(prediction: str, reference: str) -> Scores:
     return Scores(**{name: METRIC_FUNCTIONS[name](prediction, reference) for name in METRICS})
 
 
+def scored_metrics(*scores: Sequence[Scores]) -> list[MetricName]:
+    """The metrics every one of these scores has (gold recall is absent from scores built
+    without it)."""
+    return [
+        name
+        for name in METRICS
+        if all(getattr(s, name) is not None for group in scores for s in group)
+    ]
+
+
 def aggregate(per_question: Sequence[Scores]) -> Scores:
-    """Mean of each metric over the questions."""
+    """Mean of each metric over the questions (a metric some question lacks stays absent)."""
     if not per_question:
         raise ValueError("no scores to aggregate")
-    return Scores(**{name: float(np.mean([s.get(name) for s in per_question])) for name in METRICS})
+    return Scores(
+        **{
+            name: float(np.mean([s.get(name) for s in per_question]))
+            for name in scored_metrics(per_question)
+        }
+    )
+
+
+def mean_answer_words(answers: Sequence[str]) -> float:
+    """Mean answer length in normalised words."""
+    if not answers:
+        raise ValueError("no answers to measure")
+    return float(np.mean([answer_words(a) for a in answers]))
 
 
 def compare(
@@ -101,9 +148,9 @@ def compare(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[MetricName, Difference]:
-    """The paired bootstrap (`docmodel.stats`, the gate's own) of every metric."""
+    """The paired bootstrap (`docmodel.stats`, the gate's own) of every metric both have."""
     out: dict[MetricName, Difference] = {}
-    for name in METRICS:
+    for name in scored_metrics(system, other):
         iv = paired_bootstrap(
             [s.get(name) for s in system],
             [s.get(name) for s in other],

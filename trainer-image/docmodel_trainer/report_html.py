@@ -1,7 +1,9 @@
 """`report.html`: the evaluation report for people, one self-contained file.
 
-The verdict and its reason on top (the gate decides on the interval of candidate minus
-baseline, not on the point scores), a bar chart of every system's scores (inline SVG), the
+The verdict and its reason on top, with the metric it was decided on (the gate decides on the
+interval of candidate minus baseline on that metric, not on the point scores), a bar chart of
+every system's scores (inline SVG), a table of the scores with each system's mean answer length
+in words (gold recall and length tell a win on substance from one on answer style), the
 bootstrap intervals of the differences, what answering cost each system, the diagnostics
 (the base model closed-book, retrieval recall, leakage), then every question with each
 system's answer side by side. No scripts, no external assets; every string from the data is HTML-escaped.
@@ -12,7 +14,7 @@ from __future__ import annotations
 from html import escape
 
 from docmodel.gate import Decision
-from docmodel.report import METRICS, EvalReport, SystemName
+from docmodel.report import METRICS, EvalReport, MetricName, QuestionResult, SystemName
 
 COLORS: dict[str, str] = {
     "candidate": "#2f6fb3",
@@ -20,7 +22,12 @@ COLORS: dict[str, str] = {
     "serving": "#5b9a55",
     "base": "#8a8a8a",
 }
-LABELS = {"exact_match": "Exact match", "token_f1": "Token F1", "rouge_l": "ROUGE-L"}
+LABELS = {
+    "exact_match": "Exact match",
+    "token_f1": "Token F1",
+    "rouge_l": "ROUGE-L",
+    "gold_recall": "Gold recall",
+}
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#222;max-width:1200px}
@@ -59,6 +66,8 @@ def score_chart(report: EvalReport, width: int = 560, height: int = 240) -> str:
     for g, metric in enumerate(METRICS):
         x0 = left + g * group_w + group_w * 0.15
         for i, system in enumerate(systems):
+            if getattr(report.aggregate[system], metric) is None:
+                continue
             value = report.aggregate[system].get(metric)
             h = plot_h * value
             x, y = x0 + i * bar_w, top + plot_h - h
@@ -82,17 +91,27 @@ def score_chart(report: EvalReport, width: int = 560, height: int = 240) -> str:
     return "".join(parts)
 
 
+def label(report: EvalReport, metric: MetricName) -> str:
+    """A metric's name, marked when the verdict was decided on it."""
+    return LABELS[metric] + (" (gate)" if metric == report.gate_metric else "")
+
+
+def _num(value: float | None, form: str) -> str:
+    return f'<td class="num">{"n/a" if value is None else format(value, form)}</td>'
+
+
 def render(report: EvalReport, verdict: Decision) -> str:
     systems = systems_of(report)
     rows = []
     for s in systems:
-        cells = "".join(f'<td class="num">{report.aggregate[s].get(m):.4f}</td>' for m in METRICS)
-        rows.append(f"<tr><th>{s}</th>{cells}</tr>")
+        cells = "".join(_num(getattr(report.aggregate[s], m), ".4f") for m in METRICS)
+        words = _num(report.mean_answer_words.get(s), ".1f")
+        rows.append(f"<tr><th>{s}</th>{cells}{words}</tr>")
     diffs = []
     for name, per_metric in report.differences.items():
         for metric, d in per_metric.items():
             diffs.append(
-                f"<tr><td>{escape(name)}</td><td>{LABELS[metric]}</td>"
+                f"<tr><td>{escape(name)}</td><td>{label(report, metric)}</td>"
                 f'<td class="num">{d.mean:+.4f}</td>'
                 f'<td class="num">[{d.ci_low:+.4f}, {d.ci_high:+.4f}]</td></tr>'
             )
@@ -132,12 +151,20 @@ def render(report: EvalReport, verdict: Decision) -> str:
             f"cosine at or over {leak.get('similarity_threshold')}; largest similarity kept "
             f"{leak.get('kept_max_similarity', 0):.3f}.</li>"
         )
+
+    def answer_note(q: QuestionResult, s: SystemName) -> str:
+        sc = q.scores[s]
+        recall = "" if sc.gold_recall is None else f" · recall {sc.gold_recall:.2f}"
+        words = f" · {q.answer_words[s]} words" if s in q.answer_words else ""
+        return (
+            f"F1 {sc.token_f1:.2f} · EM {sc.exact_match:.0f} · ROUGE-L {sc.rouge_l:.2f}"
+            f"{recall}{words}"
+        )
+
     questions = []
     for q in report.questions:
         answers = "".join(
-            f"<td>{escape(q.answers.get(s, ''))}"
-            f'<span class="score">F1 {q.scores[s].token_f1:.2f} · EM {q.scores[s].exact_match:.0f}'
-            f" · ROUGE-L {q.scores[s].rouge_l:.2f}</span></td>"
+            f'<td>{escape(q.answers.get(s, ""))}<span class="score">{answer_note(q, s)}</span></td>'
             if s in q.scores
             else "<td></td>"
             for s in systems
@@ -148,6 +175,12 @@ def render(report: EvalReport, verdict: Decision) -> str:
             f" · retrieved: {retrieved}</span></td><td>{escape(q.reference)}</td>{answers}</tr>"
         )
     header = "".join(f"<th>{s}</th>" for s in systems)
+    gate = (
+        f'<p class="meta">Decided on <strong>{LABELS[report.gate_metric]}</strong> '
+        f"(<code>spec.evaluation.metric: {report.gate_metric}</code>).</p>"
+        if report.gate_metric
+        else ""
+    )
     serving = (
         f" · serving adapter <code>{escape(report.serving_adapter_uri)}</code>"
         if report.serving_adapter_uri
@@ -160,12 +193,17 @@ def render(report: EvalReport, verdict: Decision) -> str:
 <h1>Evaluation of revision {escape(report.revision)}</h1>
 <p class="meta">Base model <code>{escape(report.base_model)}</code> · adapter
 <code>{escape(report.adapter_uri)}</code>{serving} · baseline {escape(report.retriever)} top-{report.top_k}
-· greedy, max {report.decoding.max_new_tokens} new tokens ({escape(report.decoding.engine)})
+· greedy, max {report.decoding.max_new_tokens} new tokens ({escape(report.decoding.engine)}, adapters {escape(report.decoding.adapter_weights)})
 · {len(report.questions)} questions · {report.created_at:%Y-%m-%d %H:%M} UTC</p>
 <p class="verdict {verdict.name}">{verdict.name} ({escape(verdict.reason)}): {escape(verdict.message)}</p>
+{gate}
 <h2>Scores</h2>
 {score_chart(report)}
-<table><tr><th>system</th>{"".join(f"<th>{LABELS[m]}</th>" for m in METRICS)}</tr>{"".join(rows)}</table>
+<table><tr><th>system</th>{"".join(f"<th>{label(report, m)}</th>" for m in METRICS)}
+<th>mean answer words</th></tr>{"".join(rows)}</table>
+<p class="meta">Gold recall (the share of the reference's words in the answer) never gates; extra
+words never lower it. Read with the answers' length: a token-F1 lead from shorter answers shows as
+no gold-recall lead, a gold-recall lead from longer answers as more words.</p>
 <h2>Differences (paired bootstrap, {report.confidence:.0%} interval, seed {report.bootstrap_seed})</h2>
 <table><tr><th>comparison</th><th>metric</th><th>mean</th><th>interval</th></tr>{"".join(diffs)}</table>
 <h2>Cost and latency (same batch settings for every system)</h2>
