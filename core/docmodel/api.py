@@ -188,7 +188,8 @@ class BaseModelSpec(ApiModel):
         default=None,
         pattern=S3_URI_PATTERN,
         description="S3 URI of a mirror of the model's files (config, tokenizer, "
-        "safetensors), for clusters without access to the Hugging Face Hub.",
+        "safetensors), for clusters without access to the Hugging Face Hub. Read with the "
+        "source's endpoint and credentials (`source.endpoint`, `source.secretRef`).",
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None,

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from docmodel import basemodel
 from docmodel.api import DocModelSpec, EvaluationSpec
 from docmodel.dataset import SkippedFile
 from docmodel.settings import StoreSettings
@@ -203,7 +204,14 @@ def spec_digest(spec: DocModelSpec) -> str:
     else:
         # Closed-book revisions keep the ids they had before the field existed.
         del relevant["training"]["candidate"]
-    versioned = {"dataProtocol": DATA_PROTOCOL, "fields": relevant}
+    # The base model by what it is (its files' digest where this machine has them), not by a
+    # path that differs between machines; and the software that trains it.
+    relevant["base_model"]["name"] = basemodel.identity(spec.base_model)
+    versioned = {
+        "dataProtocol": DATA_PROTOCOL,
+        "trainer": _version("docmodel"),
+        "fields": relevant,
+    }
     return "sha256:" + hashlib.sha256(canonical_json(versioned).encode()).hexdigest()
 
 
@@ -213,7 +221,7 @@ def spec_digest(spec: DocModelSpec) -> str:
 REPORT_FIELDS = ("baseline", "maxQuestions", "maxNewTokens")
 # The version of the report's contents (systems, diagnostics); part of the digest, so a report
 # of an older version is scored again.
-REPORT_PROTOCOL = 2
+REPORT_PROTOCOL = 3
 
 
 def evaluation_digest(settings: DocModelSpec | EvaluationSpec) -> str:

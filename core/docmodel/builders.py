@@ -430,6 +430,8 @@ def server_env(
     ]
     if spec.base_model.mirror:
         env.append(EnvVar("DOCMODEL_BASE_MODEL_MIRROR", spec.base_model.mirror))
+        if spec.source.endpoint:
+            env.append(EnvVar("DOCMODEL_BASE_MODEL_MIRROR_ENDPOINT", spec.source.endpoint))
     env += store.env()
     env += _source_env(dm)
     key = spec.serving.api_key_secret_ref

@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from docmodel import basemodel
+from docmodel.api import BaseModelSpec
 from docmodel.failures import EXIT_BAD_INPUT, EXIT_OK, EXIT_STORAGE, EXIT_UNEXPECTED
 from docmodel.logs import setup_logging
 from docmodel.retrieval import read_index
@@ -57,6 +59,24 @@ def choose_engine(requested: str, dry_run: bool = False) -> tuple[str, str]:
     return "vllm", "vLLM is installed and a GPU is visible"
 
 
+def local_base_model(name: str) -> str:
+    """The base model as the trainer resolved it (`docmodel.basemodel.locate`): a directory,
+    the model cache, else the Hub id. A packaged model the trainer has not converted yet is an
+    error that says how to convert it (the server never converts: the trainer did, to train)."""
+    from docmodel_server.fetch import FetchError
+
+    found = basemodel.locate(BaseModelSpec(name=name))
+    if found.kind == "package":
+        raise FetchError(
+            f"base model {name} is packaged but not converted into the model cache "
+            f"{found.path}; run `docmodel-trainer base-model {name}` first"
+        )
+    if found.path is not None:
+        log.info("Resolved base model name=%s source=%s path=%s", name, found.kind, found.path)
+        return str(found.path)
+    return name
+
+
 def serve(args: argparse.Namespace) -> int:
     from docmodel_server.fetch import adapter_rank, fetch_adapter, fetch_base_model
     from docmodel_server.vllm_engine import build_vllm_argv, build_vllm_env, exec_vllm
@@ -71,9 +91,16 @@ def serve(args: argparse.Namespace) -> int:
         settings.revision,
     )
     adapter_dir, _ = fetch_adapter(settings.adapter_uri, settings.workdir / "adapter")
-    model = settings.base_model
     if settings.base_model_mirror:
-        model = str(fetch_base_model(settings.base_model_mirror, settings.workdir / "base"))
+        model = str(
+            fetch_base_model(
+                settings.base_model_mirror,
+                settings.workdir / "base",
+                settings.base_model_mirror_endpoint,
+            )
+        )
+    else:
+        model = local_base_model(settings.base_model)
     if engine == "vllm":
         front = settings.retrieval and read_index(adapter_dir) is not None
         upstream_port = settings.upstream_port or settings.port + 1

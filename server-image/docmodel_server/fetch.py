@@ -27,10 +27,11 @@ def _fresh(dest: Path) -> Path:
     return dest
 
 
-def fetch_base_model(mirror: str, dest: Path) -> Path:
-    """Download a mirror of the base model's files (config, tokenizer, safetensors)."""
+def fetch_base_model(mirror: str, dest: Path, endpoint: str | None = None) -> Path:
+    """Download a mirror of the base model's files (config, tokenizer, safetensors), from the
+    source's S3 `endpoint` with the source's credentials (the `AWS_*` variables)."""
     try:
-        files = download_tree(open_store(mirror), "", _fresh(dest))
+        files = download_tree(open_store(mirror, endpoint=endpoint), "", _fresh(dest))
     except (StorageError, ValueError, OSError) as exc:
         raise FetchError(f"cannot fetch the base model mirror from {mirror}: {exc}") from None
     log.info("Fetched base model mirror=%s files=%d path=%s", mirror, len(files), dest)

@@ -41,6 +41,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from docmodel.api import DEFAULT_BASE_MODEL
+from docmodel.modelfacts import usable_cpus
 from docmodel.settings import EnvSettings, SettingsError, environment
 
 __all__ = ["ServerSettings", "SettingsError"]
@@ -57,6 +58,7 @@ class ServerSettings(EnvSettings):
     adapter_uri: str = Field(min_length=1)
     base_model: str = Field(default=DEFAULT_BASE_MODEL, min_length=1)
     base_model_mirror: str | None = None
+    base_model_mirror_endpoint: str | None = None  # the source's S3 endpoint, which serves it
     revision: str | None = None
     max_lora_rank: int | None = Field(default=None, ge=1, le=512)
     max_model_len: int = Field(default=8192, ge=16, le=1_048_576)
@@ -85,7 +87,7 @@ class ServerSettings(EnvSettings):
 
     @property
     def torch_threads(self) -> int:
-        return self.cpu_threads or max(1, (os.cpu_count() or 2) // 2)
+        return self.cpu_threads or usable_cpus()
 
     @property
     def api_key_value(self) -> str | None:

@@ -4,7 +4,7 @@
     docmodel-trainer train    --docmodel dm.yaml --store ./artifacts --revision <rev>
     docmodel-trainer evaluate --docmodel dm.yaml --store ./artifacts --revision <rev>
     docmodel-trainer tiny-model ./tiny-llama
-    docmodel-trainer reader-base ./reader-base
+    docmodel-trainer base-model HuggingFaceTB/SmolLM2-135M-Instruct
 
 Each command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`.
 Exit codes are listed in `docmodel_trainer.common`.
@@ -36,9 +36,9 @@ COMMANDS = {
         "Score the candidate against the RAG baseline (and what serves now).",
     ),
     "tiny-model": ("docmodel_trainer.tinymodel_cli", "Write a tiny random Llama for tests."),
-    "reader-base": (
-        "docmodel_trainer.readerbase",
-        "Train a tiny Llama to answer from passages (synthetic data, for the CPU demo).",
+    "base-model": (
+        "docmodel_trainer.basemodel_cli",
+        "Resolve (and convert or download once) a base model; print its directory.",
     ),
 }
 

@@ -23,11 +23,13 @@ proportion): questions never trained on, about documents that were (and, for a r
 candidate, about the documents kept out). Every prompt fits the model's context (its own,
 capped by serving.maxModelLen) with room for the answer: the baseline's passages are trimmed to
 that budget with the model's tokenizer, best passage first, and the report counts trimmed
-prompts per system. Scores: exact match, token F1, ROUGE-L; seeded paired bootstrap intervals
+prompts per system. Scores: exact match, token F1, ROUGE-L (the gate's metric is one of them,
+recorded as gate_metric) and gold recall (never gating); seeded paired bootstrap intervals
 (spec.evaluation.confidence) of candidate minus every other system. Also in the report: each
-system's prompt and answer tokens and latency (p50/p99), retrieval recall@k of the baseline,
-and the dataset's leakage figures. The exit code does not depend on the verdict: the operator
-applies the gate (`docmodel.gate`); the verdict is recorded in the report for people.
+system's answer length in normalised words, prompt and answer tokens and latency (p50/p99),
+retrieval recall@k of the baseline, and the dataset's leakage figures. The exit code does not
+depend on the verdict: the operator applies the gate (`docmodel.gate`); the verdict is recorded
+in the report for people.
 
 An existing report of the revision stands (the command does nothing) when it scored the same
 candidate adapter and the same serving adapter (or none when none is asked for) under the same
@@ -61,6 +63,7 @@ from docmodel.report import (
     DecodingSettings,
     Diagnostics,
     EvalReport,
+    GateMetric,
     QuestionResult,
     Scores,
     SystemName,
@@ -195,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
     # -- answers: one base model, adapters switched per system ---------------------------------
     t0 = time.monotonic()
-    base_path = modeling.resolve_base_model(spec.base_model, ctx.workdir)
+    base_path = modeling.resolve_base_model(spec.base_model, ctx.workdir, spec.source.endpoint)
     answerer = generation.open_answerer(
         base_path,
         adapters,
@@ -234,10 +237,12 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=policy.max_new_tokens,
             engine=answerer.engine,
             batch_size=answerer.batch_size,
+            adapter_weights="vllm-lora" if answerer.engine == "vllm" else "merged",
         ),
         pairs=pairs,
         answers=answers,
         retrieved=retrieved,
+        gate_metric=policy.metric,
         resamples=args.bootstrap_resamples,
         seed=args.seed,
         confidence=policy.confidence,
@@ -381,25 +386,30 @@ def _publish(
         details={"verdict": verdict.name, "reason": verdict.reason, "message": verdict.message},
     )
     uri = publish_dir(out, ctx.store, layout, manifest)
-    m = policy.metric
-    diff = report.differences.get("candidate-baseline", {}).get(m)
-    log.info(
-        "Evaluated revision=%s questions=%d metric=%s candidate=%.4f baseline=%.4f base=%.4f%s "
-        "difference=%+.4f ci=[%+.4f,%+.4f] verdict=%s uri=%s",
-        layout.revision,
-        len(report.questions),
-        m,
-        report.aggregate["candidate"].get(m),
-        report.aggregate["baseline"].get(m),
-        report.aggregate["base"].get(m),
-        f" serving={report.aggregate['serving'].get(m):.4f}"
-        if "serving" in report.aggregate
-        else "",
-        diff.mean if diff else 0.0,
-        diff.ci_low if diff else 0.0,
-        diff.ci_high if diff else 0.0,
-        verdict.name,
-        uri,
+    log.info("%s uri=%s", verdict_line(report, verdict, policy.metric), uri)
+
+
+def verdict_line(report: EvalReport, verdict: Decision, metric: GateMetric) -> str:
+    """The verdict as evaluate logs it: the gate's metric per system and the interval of
+    candidate - baseline on it, then gold recall and answer words (candidate/baseline), which
+    tell a win on substance from one on answer style."""
+    diff = report.differences.get("candidate-baseline", {}).get(metric)
+    scores = " ".join(f"{s}={report.aggregate[s].get(metric):.4f}" for s in report.aggregate)
+    recall = "/".join(
+        "n/a" if (r := report.aggregate[s].gold_recall) is None else f"{r:.4f}"
+        for s in ("candidate", "baseline")
+    )
+    words = "/".join(
+        f"{report.mean_answer_words[s]:.1f}" if s in report.mean_answer_words else "n/a"
+        for s in ("candidate", "baseline")
+    )
+    return (
+        f"Evaluated revision={report.revision} questions={len(report.questions)} "
+        f"gate_metric={metric} {scores} "
+        f"difference={diff.mean if diff else 0.0:+.4f} "
+        f"ci=[{diff.ci_low if diff else 0.0:+.4f},{diff.ci_high if diff else 0.0:+.4f}] "
+        f"verdict={verdict.name} reason={verdict.reason} "
+        f"gold_recall(candidate/baseline)={recall} answer_words(candidate/baseline)={words}"
     )
 
 
@@ -416,13 +426,15 @@ def build_report(
     pairs: list[QAPair],
     answers: dict[SystemName, list[str]],
     retrieved: list[list[Chunk]],
+    gate_metric: GateMetric,
     resamples: int,
     seed: int,
     confidence: float = 0.95,
     stats: dict[SystemName, list[generation.AnswerStats]] | None = None,
     trimmed: dict[SystemName, int] | None = None,
 ) -> EvalReport:
-    """Score every answer and assemble the report (pure: no I/O, no model)."""
+    """Score every answer and assemble the report (pure: no I/O, no model); `gate_metric` is
+    the metric the verdict is decided on (spec.evaluation.metric), recorded in the report."""
     stats = stats or {}
     per_system: dict[SystemName, list[Scores]] = {
         system: [metrics.score(a, p.answer) for a, p in zip(texts, pairs, strict=True)]
@@ -441,6 +453,7 @@ def build_report(
             retrieved_chunks=[c.id for c in retrieved[i]],
             prompt_tokens={s: v[i].prompt_tokens for s, v in stats.items()},
             answer_tokens={s: v[i].answer_tokens for s, v in stats.items()},
+            answer_words={s: metrics.answer_words(answers[s][i]) for s in answers},
             document_trained=p.document_trained,
         )
         for i, p in enumerate(pairs)
@@ -466,7 +479,9 @@ def build_report(
         kinds=kinds or {},
         decoding=decoding,
         questions=questions,
+        gate_metric=gate_metric,
         aggregate={s: metrics.aggregate(v) for s, v in per_system.items()},
+        mean_answer_words={s: metrics.mean_answer_words(v) for s, v in answers.items()},
         differences=differences,
         bootstrap_seed=seed,
         confidence=confidence,

@@ -1,6 +1,6 @@
 """Loading the base model and its tokenizer, for training and for evaluation.
 
-    base = resolve_base_model(spec.base_model, workdir)      # HF id, local dir, or S3 mirror
+    base = resolve_base_model(spec.base_model, workdir, spec.source.endpoint)  # see below
     tokenizer = load_tokenizer(base)
     model = load_model(base, quantize_4bit=True)             # NF4 on CUDA (QLoRA)
 
@@ -14,12 +14,17 @@ packed position ids). On CPU the model loads in fp32 with SDPA.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from docmodel import basemodel
 from docmodel.api import BaseModelSpec
 from docmodel.modelfacts import peft_compat as peft_compat  # the one filter, shared
+from docmodel.modelfacts import usable_cpus
 from docmodel.storage import NotFound, download_tree, open_store
 from docmodel_trainer.common import EXIT_BAD_INPUT, EXIT_UPSTREAM, JobError
 
@@ -46,34 +51,98 @@ def has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def resolve_base_model(spec: BaseModelSpec, workdir: Path) -> str:
-    """A local directory or a Hugging Face id that `from_pretrained` can open.
+def resolve_base_model(
+    spec: BaseModelSpec, workdir: Path, mirror_endpoint: str | None = None
+) -> str:
+    """A local directory or a Hugging Face id that `from_pretrained` can open, found in the
+    core's order (`docmodel.basemodel.locate`): a directory, the model cache, the packaged
+    model (converted once into the cache), the S3 mirror (downloaded once into
+    `workdir/base-model`, with the source's S3 endpoint `mirror_endpoint` and credentials),
+    else the Hub id."""
+    found = basemodel.locate(spec)
+    if found.kind in ("directory", "cache"):
+        assert found.path is not None
+        log.info("Resolved base model name=%s source=%s path=%s", spec.name, found.kind, found.path)
+        return str(found.path)
+    if found.kind == "package":
+        assert found.path is not None and found.source is not None
+        return str(convert_packaged(Path(found.source), found.path, spec.name))
+    if found.kind == "mirror":
+        return str(_download_mirror(spec, workdir, mirror_endpoint))
+    log.info("Resolved base model name=%s source=hub tried=%r", spec.name, found.explain())
+    return spec.name
 
-    With `mirror` set, the mirror's files are downloaded once into `workdir/base-model`.
-    A `name` that is an existing directory is used as is (local mode, tests).
-    """
-    if spec.mirror:
-        dest = workdir / "base-model"
-        if not (dest / "config.json").is_file():
-            try:
-                files = download_tree(open_store(spec.mirror), "", dest)
-            except NotFound:
-                raise JobError(
-                    f"base model mirror {spec.mirror} holds no files",
-                    "BaseModelMissing",
-                    EXIT_BAD_INPUT,
-                ) from None
-            log.info("Downloaded base model mirror=%s files=%d", spec.mirror, len(files))
-        if not (dest / "config.json").is_file():
+
+def _download_mirror(spec: BaseModelSpec, workdir: Path, endpoint: str | None) -> Path:
+    assert spec.mirror is not None
+    dest = workdir / "base-model"
+    if not (dest / "config.json").is_file():
+        try:
+            files = download_tree(open_store(spec.mirror, endpoint=endpoint), "", dest)
+        except NotFound:
             raise JobError(
-                f"base model mirror {spec.mirror} has no config.json",
+                f"base model mirror {spec.mirror} holds no files",
                 "BaseModelMissing",
                 EXIT_BAD_INPUT,
+            ) from None
+        log.info("Downloaded base model mirror=%s files=%d", spec.mirror, len(files))
+    if not (dest / "config.json").is_file():
+        raise JobError(
+            f"base model mirror {spec.mirror} has no config.json",
+            "BaseModelMissing",
+            EXIT_BAD_INPUT,
+        )
+    return dest
+
+
+def convert_packaged(gguf: Path, dest: Path, name: str) -> Path:
+    """Dequantize a packaged GGUF model into an ordinary Hugging Face directory (fp32
+    safetensors, tokenizer with its chat template, config without the GGUF quantization
+    settings) at `dest`, once: written beside it, then renamed into place, so a concurrent or
+    interrupted conversion never leaves a half-written model where `locate` looks."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if basemodel.is_complete(dest):
+        return dest
+    started = time.monotonic()
+    log.info("Converting packaged base model name=%s file=%s dest=%s", name, gguf, dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
             )
-        return str(dest)
-    if Path(spec.name).is_dir():
-        return str(Path(spec.name).resolve())
-    return spec.name
+        except Exception as exc:  # the GGUF reader fails in many ways on a damaged file
+            raise JobError(
+                f"the packaged base model {gguf} could not be read (reinstall its package): "
+                + " ".join(str(exc).split())[:300],
+                "BaseModelInvalid",
+                EXIT_BAD_INPUT,
+            ) from None
+        model.hf_quantizer = None  # type: ignore[assignment]  # dequantized: saved as fp32
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config._name_or_path = name
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        basemodel.directory_digest(tmp)  # recorded now, so the revision id reads no weights
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if not basemodel.is_complete(dest):  # another process finished first otherwise
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info(
+        "Converted packaged base model name=%s path=%s seconds=%.1f",
+        name,
+        dest,
+        time.monotonic() - started,
+    )
+    return dest
 
 
 def load_pretrained(load: Callable[[str], Any], path: str) -> Any:
@@ -120,10 +189,11 @@ def load_pretrained(load: Callable[[str], Any], path: str) -> Any:
             ) from None
         if not isinstance(exc, OSError):
             raise
+        tried = basemodel.locate(BaseModelSpec(name=path)).explain()
         raise JobError(
             f"base model {path} could not be found locally or fetched from the Hugging Face "
             f"Hub (offline without a cached copy, gated or private without a token, or no such "
-            f"model): {detail}",
+            f"model). Tried: {tried}; Hub: {detail}",
             "BaseModelUnavailable",
             EXIT_UPSTREAM,
         ) from None
@@ -174,6 +244,8 @@ def load_model(path: str, *, quantize_4bit: bool) -> Any:
     }
     if cuda:
         kwargs["device_map"] = {"": torch.cuda.current_device()}
+    else:
+        torch.set_num_threads(usable_cpus())  # the cores this process may use, not the machine's
     if quantize_4bit:
         from transformers import BitsAndBytesConfig
 
@@ -186,11 +258,12 @@ def load_model(path: str, *, quantize_4bit: bool) -> Any:
         )
     model = load_pretrained(lambda p: AutoModelForCausalLM.from_pretrained(p, **kwargs), path)
     log.info(
-        "Loaded base model path=%s quantized_4bit=%s dtype=%s attention=%s device=%s",
+        "Loaded base model path=%s quantized_4bit=%s dtype=%s attention=%s device=%s threads=%d",
         path,
         quantize_4bit,
         kwargs["dtype"],
         kwargs["attn_implementation"],
         "cuda" if cuda else "cpu",
+        torch.get_num_threads(),
     )
     return model
