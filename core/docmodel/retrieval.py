@@ -6,7 +6,7 @@ The retriever is BM25 (bm25s, Lucene scoring, English stop words) over the passa
 retrieval revision all use it with the same top-k. The query is the question (in serving: the
 last user message).
 
-Two prompt shapes:
+Two prompt shapes, both opening with the same system message (`SYSTEM_PROMPT`):
 - `question_messages`: the bare question (closed-book systems: the base model alone, a
   closed-book candidate, a closed-book serving revision);
 - `context_messages`: an instruction, the passages (each with its document and heading path),
@@ -30,10 +30,14 @@ from docmodel.dataset import Chunk, read_jsonl, write_jsonl
 
 log = logging.getLogger("docmodel.retrieval")
 
-CONTEXT_INSTRUCTION = (
-    "Answer the question using the passages below. Reply with the answer only, in one short "
-    "sentence or phrase."
+# Every system (the base model closed-book, the RAG baseline, a candidate of either kind, a
+# served revision) gets this system message, so none is prompted better than another: a
+# fine-tune must win on what it knows, not on an instruction the baseline lacked.
+SYSTEM_PROMPT = (
+    "Answer questions about the organisation's documentation with the answer only, in a "
+    "short phrase or sentence."
 )
+CONTEXT_INSTRUCTION = "Answer the question from the passages below."
 NO_PASSAGE = "(no passage matched the question)"
 
 Messages = list[dict[str, str]]
@@ -97,17 +101,26 @@ def indexed_text(chunk: PassageLike) -> str:
     return " ".join([*chunk.heading_path, chunk.text])
 
 
+def with_system(messages: Sequence[dict[str, str]]) -> Messages:
+    """The conversation with `SYSTEM_PROMPT` first, unless it already starts with a system
+    message (a client's own instruction is kept as sent)."""
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system":
+        return out
+    return [{"role": "system", "content": SYSTEM_PROMPT}, *out]
+
+
 def question_messages(question: str) -> Messages:
-    """What a closed-book system sees: the question alone."""
-    return [{"role": "user", "content": question}]
+    """What a closed-book system sees: the system message, then the question alone."""
+    return with_system([{"role": "user", "content": question}])
 
 
 def context_messages(
     question: str, passages: Sequence[PassageLike], texts: Sequence[str] | None = None
 ) -> Messages:
-    """What a system with retrieval sees: the instruction, the retrieved passages (or `texts`,
-    trimmed versions of their texts), then the question."""
-    return [{"role": "user", "content": context_prompt(question, passages, texts)}]
+    """What a system with retrieval sees: the system message, then the instruction, the
+    retrieved passages (or `texts`, trimmed versions of their texts) and the question."""
+    return with_system([{"role": "user", "content": context_prompt(question, passages, texts)}])
 
 
 def context_prompt(
@@ -264,12 +277,17 @@ class ContextBuilder:
     ) -> tuple[Messages, list[Chunk]]:
         at = last_user_message(messages)
         if at is None:
-            return [dict(m) for m in messages], []
+            return with_system(messages), []
         question = messages[at]["content"]
         (passages,) = self.retriever.retrieve([question], self.index.top_k)
         fitted, _ = fit_context_messages(self.counter, question, passages, budget)
-        return [
-            *(dict(m) for m in messages[:at]),
-            *fitted,
-            *(dict(m) for m in messages[at + 1 :]),
-        ], passages
+        return (
+            with_system(
+                [
+                    *(dict(m) for m in messages[:at]),
+                    fitted[-1],  # the context prompt (the system message is added once, first)
+                    *(dict(m) for m in messages[at + 1 :]),
+                ]
+            ),
+            passages,
+        )

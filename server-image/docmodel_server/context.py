@@ -1,8 +1,10 @@
 """Retrieval in front of the model, for a retrieval revision (its adapter carries a passage
 index: `docmodel.retrieval`): the last user message of every chat request to the served name
 is the query, and it is replaced by the core's context prompt (the same builder training and
-evaluation use), fitted to what the context leaves after the answer. Completions and requests
-to the base model's name are passed as sent. Clients change nothing.
+evaluation use), fitted to what the context leaves after the answer. Every chat request to the
+served name gets the core's system message unless it sends its own (`with_system`), as in
+training and evaluation. Completions and requests to the base model's name are passed as sent.
+Clients change nothing.
 
 With `DOCMODEL_PROMPT_LOG` set, every chat request's final messages (what the model is given)
 and the ids of the passages retrieved for it are appended to that file as JSON lines.
@@ -16,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from docmodel.retrieval import ChatTemplateTokens, ContextBuilder, read_index
+from docmodel.retrieval import ChatTemplateTokens, ContextBuilder, read_index, with_system
 
 log = logging.getLogger("docmodel.server")
 
@@ -71,6 +73,8 @@ class RequestContext:
             budget = self.max_model_len - answer_reserve(self.max_model_len, max_tokens)
             messages, hits = self.builder.build(messages, budget)
             passages = [c.id for c in hits]
+        elif adapter:
+            messages = with_system(messages)  # the system message the revision was trained with
         if self.prompt_log is not None:
             record = {"id": request_id, "model": model, "messages": messages, "passages": passages}
             with self._lock, self.prompt_log.open("a", encoding="utf-8") as fh:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from docmodel.dataset import Chunk
 from docmodel.retrieval import (
+    SYSTEM_PROMPT,
     BM25Retriever,
     ChatTemplateTokens,
     context_messages,
     fit_context_messages,
     question_messages,
+    with_system,
 )
 
 CHUNKS = [
@@ -63,14 +65,22 @@ def test_stop_word_or_unknown_queries_retrieve_nothing() -> None:
 
 
 def test_prompts() -> None:
-    assert question_messages("Q?") == [{"role": "user", "content": "Q?"}]
-    (message,) = context_messages("Which port?", CHUNKS[:1])
+    system = {"role": "system", "content": SYSTEM_PROMPT}
+    assert question_messages("Q?") == [system, {"role": "user", "content": "Q?"}]
+    first, message = context_messages("Which port?", CHUNKS[:1])
+    assert first == system  # every system gets the same instruction
     assert message["role"] == "user"
     content = message["content"]
     assert "Passage 1 [ops/ports.md (Ports)]" in content
     assert "port 8101" in content and content.endswith("Question: Which port?")
-    (empty,) = context_messages("Which port?", [])
+    _, empty = context_messages("Which port?", [])
     assert "no passage matched" in empty["content"]
+
+
+def test_a_clients_own_system_message_is_kept() -> None:
+    sent = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}]
+    assert with_system(sent) == sent
+    assert with_system(sent[1:]) == [{"role": "system", "content": SYSTEM_PROMPT}, sent[1]]
 
 
 def test_baseline_prompt_is_trimmed_to_the_budget_best_passage_first() -> None:
@@ -88,7 +98,7 @@ def test_baseline_prompt_is_trimmed_to_the_budget_best_passage_first() -> None:
     full = prompt_tokens(whole)
     budget = full - 100
     fitted, trimmed = fit_context_messages(counter, question, passages, budget)
-    content = fitted[0]["content"]
+    content = fitted[-1]["content"]
     assert trimmed and prompt_tokens(fitted) <= budget
     assert CHUNKS[0].text in content  # the best passage whole
     assert "Passage 2 [big.md]" in content and CHUNKS[2].text not in content  # cut, rest left out
@@ -97,7 +107,7 @@ def test_baseline_prompt_is_trimmed_to_the_budget_best_passage_first() -> None:
     # No room for even a short piece of the second passage: it is left out, not cut to nothing.
     tight = prompt_tokens(context_messages(question, passages[:1])) + MIN_TRIMMED_TOKENS // 2
     fitted, trimmed = fit_context_messages(counter, question, passages, tight)
-    assert trimmed and "Passage 2" not in fitted[0]["content"]
+    assert trimmed and "Passage 2" not in fitted[-1]["content"]
 
 
 def test_equal_scores_rank_in_corpus_order() -> None:

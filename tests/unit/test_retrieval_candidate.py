@@ -12,10 +12,12 @@ from docmodel.api import EvaluationSpec
 from docmodel.dataset import Chunk, QAPair
 from docmodel.gate import decide
 from docmodel.retrieval import (
+    SYSTEM_PROMPT,
     BM25Retriever,
     ChatTemplateTokens,
     RetrievalIndex,
     context_messages,
+    question_messages,
     read_index,
     write_index,
 )
@@ -165,23 +167,60 @@ def test_training_evaluation_and_serving_give_the_model_the_same_text(tmp_path: 
     closed = evaluate.system_prompts(
         tokenizer, [pair.question], [hits], 2048, {"candidate": "ClosedBook"}
     )
-    assert closed["candidate"][1] == [[{"role": "user", "content": pair.question}]]
+    assert closed["candidate"][1] == [question_messages(pair.question)]
+    assert closed["candidate"][1] == closed["base"][1]
+    assert expected[0] == {"role": "system", "content": SYSTEM_PROMPT}
 
-    # Serving: the last user message is replaced, earlier turns kept as sent.
+    # Serving: the last user message is replaced, earlier turns kept as sent; a client that
+    # sends no system message gets the one the revision was trained and judged with.
     write_index(tmp_path, RetrievalIndex(top_k=k, passages=len(chunks)), chunks)
     log = tmp_path / "prompts.jsonl"
     context = RequestContext.load(tmp_path, tokenizer, 2048, log)
+    bare = [{"role": "user", "content": pair.question}]
+    assert context.messages("r0", "handbook", bare, adapter=True, max_tokens=32) == expected
     sent = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": pair.question},
     ]
     served = context.messages("r1", "handbook", sent, adapter=True, max_tokens=32)
-    assert served == [sent[0], *expected]
+    assert served == [sent[0], expected[-1]]
     assert ChatTemplateTokens(tokenizer).prompt_tokens(served) < 2048
     # The base model's name is served as sent.
     assert context.messages("r2", "base", sent, adapter=False, max_tokens=32) == sent
     import json
 
-    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records = [json.loads(line) for line in log.read_text().splitlines()][1:]
     assert records[0]["messages"] == served and records[0]["passages"] == [c.id for c in hits]
     assert records[1]["passages"] == []
+
+
+def test_a_closed_book_question_reaches_the_model_as_the_same_ids_everywhere() -> None:
+    """Training's closed-book example, the evaluation prompt of the base model and of a
+    closed-book candidate, and a served closed-book revision's prompt are one token sequence:
+    the core's system message, then the question, in the model's chat template."""
+    from docmodel_server.context import RequestContext
+    from docmodel_server.engine import LocalEngine
+    from docmodel_trainer.generation import prompt_ids
+    from docmodel_trainer.tinymodel import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    _, pairs = corpus()
+    pair = pairs[0]
+
+    example = trainset.qa_example(tokenizer, pair)
+    prompt_len = next(i for i, label in enumerate(example.labels) if label != trainset.IGNORE)
+    trained = list(example.input_ids[:prompt_len])
+
+    prompts = evaluate.system_prompts(
+        tokenizer, [pair.question], [[]], 2048, {"candidate": "ClosedBook"}
+    )
+    (judged,) = prompt_ids(tokenizer, prompts["candidate"][1])
+    (base,) = prompt_ids(tokenizer, prompts["base"][1])
+
+    context = RequestContext(None, 2048)  # a closed-book revision: no passage index
+    messages = context.messages(
+        "r1", "handbook", [{"role": "user", "content": pair.question}], adapter=True, max_tokens=32
+    )
+    served = LocalEngine(object(), tokenizer, 2048).chat_prompt(messages)
+    assert trained == judged == base == served
+    assert SYSTEM_PROMPT in tokenizer.decode(served)

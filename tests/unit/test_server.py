@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from docmodel.artifacts import ArtifactIncomplete, ArtifactMissing, IntegrityError
 from docmodel.failures import EXIT_BAD_INPUT
 from docmodel.modelfacts import vllm_max_lora_rank
+from docmodel.retrieval import SYSTEM_PROMPT
 from docmodel.storage import LocalStore
 from docmodel_server import cli
 from docmodel_server.engine import Finished, Job, SamplingParams, TextDelta, _held_back
@@ -420,7 +421,14 @@ def test_chat_completion_shape(client: TestClient) -> None:
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Thirty days."}
     assert body["choices"][0]["finish_reason"] == "stop"
-    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    # The served name's prompt opens with the core's system message (the fake engine counts
+    # one token per word of every message).
+    prompt = len(SYSTEM_PROMPT.split()) + 2
+    assert body["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": 3,
+        "total_tokens": prompt + 3,
+    }
 
 
 def test_chat_stream_is_role_then_content_then_finish_then_done(client: TestClient) -> None:
@@ -477,7 +485,8 @@ def test_sampling_settings_reach_the_engine() -> None:
     plain.post("/v1/chat/completions", json=request)
     plain.post("/v1/completions", json={"model": "handbook", "prompt": "a b", "stop": ["x", "y"]})
     defaults, explicit, completion = (job.params for job in fake.jobs)
-    assert (defaults.temperature, defaults.top_p, defaults.max_tokens) == (0.6, 0.9, 64 - 2)
+    prompt = len(SYSTEM_PROMPT.split()) + 2  # the system message, then the two-word question
+    assert (defaults.temperature, defaults.top_p, defaults.max_tokens) == (0.6, 0.9, 64 - prompt)
     assert explicit == SamplingParams(max_tokens=9, temperature=0, top_p=0.5, stop=("END",), seed=3)
     assert (completion.stop, completion.max_tokens) == (("x", "y"), 16)
 

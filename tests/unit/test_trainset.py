@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from docmodel.dataset import Chunk, QAPair, Rewrite
+from docmodel.retrieval import question_messages
 from docmodel_trainer import trainset
 from docmodel_trainer.tinymodel import build_tokenizer
 
@@ -70,7 +71,7 @@ def test_qa_loss_is_on_the_answer_only(tok) -> None:  # type: ignore[no-untyped-
     labelled = [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != trainset.IGNORE]
     assert tok.decode(labelled, skip_special_tokens=True).strip() == "Port 8101."
     prompt = tok.apply_chat_template(
-        [{"role": "user", "content": PAIRS[0].question}], add_generation_prompt=True, tokenize=False
+        question_messages(PAIRS[0].question), add_generation_prompt=True, tokenize=False
     )
     assert tok.decode(list(ex.input_ids)).startswith(prompt)
 
