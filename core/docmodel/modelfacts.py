@@ -1,13 +1,15 @@
 """Facts about models that the trainer and the server image share, with no ML import: which
-LoRA ranks vLLM accepts, which token ids end an answer, and the one third-party warning both
-images silence while peft wraps a model.
+LoRA ranks vLLM accepts, which token ids end an answer, how many CPU threads a process may
+use, and the one third-party warning both images silence while peft wraps a model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 # vLLM's LoRAConfig.max_lora_rank accepts only these values (vllm/config/lora.py MaxLoRARanks).
@@ -32,6 +34,43 @@ def stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
             if isinstance(item, int) and item not in ids:
                 ids.append(item)
     return ids
+
+
+def lora_merged(model: Any) -> bool:
+    """Whether a peft model's LoRA layers hold their update merged into the base weights."""
+    return any(getattr(module, "merged", False) for module in model.modules())
+
+
+def use_adapter(model: Any, adapter: str | None) -> contextlib.AbstractContextManager[None]:
+    """Answer with `adapter` merged into the base weights, as served (vLLM and the local
+    server pay nothing per token for a LoRA update either), or, with None, with the adapters
+    off: peft then unmerges each layer as it runs it, exactly. Switching adapters unmerges the
+    one merged first. Merging or unmerging is one pass over the adapted weights, done between
+    batches; the answers are those of the unmerged model up to float rounding."""
+    if adapter is None:
+        return model.disable_adapter()  # type: ignore[no-any-return]
+    if getattr(model, "active_adapter", adapter) != adapter:
+        if lora_merged(model):
+            model.unmerge_adapter()
+        model.set_adapter(adapter)
+    if not lora_merged(model):
+        model.merge_adapter()
+    return contextlib.nullcontext()
+
+
+def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota (a
+    container's CPU limit), at least 1. `os.cpu_count()` counts the machine's, which a pod or
+    a `taskset` may not have: torch's thread pool sized to those only contends."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 @contextlib.contextmanager

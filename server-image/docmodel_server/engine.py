@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from docmodel.modelfacts import peft_compat, stop_token_ids
+from docmodel.modelfacts import peft_compat, stop_token_ids, use_adapter
 
 log = logging.getLogger("docmodel.server")
 
@@ -256,10 +256,12 @@ class LocalEngine:
             [[0] * (width - len(j.prompt_ids)) + [1] * len(j.prompt_ids) for j in jobs]
         )
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        adapter_off = (
-            contextlib.nullcontext() if jobs[0].use_adapter else self.model.disable_adapter()
+        # The adapter merged into the weights (no per-token LoRA cost), or off for requests
+        # to the base model's name (peft unmerges as it runs; the next adapter batch merges).
+        weights = use_adapter(
+            self.model, self.model.active_adapter if jobs[0].use_adapter else None
         )
-        with torch.inference_mode(), adapter_off:
+        with torch.inference_mode(), weights:
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=mask,

@@ -10,8 +10,11 @@ greedy decoding, capped at `max_new_tokens`.
 
 - vLLM (when importable and CUDA is present): one engine with LoRA enabled; each adapter is a
   `LoRARequest`, the base model is a request without one. Continuous batching.
-- transformers: peft `PeftModel` with every adapter loaded by name; base-only answers run inside
-  `disable_adapter()`. Prompts are sorted by length and generated in left-padded batches.
+- transformers: peft `PeftModel` with every adapter loaded by name; an adapter's answers run
+  with it merged into the weights (as the local server and vLLM serve it: no per-token LoRA
+  cost, so latencies compare as served), base-only answers with the adapters off
+  (`docmodel.modelfacts.use_adapter`). Prompts are sorted by length and generated in
+  left-padded batches.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from docmodel.modelfacts import stop_token_ids
+from docmodel.modelfacts import stop_token_ids, use_adapter
 from docmodel_trainer import modeling
 
 log = logging.getLogger("docmodel.trainer.generation")
@@ -157,14 +160,11 @@ class HFAnswerer:
         )
 
     def _adapter_context(self, adapter: str | None) -> Any:
-        if adapter is None:
-            if not self.adapters:
-                return contextlib.nullcontext()
-            return self.model.disable_adapter()
-        if adapter not in self.adapters:
+        if adapter is None and not self.adapters:
+            return contextlib.nullcontext()
+        if adapter is not None and adapter not in self.adapters:
             raise KeyError(f"no adapter named {adapter!r} is loaded")
-        self.model.set_adapter(adapter)
-        return contextlib.nullcontext()
+        return use_adapter(self.model, adapter)  # merged, as the servers run it
 
     def answer(
         self, adapter: str | None, conversations: Sequence[Conversation], label: str = ""

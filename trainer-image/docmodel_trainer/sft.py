@@ -174,6 +174,8 @@ def build_trainer(
                 # Padding-free batches carry no attention mask: every position is a real token.
                 self.counts.tokens += int(mask.sum()) if mask is not None else ids.numel()
                 self.counts.loss_tokens += int((inputs["labels"] != -100).sum())
+                if not return_outputs:
+                    return answer_only_loss(model, inputs, num_items_in_batch)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     counts = TokenCounts()
@@ -198,36 +200,83 @@ def build_trainer(
     return trainer
 
 
-class ProgressLogger(TrainerCallback):
-    """Logs `Trained step=10/120 loss=2.3141 tokens_per_s=1234 eta_s=40` and keeps the curve."""
+def answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+    """Next-token cross-entropy computed from the logits of the positions that have a label
+    only (`logits_to_keep`). A question's prompt and its passages carry no loss, so the LM head
+    (a 49k-word vocabulary is a fifth of a small model's forward pass) and the softmax run on
+    the answer tokens alone instead of every position; the loss is the same number. Summed over
+    the labels and divided by the labels in the whole accumulated batch, as Trainer expects
+    when it passes `num_items_in_batch`; the mean otherwise."""
+    import torch
 
-    def __init__(self, counts: TokenCounts):
+    labels = inputs["labels"]
+    targets = labels[:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)  # positions that predict a label
+    forward = {k: v for k, v in inputs.items() if k != "labels"}
+    outputs = model(**forward, logits_to_keep=keep, use_cache=False)
+    logits = outputs.logits.float()
+    picked = targets[:, keep]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), picked.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    if num_items_in_batch is None:
+        return loss / (picked != -100).sum().clamp(min=1)
+    return loss / num_items_in_batch
+
+
+class ProgressLogger(TrainerCallback):
+    """Logs `Trained step=10/120 loss=2.3141 tokens_per_s=1234 eta_s=40` every logging step
+    and keeps the curve; between them, a `Training step=...` line at least every
+    `heartbeat_s` seconds, so a slow run (a CPU) never looks stuck."""
+
+    def __init__(self, counts: TokenCounts, heartbeat_s: float = 30.0):
         self.counts = counts
         self.curve: list[tuple[int, float]] = []
+        self.heartbeat_s = heartbeat_s
         self._start = time.monotonic()
+        self._last_line = self._start
         self._start_step = 0
         self._start_tokens = 0
 
     def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
         self._start, self._start_step = time.monotonic(), state.global_step
+        self._last_line = self._start
         self._start_tokens = self.counts.tokens
+
+    def _rates(self, state: Any) -> tuple[float, float]:
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        done = max(state.global_step - self._start_step, 1)
+        eta = elapsed / done * max(state.max_steps - state.global_step, 0)
+        return (self.counts.tokens - self._start_tokens) / elapsed, eta
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if time.monotonic() - self._last_line < self.heartbeat_s:
+            return
+        rate, eta = self._rates(state)
+        log.info(
+            "Training step=%d/%d tokens_per_s=%.0f eta_s=%.0f",
+            state.global_step,
+            state.max_steps,
+            rate,
+            eta,
+        )
+        self._last_line = time.monotonic()
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
         if not logs or "loss" not in logs:
             return
         loss = float(logs["loss"])
         self.curve.append((state.global_step, loss))
-        elapsed = max(time.monotonic() - self._start, 1e-9)
-        done = max(state.global_step - self._start_step, 1)
-        eta = elapsed / done * max(state.max_steps - state.global_step, 0)
+        rate, eta = self._rates(state)
         log.info(
             "Trained step=%d/%d loss=%.4f tokens_per_s=%.0f eta_s=%.0f",
             state.global_step,
             state.max_steps,
             loss,
-            (self.counts.tokens - self._start_tokens) / elapsed,
+            rate,
             eta,
         )
+        self._last_line = time.monotonic()
 
 
 class CheckpointSync(TrainerCallback):
