@@ -18,7 +18,6 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from docmodel.api import GROUP, PLURAL, VERSION
-from docmodel.local import tiny_model
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
 from docmodel_devenv.stack import DevEnv
 
@@ -35,6 +34,7 @@ from testkit.chartlib import (
     values_file,
 )
 from testkit.clusterlib import kubectl, wait_for
+from testkit.models import tiny_base_model
 from testkit.operatorlib import (
     LOCAL_NODE,
     condition,
@@ -211,7 +211,7 @@ def test_installed_chart_runs_the_operator_as_its_service_account_and_uninstall_
     devenv: DevEnv, kube: Kube, crd: str, namespace: str, s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
     release = "docmodel"
-    base_model = str(tiny_model())
+    base_model = str(tiny_base_model())
     with fresh_namespace(devenv, "ml") as watched:
         # The store's Secret: the operator's in the release namespace, the pods' in the
         # DocModel's; and the Secret the DocModel's source names.

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from docmodel.api import GROUP, PLURAL, VERSION
-from docmodel.local import tiny_model
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
 from docmodel_devenv.stack import DevEnv
 
 from testkit.clusterlib import kubectl, wait_for
+from testkit.models import tiny_base_model
 from testkit.operatorlib import (
     ANSWER,
     Operator,
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def base_model() -> str:
-    return str(tiny_model())
+    return str(tiny_base_model())
 
 
 @pytest.fixture

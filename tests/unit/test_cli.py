@@ -36,7 +36,7 @@ def test_validate_reports_unreadable_yaml(
 
 
 def test_tiny_model_cache_key_follows_the_builder_settings_and_corpus(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Local mode asks the trainer for its demo model by key; the core never reads the
+    """Tests ask the trainer for a cached tiny model by key; the core never reads the
     trainer's source itself."""
     import argparse
 

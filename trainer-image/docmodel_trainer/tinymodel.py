@@ -3,7 +3,7 @@
     docmodel-trainer tiny-model ./tiny-llama            # random weights, ~2 MB
     docmodel-trainer tiny-model ./tiny-llama --corpus docs/   # tokenizer fitted to your docs
 
-Used by tests, benchmarks and local mode on a CPU laptop: the same code paths as Llama 3.1 8B
+Used by tests and benchmarks on a CPU: the same code paths as Llama 3.1 8B
 (same architecture, chat template and special tokens), with no download. The tokenizer is a
 byte-level BPE, so any text round-trips; the chat template follows Llama 3's header tokens.
 """
@@ -113,16 +113,10 @@ def build_tiny_llama(
     num_kv_heads: int = 2,
     max_positions: int = 2048,
     initializer_range: float = 0.2,
-    pretrain_steps: int = 0,
     seed: int = 0,
 ) -> Path:
-    """Write a randomly initialised Llama model and its tokenizer to `out_dir`.
-
-    With `pretrain_steps`, the model first reads `corpus` as a plain causal language model
-    (every weight trained, seconds on a CPU), standing in for the general pretraining a real
-    base model has had: it then knows the corpus's words, so fine-tuning and evaluation have
-    something to work with. Without it the weights stay random.
-    """
+    """Write a randomly initialised Llama model and its tokenizer to `out_dir` (for tests: it
+    cannot read; the demo uses a real small instruct model, `docmodel.basemodel`)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -148,10 +142,6 @@ def build_tiny_llama(
         initializer_range=initializer_range,
     )
     model = LlamaForCausalLM(config)
-    if pretrain_steps > 0:
-        if corpus is None:
-            raise ValueError("pretraining needs a corpus (--corpus)")
-        _pretrain(model, tokenizer, corpus, pretrain_steps, seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)
@@ -161,27 +151,3 @@ def build_tiny_llama(
     )
     log.info("Built tiny Llama path=%s params=%d", out, sum(p.numel() for p in model.parameters()))
     return out
-
-
-def _pretrain(model, tokenizer, corpus: Path, steps: int, seed: int) -> None:  # type: ignore[no-untyped-def]
-    """Causal-LM training of every weight on random windows of the corpus text."""
-    import torch
-
-    text = "\n".join(line for line in _corpus_lines(corpus) if line.strip())
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
-    window = min(256, len(ids) - 1)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(1, steps + 1):
-        starts = torch.randint(0, len(ids) - window, (8,), generator=generator)
-        batch = torch.stack([ids[int(s) : int(s) + window] for s in starts])
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        if step % 50 == 0 or step == steps:
-            log.info(
-                "Pretrained step=%d/%d loss=%.4f tokens=%d", step, steps, loss.item(), len(ids)
-            )
-    model.eval()

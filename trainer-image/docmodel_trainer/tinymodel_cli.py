@@ -28,17 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-size", type=int, default=1024)
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument(
-        "--pretrain-steps",
-        type=int,
-        default=0,
-        help="first train every weight on the corpus text for N steps (needs --corpus)",
-    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
 
 
-SETTINGS = ("vocab_size", "hidden_size", "layers", "pretrain_steps", "seed")
+SETTINGS = ("vocab_size", "hidden_size", "layers", "seed")
 
 
 def cache_key(args: argparse.Namespace) -> str:
@@ -70,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
         vocab_size=args.vocab_size,
         hidden_size=args.hidden_size,
         num_layers=args.layers,
-        pretrain_steps=args.pretrain_steps,
         seed=args.seed,
     )
     if args.cache_dir is not None:
