@@ -1,4 +1,5 @@
-"""A tiny Llama, a LoRA adapter that changes its outputs, and the real server as a subprocess.
+"""A tiny Llama, a LoRA adapter that changes its outputs (or a no-op one over a real model),
+and the real server as a subprocess.
 
 Shared by the end-to-end server tests and `bench/serve_latency.py`. Everything stays on the
 loopback interface.
@@ -30,13 +31,25 @@ def build_model_and_adapter(root: Path, rank: int = 8) -> tuple[Path, str]:
     Returns (base model directory, adapter URI). LoRA B matrices start at zero (the adapter
     would be a no-op), so they are perturbed: the adapter then changes what the model says.
     """
+    from docmodel_trainer.tinymodel import build_tiny_llama
+
+    base = build_tiny_llama(root / "base")
+    return base, build_adapter(base, root, rank=rank, perturb=True)
+
+
+def build_adapter(base: Path, root: Path, rank: int = 8, perturb: bool = False) -> str:
+    """Publish a LoRA adapter over the model in `base` to a local artifact store under `root`;
+    returns its URI.
+
+    Without `perturb` the LoRA B matrices stay at zero, as peft initialises them: the adapter
+    is a no-op and the served name answers exactly as the base model does (a real model
+    served under the DocModel's name). With `perturb` they are randomised (seeded), so the
+    adapter changes what the model says.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from docmodel_trainer.tinymodel import build_tiny_llama
-
-    base = build_tiny_llama(root / "base")
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     config = LoraConfig(
         r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj"]
@@ -47,19 +60,19 @@ def build_model_and_adapter(root: Path, rank: int = 8) -> tuple[Path, str]:
             "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
         )
         peft_model = get_peft_model(model, config)
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    if perturb:
+        generator = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
     adapter_dir = root / "adapter-build"
     peft_model.save_pretrained(adapter_dir)
     store = LocalStore(root / "store")
     # Published as the trainer publishes: the manifest, listing every file, last.
-    uri = publish_dir(
+    return publish_dir(
         adapter_dir, store, LAYOUT, Manifest(kind="adapter", revision=LAYOUT.revision)
     )
-    return base, uri
 
 
 def free_port() -> int:
