@@ -1,6 +1,6 @@
 """Local mode: the whole DocModel lifecycle on this machine, no cluster.
 
-    docmodel local run                                  # embedded demo: tiny model, bundled docs
+    docmodel local run                                  # embedded demo: SmolLM2, bundled docs
     docmodel local run --docmodel my.yaml --docs ./docs # your DocModel, docs from a directory
     docmodel local run --docmodel my.yaml               # docs from the DocModel's S3 source
     docmodel local run ... --keep-serving               # stay up and serve until Ctrl-C
@@ -16,8 +16,12 @@ OpenAI-compatible API the cluster serves). The DocModel's status is recorded in
 serving revision too, exactly as the operator does. This module only reads the command line
 and prints.
 
-Without `--base-model`, the base model's name in the DocModel is used; `--base-model tiny`
-(the demo's default) builds a tiny random Llama so the lifecycle runs on a CPU in minutes.
+Without `--base-model`, the base model's name in the DocModel is used (the demo's is
+SmolLM2-135M-Instruct, which the project's `demo-model` extra installs). It is resolved first,
+as a step of its own (`docmodel-trainer base-model`: a packaged model is converted once into
+the model cache), so the lifecycle's steps find it ready. The run ends with every system's
+scores, a few held-out questions answered side by side and each stage's time; a run that finds
+its revision already judged says which run that was.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import shutil
 import signal
 import subprocess
@@ -40,7 +45,7 @@ from typing import Any
 import yaml
 
 from docmodel.api import DocModel, DocModelStatus, SpecError, parse_docmodel
-from docmodel.artifacts import RevisionLayout
+from docmodel.artifacts import RevisionLayout, read_manifest
 from docmodel.dataset import EVAL, QAPair
 from docmodel.localexec import (
     LocalExecutor,
@@ -52,6 +57,7 @@ from docmodel.localexec import (
     start_server,
     state_key,
 )
+from docmodel.report import EvalReport
 from docmodel.settings import LocalSettings
 from docmodel.storage import ObjectStore, StorageError, open_store
 
@@ -60,7 +66,6 @@ log = logging.getLogger("docmodel.local")
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DIR = ROOT / "examples" / "local"
 DEFAULT_STORE = LocalSettings.from_env().local_store
-TINY_CACHE = Path("~/.cache/docmodel/models").expanduser()
 SERVER_READY_SECONDS = 300.0
 
 
@@ -82,7 +87,7 @@ def _shared_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-model",
         default=None,
-        help="'tiny' builds a tiny random Llama; a path or model id overrides the DocModel's",
+        help="a model id or directory that overrides the DocModel's spec.baseModel.name",
     )
     parser.add_argument("--port", type=int, default=0, help="serving port (default: a free one)")
     parser.add_argument("--question", default=None, help="question asked once the model serves")
@@ -135,31 +140,28 @@ def _trainer(*args: str) -> list[str]:
     return [sys.executable, "-m", "docmodel_trainer.cli", *args]
 
 
-def tiny_model() -> Path:
-    """The demo's base model: a tiny Llama that has read the bundled docs (a stand-in for a real
-    base model's pretraining; see docmodel_trainer.tinymodel), built once by the trainer under a
-    key of its own code, the settings and the docs, and reused."""
-    argv = _trainer(
-        "tiny-model",
-        "--cache-dir",
-        str(TINY_CACHE),
-        "--corpus",
-        str(DEMO_DIR / "docs"),
-        "--hidden-size",
-        "128",
-        "--pretrain-steps",
-        "300",
-    )
+def resolve_base_model(dm: DocModel) -> float:
+    """Make the base model ready before any step runs, and time it: the trainer resolves it in
+    the core's order (`docmodel.basemodel`) and converts a packaged model into the model cache
+    once (the demo's SmolLM2 takes 20-60 s the first time, then nothing). Returns the
+    seconds it took."""
+    spec = dm.spec.base_model
+    mirror = ["--mirror", spec.mirror] if spec.mirror else []
+    if spec.mirror and dm.spec.source.endpoint:
+        mirror += ["--mirror-endpoint", dm.spec.source.endpoint]
+    argv = _trainer("base-model", spec.name, *mirror)
+    log.info("Started step=base-model name=%s", spec.name)
     started = time.monotonic()
-    # Not a lifecycle step: a cached model is only looked up (the trainer logs a build).
     result = subprocess.run(argv, check=False, stdout=subprocess.PIPE, text=True)
+    seconds = time.monotonic() - started
     if result.returncode != 0:
         raise LocalRunError(
-            f"building the demo's tiny base model failed with exit code {result.returncode}"
+            f"the base model {spec.name} could not be resolved (exit code {result.returncode}); "
+            "its reason is logged above"
         )
-    path = Path(result.stdout.strip().splitlines()[-1])
-    log.info("Resolved base model path=%s seconds=%.1f", path, time.monotonic() - started)
-    return path
+    path = result.stdout.strip().splitlines()[-1]
+    log.info("Finished step=base-model path=%s seconds=%.1f", path, seconds)
+    return seconds
 
 
 def _load_manifest(path: Path) -> dict[str, Any]:
@@ -179,16 +181,13 @@ def _prepare(args: argparse.Namespace) -> tuple[Paths, DocModel]:
     docs = args.docs or (DEMO_DIR / "docs" if args.docmodel is None else None)
     if docs is not None and not docs.is_dir():
         raise BadInput(f"the documents directory {docs} does not exist")
-    base_model = args.base_model or ("tiny" if args.docmodel is None else None)
     manifest = _load_manifest(docmodel_path)
     try:
-        parse_docmodel(manifest)  # fail fast, naming the field, before any model is built
+        parse_docmodel(manifest)  # fail fast, naming the field, before any model is loaded
     except SpecError as exc:
         raise BadInput(f"{docmodel_path}: {exc}") from None
-    if base_model == "tiny":
-        manifest["spec"].setdefault("baseModel", {})["name"] = str(tiny_model())
-    elif base_model:
-        manifest["spec"].setdefault("baseModel", {})["name"] = base_model
+    if args.base_model:
+        manifest["spec"].setdefault("baseModel", {})["name"] = args.base_model
     model = parse_docmodel(manifest)
     if model.spec.evaluation.baseline.retriever != "bm25":
         raise BadInput(
@@ -295,6 +294,7 @@ def _serve_revision(args: argparse.Namespace) -> int:
                 f"no revision of {ns}/{name} has passed the gate in {paths.store}; "
                 "run `docmodel local run` first, or pass --revision to inspect a candidate"
             )
+        resolve_base_model(model)
         port = args.port or free_port()
         env = local_server_env(model, revision, store.uri, port, paths.workdir / "server")
         server = start_server(env, f"http://127.0.0.1:{port}", name, SERVER_READY_SECONDS)
@@ -309,9 +309,11 @@ def _serve_revision(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
     paths, model = _prepare(args)
     executor = None
     try:
+        base_seconds = resolve_base_model(model)
         store = open_store(paths.store)
         executor = LocalExecutor(model, store, paths.workdir, paths.docs, args.port)
         log.info(
@@ -322,6 +324,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         status = executor.reconcile()
         code = _present_run(args, model, paths, status)
+        if code == 0:
+            _present_closing(model, store, status, executor, base_seconds, started)
         serving = status.serving.revision if status.serving else None
         server = executor.servers.get(serving) if serving else None
         if code != 0 or serving is None:
@@ -366,6 +370,97 @@ def _present_run(
     elif candidate.verdict != "Promoted" or serving != candidate.revision:
         out(f"Still serving revision {serving}.\n")
     return 0
+
+
+SIDE_BY_SIDE = 3  # held-out questions printed with every system's answer
+
+
+def _present_closing(
+    model: DocModel,
+    store: ObjectStore,
+    status: DocModelStatus,
+    executor: LocalExecutor,
+    base_seconds: float,
+    started: float,
+) -> None:
+    """The closing lines: whether anything was trained this time, every system's scores, a
+    few held-out questions side by side, and where the time went."""
+    candidate = status.candidate
+    if candidate is None or candidate.revision is None:
+        return
+    out = sys.stdout.write
+    layout = RevisionLayout(model.metadata.namespace, model.metadata.name, candidate.revision)
+    if not executor.step_seconds:
+        adapter = read_manifest(store, layout, "adapter")
+        evaluated = read_manifest(store, layout, "eval")
+        trained = (
+            f"trained {adapter.created_at:%Y-%m-%d %H:%M} UTC by docmodel "
+            f"{adapter.versions.get('docmodel', 'unknown')}"
+            if adapter is not None
+            else "trained earlier"
+        )
+        judged = f", judged {evaluated.created_at:%Y-%m-%d %H:%M} UTC" if evaluated else ""
+        out(
+            f"Reused revision {candidate.revision}: {trained}{judged}. The documents, settings "
+            "and base model are unchanged, so no step ran; the verdict above is that run's.\n"
+        )
+    key = layout.key("eval", "report.json")
+    if store.exists(key):
+        report = EvalReport.model_validate_json(store.get_bytes(key))
+        _present_report(report, model.spec.evaluation.metric)
+    steps = [("base model", base_seconds)] + [
+        (step, executor.step_seconds[step])
+        for step in ("ingest", "train", "evaluate")
+        if step in executor.step_seconds
+    ]
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # KiB -> GiB
+    out(
+        "Stage times: "
+        + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in steps)
+        + f"; total {time.monotonic() - started:.1f} s; peak RSS of a step {peak:.2f} GiB\n"
+    )
+
+
+def _present_report(report: EvalReport, metric: str) -> None:
+    """Every system's scores on the held-out questions, then a few answers side by side."""
+    out = sys.stdout.write
+    systems = [s for s in ("candidate", "baseline", "base", "serving") if s in report.aggregate]
+    label = {
+        "candidate": f"candidate ({report.kinds.get('candidate', 'ClosedBook')})",
+        "baseline": f"RAG baseline ({report.retriever} top-{report.top_k})",
+        "base": "base model, closed-book",
+        "serving": "serving revision",
+    }
+    out(f"\nScores on {len(report.questions)} held-out questions (gate metric: {metric}):\n")
+    rows = [("SYSTEM", "TOKEN F1", "EXACT", "ROUGE-L", "GOLD RECALL", "MEAN WORDS")]
+    for system in systems:
+        scores = report.aggregate[system]
+        words = report.mean_answer_words.get(system)
+        rows.append(
+            (
+                label[system],
+                f"{scores.token_f1:.4f}",
+                f"{scores.exact_match:.4f}",
+                f"{scores.rouge_l:.4f}",
+                "-" if scores.gold_recall is None else f"{scores.gold_recall:.4f}",
+                "-" if words is None else f"{words:.1f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    for name, diff in report.differences.items():
+        d = diff.get(metric)  # type: ignore[call-overload]
+        if d is not None:
+            out(
+                f"  {name} {metric}: {d.mean:+.4f}, {d.confidence:.0%} interval "
+                f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]\n"
+            )
+    out("\nHeld-out questions, answered side by side:\n")
+    for q in report.questions[:SIDE_BY_SIDE]:
+        out(f"  Q: {q.question}\n     reference: {q.reference}\n")
+        for system in systems:
+            out(f"     {system}: {' '.join(q.answers.get(system, '').split())}\n")
 
 
 def _present_server(

@@ -233,6 +233,7 @@ class LocalExecutor:
     servers: dict[str, LocalServer] = field(default_factory=dict)
     traffic: str | None = None
     reused_logged: bool = False
+    step_seconds: dict[str, float] = field(default_factory=dict)  # step -> seconds, this run
 
     @property
     def store_config(self) -> StoreConfig:
@@ -376,6 +377,7 @@ class LocalExecutor:
                 tail.append(raw.decode(errors="replace").rstrip())
             code = process.wait()
         seconds = time.monotonic() - started
+        self.step_seconds[action.step] = self.step_seconds.get(action.step, 0.0) + seconds
         self.job_revisions[name] = action.revision
         if code == 0:
             self.jobs[name] = JobState("Succeeded", exit_code=0, since=now())

@@ -1,7 +1,8 @@
 """Local mode end to end: `docmodel local run` on the embedded demo, then `local serve`.
 
-Runs the real commands as subprocesses (tiny model, bundled docs, CPU): ingest, train,
-evaluate, the gate, and serving through the OpenAI-compatible local server.
+Runs the real commands as subprocesses (the demo's real model, SmolLM2-135M-Instruct, the
+bundled docs, CPU): ingest, train, evaluate, the gate, and serving through the
+OpenAI-compatible local server. The README's first command, as a new user runs it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,21 @@ def test_local_run_goes_through_the_lifecycle_and_serves_on_request(tmp_path: Pa
     assert verdict, first.stdout
     revision, name, reason = verdict.groups()
     assert "token_f1" in reason and "RAG baseline" in reason
-    for step in ("ingest", "train", "evaluate"):
+    for step in ("base-model", "ingest", "train", "evaluate"):
         assert f"Finished step={step}" in first.stderr
+    # The closing lines: every system's scores, answers side by side, where the time went.
+    assert re.search(
+        r"^Scores on \d+ held-out questions \(gate metric: token_f1\)", first.stdout, re.M
+    )
+    for system in ("candidate (Retrieval)", "RAG baseline (bm25 top-2)", "base model, closed-book"):
+        assert re.search(rf"^  {re.escape(system)}\s+0\.\d{{4}}", first.stdout, re.M), system
+    assert "Held-out questions, answered side by side:" in first.stdout
+    assert re.search(
+        r"^Stage times: base model [\d.]+ s, ingest [\d.]+ s, train [\d.]+ s, "
+        r"evaluate [\d.]+ s; total [\d.]+ s",
+        first.stdout,
+        re.M,
+    ), first.stdout
 
     rev_dir = store / "local" / "handbook" / f"rev-{revision}"
     for kind in ("dataset", "adapter", "eval"):
@@ -58,6 +72,9 @@ def test_local_run_goes_through_the_lifecycle_and_serves_on_request(tmp_path: Pa
     second = _run("local", "run", "--store", str(store))
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"Reused adapter revision={revision}" in second.stderr
+    assert f"Reused revision {revision}: trained " in second.stdout  # said plainly, not as new
+    assert "no step ran" in second.stdout
+    assert "Finished step=train" not in second.stderr
 
     # Any trained revision can be inspected through the real server, without promoting it.
     served = _run("local", "serve", "--store", str(store), "--revision", revision, "--once")
