@@ -23,7 +23,7 @@ import yaml
 
 from docmodel.dataset import QAPair, read_jsonl
 from docmodel.report import EvalReport
-from docmodel.retrieval import BM25Retriever, context_messages, read_index
+from docmodel.retrieval import BM25Retriever, context_messages, question_messages, read_index
 from docmodel_trainer.tinymodel import build_tiny_llama
 
 from testkit.corpus import copy_corpus
@@ -199,7 +199,9 @@ def test_local_serve_retrieves_for_every_chat_request(trained: dict[str, object]
         )
         assert reply.choices[0].message.content and reply.usage is not None
         records = [json.loads(line) for line in prompt_log.read_text().splitlines()]
-        record = records[-1]
+        # `local serve` asks its own --question once the server is ready, which may be logged
+        # before or after this request: find this request's record by its question.
+        (record,) = [r for r in records if r["messages"][-1]["content"].endswith(question)]
         messages, ids = _expected(adapter, question)
         assert record["passages"] == ids and ids
         assert record["messages"] == messages
@@ -272,13 +274,14 @@ def test_front_process_in_front_of_a_local_server(trained: dict[str, object]) ->
         messages, ids = _expected(adapter, question)
         assert record["messages"] == messages and record["passages"] == []  # retrieved in front
         assert ids
-        # The local server alone (no front, retrieval off) gets the bare question.
+        # The local server alone (no front, retrieval off) gets the question without passages,
+        # after the system message every served prompt opens with.
         plain = OpenAI(base_url=f"http://127.0.0.1:{upstream_port}/v1", api_key="unused")
         plain.chat.completions.create(
             model=NAME, messages=[{"role": "user", "content": question}], max_tokens=4
         )
         last = json.loads(prompt_log.read_text().splitlines()[-1])
-        assert last["messages"] == [{"role": "user", "content": question}]
+        assert last["messages"] == question_messages(question)
     finally:
         _stop(front)
         _stop(upstream)
