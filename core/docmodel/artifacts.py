@@ -41,6 +41,7 @@ from docmodel.storage import (
     download_tree,
     matches,
     open_store,
+    sha256_file,
 )
 
 ArtifactKind = Literal["dataset", "adapter", "eval"]
@@ -307,14 +308,10 @@ def file_entries(directory: Path) -> list[FileEntry]:
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         if path.name == MANIFEST:
             continue
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
         entries.append(
             FileEntry(
                 path=path.relative_to(directory).as_posix(),
-                sha256=digest.hexdigest(),
+                sha256=sha256_file(path),
                 size=path.stat().st_size,
             )
         )

@@ -36,6 +36,7 @@ from typing import Literal
 
 from docmodel.api import BaseModelSpec
 from docmodel.settings import EnvSettings
+from docmodel.storage import sha256_file
 
 DIGEST_FILE = ".docmodel-digest.json"
 # Bumped when the conversion of a packaged model changes what it writes.
@@ -188,11 +189,7 @@ def directory_digest(directory: Path) -> str:
         pass
     total = hashlib.sha256()
     for path, (rel, size, _) in zip(files, listing, strict=True):
-        content = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                content.update(block)
-        total.update(f"{rel}\0{size}\0{content.hexdigest()}\n".encode())
+        total.update(f"{rel}\0{size}\0{sha256_file(path)}\n".encode())
     digest = "sha256:" + total.hexdigest()
     try:
         tmp = stamp.with_suffix(f".{os.getpid()}.tmp")

@@ -347,6 +347,15 @@ def open_store(
     return LocalStore(uri)
 
 
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def download_tree(store: ObjectStore, prefix: str, dest: Path) -> list[Path]:
     """Copy every object under `prefix` into `dest`, keeping relative paths."""
     base = prefix.strip("/")
