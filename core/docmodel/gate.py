@@ -68,6 +68,7 @@ def decide(
     on (empty for a closed-book candidate)."""
     metric: MetricName = policy.metric
     n = len(candidate)
+    rag = f"RAG baseline ({policy.baseline.retriever} top-{policy.baseline.top_k})"
     if n < policy.min_questions:
         return Decision(
             False,
@@ -84,7 +85,7 @@ def decide(
         return Decision(
             False,
             "BelowBaseline",
-            f"candidate {metric}={c_mean:.4f} vs RAG baseline {b_mean:.4f} on {n} questions: "
+            f"candidate {metric}={c_mean:.4f} vs {rag} {b_mean:.4f} on {n} questions: "
             f"difference {_interval_text(vs_base)}; the lower bound is not above the margin "
             f"{policy.min_improvement:.4f}",
             vs_base,
@@ -100,7 +101,7 @@ def decide(
             return Decision(
                 False,
                 "StoppedReading",
-                f"candidate {metric}={c_mean:.4f} beat the RAG baseline {b_mean:.4f} overall, but "
+                f"candidate {metric}={c_mean:.4f} beat the {rag} {b_mean:.4f} overall, but "
                 f"on the {len(untrained)} questions about documents it was not trained on it "
                 f"reads the retrieved passages worse than the baseline: difference "
                 f"{_interval_text(vs_unseen)} lies wholly below zero",
@@ -114,7 +115,7 @@ def decide(
             return Decision(
                 False,
                 "WorseThanServing",
-                f"candidate {metric}={c_mean:.4f} beat the RAG baseline {b_mean:.4f} but is "
+                f"candidate {metric}={c_mean:.4f} beat the {rag} {b_mean:.4f} but is "
                 f"worse than the serving revision {s_mean:.4f}: difference "
                 f"{_interval_text(vs_serving)} lies wholly below zero",
                 vs_base,
@@ -123,7 +124,7 @@ def decide(
     return Decision(
         True,
         "BeatBaseline",
-        f"candidate {metric}={c_mean:.4f} beat the RAG baseline {b_mean:.4f} on {n} questions: "
+        f"candidate {metric}={c_mean:.4f} beat the {rag} {b_mean:.4f} on {n} questions: "
         f"difference {_interval_text(vs_base)}, lower bound above the margin "
         f"{policy.min_improvement:.4f}{serving_note}",
         vs_base,

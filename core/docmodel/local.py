@@ -189,11 +189,6 @@ def _prepare(args: argparse.Namespace) -> tuple[Paths, DocModel]:
     if args.base_model:
         manifest["spec"].setdefault("baseModel", {})["name"] = args.base_model
     model = parse_docmodel(manifest)
-    if model.spec.evaluation.baseline.retriever != "bm25":
-        raise BadInput(
-            "spec.evaluation.baseline.retriever: only bm25 is implemented so far; "
-            "the embedding retriever is not"
-        )
     store = args.store or str(DEFAULT_STORE.expanduser())
     workdir = Path(tempfile.mkdtemp(prefix="docmodel-local-"))
     return Paths(docs, store, workdir), model

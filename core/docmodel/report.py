@@ -121,6 +121,11 @@ class Diagnostics(BaseModel):
         description="Share of questions whose document was among the top k passages' documents.",
     )
     questions_with_passage: int = 0
+    recall_by_retriever: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict,
+        description="Recall@1/3/5 of the gold passage per retriever (BM25, Dense, Hybrid: those "
+        "the passage index supports), on the questions with a known passage.",
+    )
     context_tokens: int | None = Field(
         default=None, description="The model's context length the prompts were fitted to."
     )

@@ -1,10 +1,10 @@
-"""Retrieval and the prompts every system answers: one builder for training, evaluation and
-serving, so the three can never format context differently.
+"""The prompts every system answers, and a retrieval revision's passage index: one builder
+for training, evaluation and serving, so the three can never format context differently.
 
-The retriever is BM25 (bm25s, Lucene scoring, English stop words) over the passages of
+The retrievers are `docmodel.search`'s (BM25, Dense, Hybrid), over the passages of
 `chunks.jsonl`, headings included. The RAG baseline, a retrieval candidate and a server of a
-retrieval revision all use it with the same top-k. The query is the question (in serving: the
-last user message).
+retrieval revision all use the spec's retriever (`evaluation.baseline.retriever`) with the same
+top-k. The query is the question (in serving: the last user message).
 
 Two prompt shapes, both opening with the same system message (`SYSTEM_PROMPT`):
 - `question_messages`: the bare question (closed-book systems: the base model alone, a
@@ -22,11 +22,19 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from docmodel.dataset import Chunk, read_jsonl, write_jsonl
+from docmodel.search import (
+    EMBEDDINGS_FILE,
+    EmbeddingInfo,
+    Retriever,
+    RetrieverKind,
+    load_vectors,
+)
 
 log = logging.getLogger("docmodel.retrieval")
 
@@ -52,53 +60,6 @@ class PassageLike(Protocol):
     def heading_path(self) -> list[str]: ...
     @property
     def text(self) -> str: ...
-
-
-P = TypeVar("P", bound=PassageLike)
-
-
-class BM25Retriever(Generic[P]):
-    """Top-k passages by BM25 over the passage texts (headings included)."""
-
-    def __init__(self, chunks: Sequence[P]):
-        import bm25s
-
-        # bm25s sets its logger to DEBUG on import and logs every index build.
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
-        if not chunks:
-            raise ValueError("cannot build a retriever over zero chunks")
-        self.chunks = list(chunks)
-        self._tokenizer = bm25s.tokenization.Tokenizer(stopwords="en")
-        corpus = [indexed_text(c) for c in self.chunks]
-        corpus_ids = self._tokenizer.tokenize(corpus, update_vocab=True, show_progress=False)
-        self._bm25 = bm25s.BM25()
-        self._bm25.index(corpus_ids, show_progress=False)
-        log.info(
-            "Indexed chunks count=%d vocabulary=%d", len(corpus), len(self._tokenizer.word_to_id)
-        )
-
-    def retrieve(self, queries: Sequence[str], k: int) -> list[list[P]]:
-        """The `k` best chunks per query, best first (fewer when the corpus is smaller, or when
-        fewer share a word with the query). Equal scores rank in corpus order, so every process
-        (training, evaluation, serving) picks the same passages for the same question."""
-        import numpy as np
-
-        k = min(k, len(self.chunks))
-        query_ids = self._tokenizer.tokenize(list(queries), update_vocab=False, show_progress=False)
-        positions = np.arange(len(self.chunks))
-        results: list[list[P]] = []
-        for ids in query_ids:
-            if not ids:  # only stop words or unknown words: nothing to rank by
-                results.append([])
-                continue
-            scores = np.asarray(self._bm25.get_scores([int(t) for t in ids]))
-            best = np.lexsort((positions, -scores))[:k]
-            results.append([self.chunks[int(i)] for i in best if scores[i] > 0])
-        return results
-
-
-def indexed_text(chunk: PassageLike) -> str:
-    return " ".join([*chunk.heading_path, chunk.text])
 
 
 def with_system(messages: Sequence[dict[str, str]]) -> Messages:
@@ -225,11 +186,14 @@ PASSAGES_FILE = "passages.jsonl"
 
 
 class RetrievalIndex(BaseModel):
-    """How a retrieval revision retrieves: what it was trained with and must be served with."""
+    """How a retrieval revision retrieves: what it was trained with and must be served with.
+    With an embedding model (Dense, Hybrid), the passages' embeddings are in `embeddings.npy`
+    beside it, copied from the dataset's passage index: the server embeds queries only."""
 
     kind: Literal["Retrieval"] = "Retrieval"
-    retriever: Literal["bm25"] = "bm25"
+    retriever: RetrieverKind
     top_k: int = Field(ge=1)
+    embedding: EmbeddingInfo | None = None
     passages: int = Field(ge=1, description="Passages in passages.jsonl (all, unseen included).")
     documents_not_trained: list[str] = Field(
         default_factory=list,
@@ -237,10 +201,26 @@ class RetrievalIndex(BaseModel):
     )
 
 
-def write_index(directory: Path, index: RetrievalIndex, chunks: Sequence[Chunk]) -> None:
+def write_index(
+    directory: Path,
+    index: RetrievalIndex,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray | None = None,
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     write_jsonl(directory / PASSAGES_FILE, chunks)
+    if index.embedding is not None:
+        if vectors is None or vectors.shape != (len(chunks), index.embedding.dimensions):
+            raise ValueError(f"retriever {index.retriever} needs one embedding per passage")
+        np.save(directory / EMBEDDINGS_FILE, np.ascontiguousarray(vectors, dtype=np.float32))
     (directory / INDEX_FILE).write_text(index.model_dump_json(indent=2) + "\n")
+
+
+def read_vectors(directory: Path, index: RetrievalIndex) -> np.ndarray | None:
+    """The passages' embeddings a retrieval revision carries (None for BM25)."""
+    if index.embedding is None:
+        return None
+    return load_vectors(directory / EMBEDDINGS_FILE, index.passages, index.embedding.dimensions)
 
 
 def read_index(directory: Path) -> tuple[RetrievalIndex, list[Chunk]] | None:
@@ -267,9 +247,9 @@ class ContextBuilder:
     the conversation with that message replaced by the context prompt (everything before it is
     kept as sent)."""
 
-    def __init__(self, index: RetrievalIndex, chunks: Sequence[Chunk], counter: TokenCounter):
+    def __init__(self, index: RetrievalIndex, retriever: Retriever[Chunk], counter: TokenCounter):
         self.index = index
-        self.retriever = BM25Retriever(chunks)
+        self.retriever = retriever
         self.counter = counter
 
     def build(

@@ -159,7 +159,11 @@ def _front_server(settings: ServerSettings, adapter_dir: Path, upstream: str) ->
 
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     context = RequestContext.load(
-        adapter_dir, tokenizer, settings.max_model_len, settings.prompt_log
+        adapter_dir,
+        tokenizer,
+        settings.max_model_len,
+        settings.prompt_log,
+        settings.embedding_source(),
     )
     if not context.retrieves:
         raise SettingsError(f"{adapter_dir} carries no passage index: nothing to put in front")
@@ -204,14 +208,18 @@ def serve_local(settings: ServerSettings, model: str, adapter_dir: Path) -> int:
     except (OSError, ValueError) as exc:
         log.error("Failed to load model base=%s adapter=%s error=%s", model, adapter_dir, exc)
         return EXIT_UNEXPECTED
-    engine.start()
     context = (
         RequestContext.load(
-            adapter_dir, engine.tokenizer, engine.max_model_len, settings.prompt_log
+            adapter_dir,
+            engine.tokenizer,
+            engine.max_model_len,
+            settings.prompt_log,
+            settings.embedding_source(),
         )
         if settings.retrieval
         else RequestContext(None, engine.max_model_len, settings.prompt_log)
     )
+    engine.start()
     app = create_app(
         engine,
         served_name=settings.served_name,

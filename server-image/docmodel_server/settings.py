@@ -21,6 +21,7 @@ operator sets.
 | `DOCMODEL_VLLM_EXTRA_ARGS`        | unset                                | Extra `vllm serve` flags, split like a shell would (for example `--max-num-seqs 64`). |
 | `DOCMODEL_RETRIEVAL`              | `true`                               | For a retrieval revision (its adapter carries a passage index): retrieve for every chat request. `false` serves the adapter as is, for a front process (`docmodel-server front`) that retrieves. With vLLM, the front runs in this process on `DOCMODEL_PORT` and vLLM on `DOCMODEL_UPSTREAM_PORT`. |
 | `DOCMODEL_UPSTREAM_PORT`          | `DOCMODEL_PORT` + 1                  | vLLM's loopback port behind the front process (retrieval revisions only). |
+| `DOCMODEL_EMBEDDING_MODEL_MIRROR` | unset                                | S3 URI of a mirror of a retrieval revision's embedding model (Dense and Hybrid retrievers), read from `DOCMODEL_BASE_MODEL_MIRROR_ENDPOINT`; without it the model is found in a local directory, the model cache, the image's packaged model or the Hub. |
 | `DOCMODEL_PROMPT_LOG`             | unset                                | A file to append every chat request's final messages (what the model is given) and its retrieved passage ids to, as JSON lines. |
 
 The artifact store's credentials are read the way `docmodel.artifacts.open_artifact_store`
@@ -59,6 +60,7 @@ class ServerSettings(EnvSettings):
     base_model: str = Field(default=DEFAULT_BASE_MODEL, min_length=1)
     base_model_mirror: str | None = None
     base_model_mirror_endpoint: str | None = None  # the source's S3 endpoint, which serves it
+    embedding_model_mirror: str | None = None  # read from the same endpoint
     revision: str | None = None
     max_lora_rank: int | None = Field(default=None, ge=1, le=512)
     max_model_len: int = Field(default=8192, ge=16, le=1_048_576)
@@ -84,6 +86,13 @@ class ServerSettings(EnvSettings):
             except ValueError as exc:
                 raise ValueError(f"{exc} (it is split like a shell command line)") from None
         return value
+
+    def embedding_source(self) -> Any:
+        from docmodel_server.context import EmbeddingSource
+
+        return EmbeddingSource(
+            self.workdir, self.embedding_model_mirror, self.base_model_mirror_endpoint
+        )
 
     @property
     def torch_threads(self) -> int:

@@ -32,7 +32,7 @@ def test_corpus_to_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     model = build_tiny_llama(tmp_path / "model", corpus=corpus, vocab_size=600, hidden_size=64)
     dm = tmp_path / "dm.yaml"
     # The shared tiny-training DocModel, at the default learning rate, with more questions.
-    manifest = docmodel_manifest(model, learningRate=2e-4)
+    manifest = docmodel_manifest(model, retriever="Hybrid", learningRate=2e-4)
     manifest["spec"]["evaluation"]["maxQuestions"] = 12
     dm.write_text(yaml.safe_dump(manifest))
     store = tmp_path / "store"

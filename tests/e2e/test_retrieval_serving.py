@@ -23,7 +23,8 @@ import yaml
 
 from docmodel.dataset import QAPair, read_jsonl
 from docmodel.report import EvalReport
-from docmodel.retrieval import BM25Retriever, context_messages, question_messages, read_index
+from docmodel.retrieval import context_messages, question_messages, read_index
+from docmodel.search import BM25Retriever
 from docmodel_trainer.tinymodel import build_tiny_llama
 
 from testkit.corpus import copy_corpus

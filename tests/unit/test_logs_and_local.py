@@ -95,11 +95,11 @@ def test_missing_docs_directory(
     assert "nodocs" in text and "does not exist" in text
 
 
-def test_unimplemented_retriever_is_refused_before_any_work(
+def test_a_retriever_of_an_older_api_is_refused_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: object
 ) -> None:
     manifest = yaml.safe_load((ROOT / "examples" / "local" / "docmodel.yaml").read_text())
-    manifest["spec"]["evaluation"]["baseline"] = {"retriever": "embedding", "embeddingModel": "m"}
+    manifest["spec"]["evaluation"]["baseline"] = {"retriever": "bm25"}
     path = tmp_path / "dm.yaml"
     path.write_text(yaml.safe_dump(manifest))
     code, text = _local(

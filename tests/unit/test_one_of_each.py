@@ -40,7 +40,7 @@ ONE_DEFINITION = {
     "context_messages": "core/docmodel/retrieval.py",
     "question_messages": "core/docmodel/retrieval.py",
     "fit_context_messages": "core/docmodel/retrieval.py",
-    "BM25Retriever": "core/docmodel/retrieval.py",
+    "BM25Retriever": "core/docmodel/search.py",
 }
 # Wrappers that adapt the core's definition to a job (error -> exit code) and say so.
 WRAPPERS = {("fetch_adapter", "trainer-image/docmodel_trainer/fetch.py")}

@@ -95,7 +95,7 @@ def report(candidate: float, baseline: float, serving: float | None = None) -> E
         revision=R1,
         base_model="base",
         adapter_uri="x",
-        retriever="bm25",
+        retriever="BM25",
         top_k=4,
         decoding=DecodingSettings(max_new_tokens=8, engine="transformers"),
         questions=questions,

@@ -46,7 +46,7 @@ def make_report(with_serving: bool = True, gate_metric: GateMetric = "token_f1")
         base_model="tiny",
         adapter_uri="s3://bucket/adapter",
         serving_adapter_uri="s3://bucket/old" if with_serving else None,
-        retriever="bm25",
+        retriever="BM25",
         top_k=4,
         decoding=DecodingSettings(max_new_tokens=32, engine="transformers", batch_size=8),
         pairs=PAIRS,

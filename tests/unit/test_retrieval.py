@@ -6,13 +6,13 @@ from __future__ import annotations
 from docmodel.dataset import Chunk
 from docmodel.retrieval import (
     SYSTEM_PROMPT,
-    BM25Retriever,
     ChatTemplateTokens,
     context_messages,
     fit_context_messages,
     question_messages,
     with_system,
 )
+from docmodel.search import BM25Retriever
 
 CHUNKS = [
     Chunk(

@@ -13,7 +13,6 @@ from docmodel.dataset import Chunk, QAPair
 from docmodel.gate import decide
 from docmodel.retrieval import (
     SYSTEM_PROMPT,
-    BM25Retriever,
     ChatTemplateTokens,
     RetrievalIndex,
     context_messages,
@@ -21,6 +20,7 @@ from docmodel.retrieval import (
     read_index,
     write_index,
 )
+from docmodel.search import BM25Retriever
 from docmodel_trainer import evaluate, raft, trainset
 from docmodel_trainer.split import documents_not_trained, split_pairs
 
@@ -56,7 +56,9 @@ def corpus() -> tuple[list[Chunk], list[QAPair]]:
 def test_raft_passages_are_the_retrievers_top_k_with_gold_at_the_set_rate() -> None:
     chunks, pairs = corpus()
     k = 3
-    contexts = raft.build_contexts(pairs, chunks, top_k=k, gold_probability=1.0, seed=7)
+    contexts = raft.build_contexts(
+        pairs, BM25Retriever(chunks), top_k=k, gold_probability=1.0, seed=7
+    )
     assert len(contexts) == len(pairs)
     top = BM25Retriever(chunks).retrieve([p.question for p in pairs], k + 1)
     for context, hits in zip(contexts, top, strict=True):
@@ -69,7 +71,7 @@ def test_raft_passages_are_the_retrievers_top_k_with_gold_at_the_set_rate() -> N
         if context.gold_retrieved:
             assert ids == [c.id for c in hits[:k]]  # the retriever's ranking, untouched
 
-    none = raft.build_contexts(pairs, chunks, top_k=k, gold_probability=0.0, seed=7)
+    none = raft.build_contexts(pairs, BM25Retriever(chunks), top_k=k, gold_probability=0.0, seed=7)
     assert all(not c.gold_included for c in none)
     assert all(c.pair.chunk_id not in {p.id for p in c.passages} for c in none)
     assert all(len(c.passages) == k for c in none)
@@ -77,10 +79,10 @@ def test_raft_passages_are_the_retrievers_top_k_with_gold_at_the_set_rate() -> N
     many = [
         QAPair(**{**p.model_dump(), "id": f"{p.id}-{n}"}) for n in range(20) for p in pairs
     ]  # 480 draws
-    half = raft.build_contexts(many, chunks, top_k=k, gold_probability=0.5, seed=3)
+    half = raft.build_contexts(many, BM25Retriever(chunks), top_k=k, gold_probability=0.5, seed=3)
     share = sum(c.gold_included for c in half) / len(half)
     assert 0.4 < share < 0.6
-    again = raft.build_contexts(many, chunks, top_k=k, gold_probability=0.5, seed=3)
+    again = raft.build_contexts(many, BM25Retriever(chunks), top_k=k, gold_probability=0.5, seed=3)
     assert [c.passages for c in again] == [c.passages for c in half]  # seeded
 
 
@@ -88,7 +90,9 @@ def test_gold_outside_the_top_k_replaces_the_last_passage() -> None:
     chunks, pairs = corpus()
     # A question whose words match other passages better than its own.
     pair = pairs[0].model_copy(update={"question": "What is the alerts setting number 2?"})
-    (context,) = raft.build_contexts([pair], chunks, top_k=2, gold_probability=1.0, seed=1)
+    (context,) = raft.build_contexts(
+        [pair], BM25Retriever(chunks), top_k=2, gold_probability=1.0, seed=1
+    )
     assert not context.gold_retrieved and context.gold_included
     ids = [c.id for c in context.passages]
     assert pair.chunk_id in ids and len(ids) == 2
@@ -129,7 +133,9 @@ def test_gate_rejects_a_candidate_that_stopped_reading() -> None:
 
 def test_index_round_trip_and_a_broken_index_names_the_file(tmp_path: Path) -> None:
     chunks, _ = corpus()
-    index = RetrievalIndex(top_k=3, passages=len(chunks), documents_not_trained=["alerts.md"])
+    index = RetrievalIndex(
+        retriever="BM25", top_k=3, passages=len(chunks), documents_not_trained=["alerts.md"]
+    )
     write_index(tmp_path, index, chunks)
     loaded = read_index(tmp_path)
     assert loaded is not None and loaded[0] == index and loaded[1] == chunks
@@ -173,7 +179,7 @@ def test_training_evaluation_and_serving_give_the_model_the_same_text(tmp_path: 
 
     # Serving: the last user message is replaced, earlier turns kept as sent; a client that
     # sends no system message gets the one the revision was trained and judged with.
-    write_index(tmp_path, RetrievalIndex(top_k=k, passages=len(chunks)), chunks)
+    write_index(tmp_path, RetrievalIndex(retriever="BM25", top_k=k, passages=len(chunks)), chunks)
     log = tmp_path / "prompts.jsonl"
     context = RequestContext.load(tmp_path, tokenizer, 2048, log)
     bare = [{"role": "user", "content": pair.question}]

@@ -79,13 +79,29 @@ def test_evaluate_names_the_missing_adapter(job, tmp_path, capsys) -> None:  # t
     assert code == EXIT_NO_DATA and str(missing) in capsys.readouterr().err
 
 
-def test_evaluate_rejects_the_embedding_retriever(job, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_refuses_a_retriever_the_dataset_was_not_indexed_for(
+    job, tmp_path, capsys
+) -> None:  # type: ignore[no-untyped-def]
     dm, store = job
+    publish_dataset(LocalStore(store), RevisionLayout("docs", "handbook", "r1"), tmp_path / "ds")
     code = main(
-        args(dm, store, "evaluate", "--retriever", "embedding", "--workdir", str(tmp_path / "w"))
+        args(dm, store, "evaluate", "--retriever", "Dense", "--workdir", str(tmp_path / "w"))
     )
     assert code == EXIT_BAD_INPUT
-    assert "retriever embedding is not available" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "retriever Dense needs the passages' embeddings" in err
+    assert "was indexed for BM25" in err and "reason=RetrieverUnavailable" in err
+
+
+def test_evaluate_names_a_dataset_without_a_passage_index(job, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    dm, store = job
+    local = LocalStore(store)
+    layout = RevisionLayout("docs", "handbook", "r1")
+    publish_dataset(local, layout, tmp_path / "ds")
+    local.delete(layout.key("dataset", "passage-index.json"))
+    code = main(args(dm, store, "evaluate", "--workdir", str(tmp_path / "w")))
+    assert code == EXIT_BAD_INPUT
+    assert "has no passage index" in capsys.readouterr().err
 
 
 def test_serving_flags_are_exclusive(job, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,8 @@ Writes  <store>/<ns>/<name>/rev-<rev>/eval/   report.json (docmodel.report.EvalR
 Systems, all the same base model and the same greedy decoding (spec.evaluation.maxNewTokens):
   candidate  base + this revision's adapter, in its kind: the bare question (closed-book), or
              the baseline's very prompt (a retrieval candidate: same passages, same top-k)
-  baseline   base alone, the question after the top-k BM25 passages from chunks.jsonl
+  baseline   base alone, the question after the top-k passages from chunks.jsonl, ranked by
+             the spec's retriever (BM25, Dense or Hybrid) over the dataset's passage index
   base       base alone, the bare question (closed-book: how guessable the questions are;
              a diagnostic, never gating)
   serving    base + the serving adapter, in its own kind (a retrieval revision retrieves from
@@ -27,7 +28,9 @@ prompts per system. Scores: exact match, token F1, ROUGE-L (the gate's metric is
 recorded as gate_metric) and gold recall (never gating); seeded paired bootstrap intervals
 (spec.evaluation.confidence) of candidate minus every other system. Also in the report: each
 system's answer length in normalised words, prompt and answer tokens and latency (p50/p99),
-retrieval recall@k of the baseline, and the dataset's leakage figures. The exit code does not
+retrieval recall@k of the baseline, recall@1/3/5 of the gold passage for every retriever the
+passage index supports (BM25 always; Dense and Hybrid when the passages were embedded), and
+the dataset's leakage figures. The exit code does not
 depend on the verdict: the operator applies the gate (`docmodel.gate`); the verdict is recorded
 in the report for people.
 
@@ -69,15 +72,25 @@ from docmodel.report import (
     SystemName,
 )
 from docmodel.retrieval import (
-    BM25Retriever,
     ChatTemplateTokens,
+    RetrievalIndex,
     fit_context_messages,
     question_messages,
     read_index,
+    read_vectors,
 )
 from docmodel.revision import report_covers
+from docmodel.search import (
+    RETRIEVERS,
+    EmbeddingMismatch,
+    PassageIndex,
+    check_embedding,
+    needs_embeddings,
+    open_retriever,
+    recall_at,
+)
 from docmodel.stats import DEFAULT_RESAMPLES
-from docmodel_trainer import fetch, generation, metrics, modeling, report_html
+from docmodel_trainer import fetch, generation, metrics, modeling, passage_index, report_html
 from docmodel_trainer.common import (
     EXIT_BAD_INPUT,
     EXIT_NO_DATA,
@@ -103,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-questions", type=int)
     group.add_argument("--max-new-tokens", type=int)
     group.add_argument("--top-k", type=int)
-    group.add_argument("--retriever", choices=["bm25", "embedding"])
+    group.add_argument("--retriever", choices=list(RETRIEVERS))
     group.add_argument("--engine", choices=["auto", "vllm", "transformers"], default="auto")
     group.add_argument("--batch-size", type=int, help="prompts per generate call (transformers)")
     group.add_argument("--bootstrap-resamples", type=int, default=DEFAULT_RESAMPLES)
@@ -134,13 +147,6 @@ def resolve_policy(args: argparse.Namespace, spec: DocModelSpec) -> EvaluationSp
     if baseline:
         updates["baseline"] = spec.evaluation.baseline.model_copy(update=baseline)
     policy = spec.evaluation.model_copy(update=updates)
-    if policy.baseline.retriever == "embedding":
-        raise JobError(
-            "retriever embedding is not available in this trainer image (no sentence-embedding "
-            "library or model is bundled, and evaluation runs offline); use retriever bm25",
-            "RetrieverUnavailable",
-            EXIT_BAD_INPUT,
-        )
     if args.engine == "vllm" and not generation.vllm_available():
         raise JobError("engine vllm needs CUDA and the vllm package", "EngineUnavailable", 2)
     return policy
@@ -175,6 +181,11 @@ def run(args: argparse.Namespace) -> int:
         raise JobError(f"dataset at {dataset_uri} has no eval pairs", "NoEvalData", EXIT_NO_DATA)
     if not chunks:
         raise JobError(f"dataset at {dataset_uri} has no chunks", "NoChunks", EXIT_NO_DATA)
+    # The baseline's retriever first: a dataset indexed for another retriever fails fast.
+    index, vectors = passage_index.read(data_dir, chunks, dataset_uri)
+    baseline_retriever = passage_index.retriever(
+        policy.baseline.retriever, spec, ctx.workdir, chunks, index, vectors, dataset_uri
+    )
     adapters = {"candidate": fetch.fetch_adapter(adapter_uri, ctx.workdir / "candidate")[0]}
     if serving_uri:
         adapters["serving"] = fetch.fetch_adapter(serving_uri, ctx.workdir / "serving")[0]
@@ -187,13 +198,11 @@ def run(args: argparse.Namespace) -> int:
     # -- retrieval: the baseline's (and a retrieval candidate's), a retrieval serving revision's
     t0 = time.monotonic()
     questions = [p.question for p in pairs]
-    retrieved = BM25Retriever(chunks).retrieve(questions, policy.baseline.top_k)
+    retrieved = baseline_retriever.retrieve(questions, policy.baseline.top_k)
+    recall = retriever_recall(spec, ctx, chunks, index, vectors, pairs, dataset_uri)
     serving_retrieved = None
     if kinds.get("serving") == "Retrieval":
-        found = read_index(adapters["serving"])
-        assert found is not None
-        index, passages = found
-        serving_retrieved = BM25Retriever(passages).retrieve(questions, index.top_k)
+        serving_retrieved = serving_retrieval(spec, ctx, adapters["serving"], questions)
     timings["retrieve_s"] = time.monotonic() - t0
 
     # -- answers: one base model, adapters switched per system ---------------------------------
@@ -250,12 +259,85 @@ def run(args: argparse.Namespace) -> int:
         trimmed={s: sum(t) for s, (_, _, t) in prompts.items()},
     )
     report.diagnostics.context_tokens = context
+    report.diagnostics.recall_by_retriever = recall
     report.leakage = dict(dataset_manifest.details.get("leakage") or {})
     timings["total_s"] = time.monotonic() - started
     report.timings = {k: round(v, 3) for k, v in timings.items()}
     verdict = decide_report(report, policy)
     _publish(ctx, layout, report, verdict, policy, dataset_digest, adapter_uri, serving_uri)
     return EXIT_OK
+
+
+RECALL_AT = (1, 3, 5)
+
+
+def retriever_recall(
+    spec: DocModelSpec,
+    ctx: JobContext,
+    chunks: list[Chunk],
+    index: PassageIndex,
+    vectors: Any,
+    pairs: list[QAPair],
+    where: str,
+) -> dict[str, dict[str, float | None]]:
+    """Recall@1/3/5 of the gold passage on the held-out questions, for every retriever the
+    passage index supports (a diagnostic: which retriever the baseline would do best with)."""
+    questions = [p.question for p in pairs]
+    gold = [p.chunk_id for p in pairs]
+    out: dict[str, dict[str, float | None]] = {}
+    for kind in RETRIEVERS:
+        if needs_embeddings(kind) and vectors is None:
+            continue
+        retriever = passage_index.retriever(kind, spec, ctx.workdir, chunks, index, vectors, where)
+        ranked = [[c.id for c in row] for row in retriever.retrieve(questions, max(RECALL_AT))]
+        out[kind] = recall_at(ranked, gold, RECALL_AT)
+    log.info(
+        "Measured retrieval recall questions=%d %s",
+        sum(1 for g in gold if g),
+        " ".join(
+            f"{kind}@{k}={v:.3f}"
+            for kind, row in out.items()
+            for k, v in row.items()
+            if v is not None
+        ),
+    )
+    return out
+
+
+def serving_retrieval(
+    spec: DocModelSpec, ctx: JobContext, adapter_dir: Path, questions: list[str]
+) -> list[list[Chunk]]:
+    """What a retrieval serving revision retrieves, from its own index, with its own
+    retriever and embedding model."""
+    found = read_index(adapter_dir)
+    assert found is not None
+    index, passages = found
+    try:
+        vectors = read_vectors(adapter_dir, index)
+    except ValueError as exc:
+        raise JobError(f"serving adapter: {exc}", "BadPassageIndex", EXIT_BAD_INPUT) from None
+    encoder = None
+    if index.embedding is not None:
+        encoder = passage_index.load_encoder(
+            serving_embedding_model(spec, index), ctx.workdir, spec.source.endpoint
+        )
+        try:
+            check_embedding(index.embedding, encoder.info)
+        except EmbeddingMismatch as exc:
+            raise JobError(f"serving adapter: {exc}", "EmbeddingMismatch", EXIT_BAD_INPUT) from None
+    return open_retriever(index.retriever, passages, vectors, encoder).retrieve(
+        questions, index.top_k
+    )
+
+
+def serving_embedding_model(spec: DocModelSpec, index: RetrievalIndex) -> Any:
+    """The embedding model a serving revision's passages were embedded with (the spec's
+    mirror applies when the spec names the same model)."""
+    assert index.embedding is not None
+    model = spec.evaluation.baseline.embedding_model
+    if model.name == index.embedding.name:
+        return model
+    return model.model_copy(update={"name": index.embedding.name, "mirror": None})
 
 
 def _report_stands(

@@ -14,6 +14,7 @@ from pathlib import Path
 from docmodel import artifacts
 from docmodel.artifacts import MANIFEST, Manifest, RevisionLayout
 from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN
+from docmodel.search import EMBEDDINGS_FILE, INDEX_FILE
 from docmodel.storage import NotFound, ObjectStore, StorageError, download_tree
 from docmodel_trainer.common import EXIT_NO_DATA, EXIT_STORAGE, JobError
 
@@ -45,6 +46,11 @@ def fetch_dataset(
     manifest = Manifest.model_validate_json(raw)
     if store.exists(layout.key("dataset", REWRITES)):  # datasets before rewrites have none
         store.download_file(layout.key("dataset", REWRITES), dest / REWRITES)
+    # The passage index (and, for Dense and Hybrid, the passages' embeddings): its absence is
+    # the reader's to name (`passage_index.read`).
+    indexed = [n for n in (INDEX_FILE, EMBEDDINGS_FILE) if store.exists(layout.key("dataset", n))]
+    for name in indexed:
+        store.download_file(layout.key("dataset", name), dest / name)
     for name in (CHUNKS, TRAIN, EVAL):
         try:
             store.download_file(layout.key("dataset", name), dest / name)
@@ -52,7 +58,7 @@ def fetch_dataset(
             raise JobError(
                 f"dataset at {uri} is missing {name}", "DatasetIncomplete", EXIT_NO_DATA
             ) from None
-    verify_files(dest, manifest, uri, only=(CHUNKS, TRAIN, EVAL))
+    verify_files(dest, manifest, uri, only=(CHUNKS, TRAIN, EVAL, *indexed))
     log.info("Fetched dataset uri=%s", uri)
     return dest, manifest, manifest_digest(raw)
 

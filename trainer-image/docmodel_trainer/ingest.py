@@ -8,12 +8,16 @@ maxFileBytes are skipped from the listing alone) -> fetch and parse what changed
 document cache keyed by key and ETag sits in the artifact store) -> passages by heading, code
 and tables whole, with overlap, identical passages kept once -> question/answer pairs
 (provided, teacher or extractive; teacher rewrites of passages) -> capped per document ->
-train/eval split by question group (`split`) -> leakage checks (`leakage`) -> publish
-`dataset/{chunks,rewrites,train,eval}.jsonl` with a manifest whose details are `DatasetStats`.
+train/eval split by question group (`split`) -> leakage checks (`leakage`) -> the passage
+index of the spec's retriever (`docmodel.search`: for Dense and Hybrid every passage embedded
+once, here, with evaluation.baseline.embeddingModel) -> publish
+`dataset/{chunks,rewrites,train,eval}.jsonl`, `passage-index.json` (and `embeddings.npy`) with
+a manifest whose details are `DatasetStats`.
 
 Without --revision the revision id is computed from the spec and the source digest, logged,
-and written to --revision-file. Exit codes: 3 when nothing usable is found (the bucket and
-prefix are named), 4 for storage errors, 5 when the teacher model fails.
+and written to --revision-file. Exit codes: 2 when the embedding model cannot be found (every
+place tried is named), 3 when nothing usable is found (the bucket and prefix are named), 4 for
+storage errors, 5 when the teacher model fails.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from docmodel.dataset import (
     write_jsonl,
 )
 from docmodel.revision import open_source, provided_store
+from docmodel.search import write_passage_index
 from docmodel.storage import ObjectStore, S3Store, StorageError
-from docmodel_trainer import common, leakage
+from docmodel_trainer import common, leakage, passage_index
 from docmodel_trainer.chunking import Passage, chunk_document, deduplicate
 from docmodel_trainer.common import JobError
 from docmodel_trainer.parsing import ParsedDocument
@@ -219,12 +224,16 @@ def run(args: argparse.Namespace) -> int:
             k for k, d in fetched.documents.items() if d.encoding not in ("utf-8", "pdf")
         ),
     }
+    index, vectors, index_details = passage_index.build(ctx, spec, chunks)
+    details["passage_index"] = index_details
     manifest = Manifest(
         kind="dataset",
         revision=revision,
         inputs={"source": digest},
         spec=spec.model_dump(mode="json", by_alias=True),
-        versions=software_versions(["pypdf", "markdown-it-py", "selectolax", "httpx"]),
+        versions=software_versions(
+            ["pypdf", "markdown-it-py", "selectolax", "httpx", "bm25s", "torch", "transformers"]
+        ),
         metrics={
             "train_pairs": len(train),
             "eval_pairs": len(evals),
@@ -239,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         write_jsonl(out / REWRITES, generated.rewrites)
         write_jsonl(out / TRAIN, train)
         write_jsonl(out / EVAL, evals)
+        write_passage_index(out, index, vectors)
         uri = publish_dir(out, ctx.store, layout, manifest)
 
     if args.revision_file:

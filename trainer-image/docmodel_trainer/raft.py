@@ -2,8 +2,8 @@
 Language Model to Domain Specific RAG").
 
 For every training question, the passages are the production retriever's own top-k for that
-question (the same BM25 index and k as the baseline and the server, over the passages that may
-be trained on), so the distractors are the hard ones the model will meet when serving. With
+question (the same retriever, BM25, Dense or Hybrid, and k as the baseline and the server, over
+the passages that may be trained on), so the distractors are the hard ones the model will meet when serving. With
 probability `gold_probability` (a seeded draw per question) the passage the answer comes from
 is among them: where the retriever ranked it in the top-k it stays where it was; otherwise it
 replaces the last one, at a seeded position. In the other examples it is taken out and the next
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from docmodel.dataset import Chunk, QAPair
-from docmodel.retrieval import BM25Retriever
+from docmodel.search import Retriever
 
 
 @dataclass(frozen=True)
@@ -37,20 +37,22 @@ def _draw(seed: int, pair: QAPair) -> random.Random:
 
 def build_contexts(
     pairs: Sequence[QAPair],
-    chunks: Sequence[Chunk],
+    retriever: Retriever[Chunk],
     *,
     top_k: int,
     gold_probability: float,
     seed: int,
 ) -> list[RaftContext]:
-    """One context per pair that has a gold passage among `chunks` (pairs whose passage is not
-    trainable are left out). `chunks` are the passages training may show: a retrieval
-    candidate's untrained documents are not among them."""
+    """One context per pair that has a gold passage among the retriever's passages (pairs
+    whose passage is not trainable are left out). The retriever searches the passages
+    training may show: a retrieval candidate's untrained documents are not among them."""
+    chunks = retriever.chunks
     if not chunks:
         return []
     by_id = {c.id: c for c in chunks}
     usable = [p for p in pairs if p.chunk_id in by_id]
-    retriever = BM25Retriever(chunks)
+    if not usable:
+        return []
     ranked = retriever.retrieve([p.question for p in usable], min(top_k + 1, len(chunks)))
     out = []
     for pair, hits in zip(usable, ranked, strict=True):

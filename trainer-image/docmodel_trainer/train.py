@@ -34,7 +34,7 @@ from typing import Any
 from docmodel.artifacts import Manifest, publish_dir, read_manifest, software_versions
 from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN, Chunk, QAPair, Rewrite, read_jsonl
 from docmodel.retrieval import RetrievalIndex, write_index
-from docmodel_trainer import fetch, modeling, raft, sft, trainset
+from docmodel_trainer import fetch, modeling, passage_index, raft, sft, trainset
 from docmodel_trainer.common import (
     EXIT_BAD_INPUT,
     EXIT_NO_DATA,
@@ -185,26 +185,40 @@ def run(args: argparse.Namespace) -> int:
     spec = ctx.docmodel.spec
     candidate = spec.training.candidate
     index: RetrievalIndex | None = None
+    vectors = None
     contexts: list[raft.RaftContext] = []
     if candidate.kind == "Retrieval":
+        where = layout.uri(ctx.store_uri, "dataset")
+        passages, vectors = passage_index.read(data_dir, chunks, where)
         index = RetrievalIndex(
+            retriever=spec.evaluation.baseline.retriever,
             top_k=spec.evaluation.baseline.top_k,
             passages=len(chunks),
             documents_not_trained=sorted({c.source for c in chunks if c.split == "untrained"}),
+            embedding=passages.embedding,
         )
-        contexts = raft.build_contexts(
-            pairs,
-            [c for c in chunks if c.split != "untrained"],
-            top_k=index.top_k,
-            gold_probability=candidate.gold_passage_probability,
-            seed=cfg.seed,
-        )
+        # The distractors: the production retriever's own ranking over the passages training
+        # may show (a retrieval candidate's untrained documents are left out).
+        trainable = [i for i, c in enumerate(chunks) if c.split != "untrained"]
+        if trainable:
+            retriever = passage_index.retriever(
+                index.retriever, spec, ctx.workdir, chunks, passages, vectors, where, trainable
+            )
+            contexts = raft.build_contexts(
+                pairs,
+                retriever,
+                top_k=index.top_k,
+                gold_probability=candidate.gold_passage_probability,
+                seed=cfg.seed,
+            )
         log.info(
-            "Built retrieval examples count=%d with_gold=%d gold_ranked_by_retriever=%d top_k=%d",
+            "Built retrieval examples count=%d with_gold=%d gold_ranked_by_retriever=%d top_k=%d "
+            "retriever=%s",
             len(contexts),
             sum(1 for c in contexts if c.gold_included),
             sum(1 for c in contexts if c.gold_retrieved),
             index.top_k,
+            index.retriever,
         )
 
     base_path = modeling.resolve_base_model(spec.base_model, ctx.workdir, spec.source.endpoint)
@@ -288,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
     (adapter_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     (adapter_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if index is not None:
-        write_index(adapter_dir, index, chunks)
+        write_index(adapter_dir, index, chunks, vectors)
     manifest = Manifest(
         kind="adapter",
         revision=layout.revision,
