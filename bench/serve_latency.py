@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/serve_latency.py                  # writes bench/results/serve_latency.json
     .venv/bin/python bench/serve_latency.py --requests 64 --concurrency 4 --max-tokens 32
+    .venv/bin/python bench/serve_latency.py --retrievers BM25,Hybrid   # retrieval revisions
+        # side by side: what embedding each request's query on the CPU adds
 
 Builds a tiny Llama and a LoRA adapter, starts the real `docmodel-server --engine local` as a
 subprocess on a free loopback port, warms it up, then lets `--concurrency` client threads (the
@@ -10,6 +12,11 @@ completions in total, each with its own prompt. The run is bounded by `--request
 `--max-seconds`; all traffic stays on 127.0.0.1. Reports p50/p99 latency, requests/s and the
 mean batch size the engine formed; the load average is recorded because the machine may be
 shared. The committed JSON is the baseline later changes are measured against.
+
+With `--retrievers`, the same load runs once per retriever against a retrieval revision (its
+adapter carries a passage index over the services' pages, top-k 2) in one command, and
+`retrieval` records each run and the p50/p99 each adds over BM25, the retriever that embeds
+nothing: a Dense or Hybrid revision embeds every request's query on the CPU.
 """
 
 from __future__ import annotations
@@ -62,13 +69,13 @@ def batch_counters(url: str) -> tuple[float, float]:
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
+def run(args: argparse.Namespace, retriever: str | None = None) -> dict[str, object]:
     import openai
     import torch
 
     with tempfile.TemporaryDirectory(prefix="docmodel-bench-") as tmp:
         root = Path(tmp)
-        base, adapter_uri = build_model_and_adapter(root)
+        base, adapter_uri = build_model_and_adapter(root, retriever=retriever)
         extra = {"DOCMODEL_API_KEY": "bench"}
         if args.cpu_threads:
             extra["DOCMODEL_CPU_THREADS"] = str(args.cpu_threads)
@@ -179,8 +186,29 @@ def main() -> int:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "serve_latency.json"
     )
+    parser.add_argument(
+        "--retrievers",
+        help="comma-separated retrievers (BM25, Dense, Hybrid): one run per retrieval revision",
+    )
     args = parser.parse_args()
-    result = run(args)
+    if args.retrievers:
+        runs = {name: run(args, name) for name in args.retrievers.split(",")}
+        result = {"benchmark": "serve_latency", "retrieval": runs}
+        if "BM25" in runs:
+            result["added_over_bm25_ms"] = {
+                name: {
+                    q: round(float(r[q]) - float(runs["BM25"][q]), 1)  # type: ignore[arg-type]
+                    for q in ("p50_ms", "p99_ms")
+                }
+                for name, r in runs.items()
+                if name != "BM25"
+            }
+        if args.out.is_file():  # kept beside the plain run's figures
+            previous = json.loads(args.out.read_text())
+            previous.update({k: v for k, v in result.items() if k != "benchmark"})
+            result = previous
+    else:
+        result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -3,7 +3,8 @@ the retriever's top-k, documents kept out), evaluates it in its kind against the
 and judges it; then, whatever the verdict, `docmodel local serve --revision` serves it and a
 request through the official `openai` client gets an answer built from the retrieved passages:
 the messages the engine was given (the server's prompt log) are the core prompt builder's output
-for the question and the passages the core retriever finds. Then the front process (what runs
+for the question and the passages the core retriever finds (the default retriever, Hybrid: BM25
+and the packaged embedding model fused by reciprocal rank). Then the front process (what runs
 in front of vLLM) in front of a local server that does not retrieve itself: the same text
 reaches the engine, streaming included.
 """
@@ -23,11 +24,12 @@ import yaml
 
 from docmodel.dataset import QAPair, read_jsonl
 from docmodel.report import EvalReport
-from docmodel.retrieval import context_messages, question_messages, read_index
-from docmodel.search import BM25Retriever
+from docmodel.retrieval import context_messages, question_messages, read_index, read_vectors
+from docmodel.search import open_retriever
 from docmodel_trainer.tinymodel import build_tiny_llama
 
 from testkit.corpus import copy_corpus
+from testkit.models import embedding_encoder
 from testkit.server_factory import free_port, is_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -154,7 +156,13 @@ def _expected(adapter: Path, question: str) -> tuple[list[dict[str, str]], list[
     found = read_index(adapter)
     assert found is not None
     index, passages = found
-    (hits,) = BM25Retriever(passages).retrieve([question], index.top_k)
+    # The revision's own retriever (the default, Hybrid: the passages' embeddings came with
+    # the adapter, the query is embedded here as the server embeds it).
+    assert index.retriever == "Hybrid" and index.embedding is not None
+    retriever = open_retriever(
+        index.retriever, passages, read_vectors(adapter, index), embedding_encoder()
+    )
+    (hits,) = retriever.retrieve([question], index.top_k)
     return context_messages(question, hits), [c.id for c in hits]
 
 

@@ -25,7 +25,9 @@ SERVED_NAME = "handbook"
 LAYOUT = RevisionLayout("ml", SERVED_NAME, "e2e0000001")
 
 
-def build_model_and_adapter(root: Path, rank: int = 8) -> tuple[Path, str]:
+def build_model_and_adapter(
+    root: Path, rank: int = 8, retriever: str | None = None
+) -> tuple[Path, str]:
     """Write a tiny base model and publish a LoRA adapter for it to a local artifact store.
 
     Returns (base model directory, adapter URI). LoRA B matrices start at zero (the adapter
@@ -34,17 +36,21 @@ def build_model_and_adapter(root: Path, rank: int = 8) -> tuple[Path, str]:
     from docmodel_trainer.tinymodel import build_tiny_llama
 
     base = build_tiny_llama(root / "base")
-    return base, build_adapter(base, root, rank=rank, perturb=True)
+    return base, build_adapter(base, root, rank=rank, perturb=True, retriever=retriever)
 
 
-def build_adapter(base: Path, root: Path, rank: int = 8, perturb: bool = False) -> str:
+def build_adapter(
+    base: Path, root: Path, rank: int = 8, perturb: bool = False, retriever: str | None = None
+) -> str:
     """Publish a LoRA adapter over the model in `base` to a local artifact store under `root`;
     returns its URI.
 
     Without `perturb` the LoRA B matrices stay at zero, as peft initialises them: the adapter
     is a no-op and the served name answers exactly as the base model does (a real model
     served under the DocModel's name). With `perturb` they are randomised (seeded), so the
-    adapter changes what the model says.
+    adapter changes what the model says. With `retriever` (BM25, Dense, Hybrid) it is a
+    retrieval revision over the services' pages (`dataset_factory.documents`), embedded with
+    the packaged embedding model for Dense and Hybrid.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -68,11 +74,46 @@ def build_adapter(base: Path, root: Path, rank: int = 8, perturb: bool = False) 
                     param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
     adapter_dir = root / "adapter-build"
     peft_model.save_pretrained(adapter_dir)
+    if retriever is not None:
+        write_service_index(adapter_dir, retriever)
     store = LocalStore(root / "store")
     # Published as the trainer publishes: the manifest, listing every file, last.
     return publish_dir(
         adapter_dir, store, LAYOUT, Manifest(kind="adapter", revision=LAYOUT.revision)
     )
+
+
+def write_service_index(adapter_dir: Path, retriever: str) -> None:
+    """A retrieval revision's index over the services' pages, as the trainer writes it."""
+    from docmodel.dataset import Chunk
+    from docmodel.retrieval import RetrievalIndex, write_index
+    from docmodel.search import indexed_text
+
+    from testkit.dataset_factory import documents
+
+    chunks = [
+        Chunk(
+            id=f"{key.split('/')[-1][:-3]}-0",
+            source=key,
+            heading_path=[text.splitlines()[0].lstrip("# ")],
+            text=text.split("\n\n", 1)[1],
+        )
+        for key, text in documents().items()
+    ]
+    vectors, info = None, None
+    if retriever != "BM25":
+        from testkit.models import embedding_encoder
+
+        encoder = embedding_encoder()
+        vectors = encoder.encode([indexed_text(c) for c in chunks])
+        info = encoder.info
+    index = RetrievalIndex(
+        retriever=retriever,  # type: ignore[arg-type]
+        top_k=2,
+        passages=len(chunks),
+        embedding=info,
+    )
+    write_index(adapter_dir, index, chunks, vectors)
 
 
 def free_port() -> int:
