@@ -215,12 +215,19 @@ class _Ranked(Generic[P]):
 
 
 def _top(scores: np.ndarray, k: int, keep: np.ndarray | None = None) -> list[int]:
-    """Positions of the `k` highest scores, ties by position (among `keep`, when given)."""
-    positions = np.arange(len(scores))
-    order = np.lexsort((positions, -scores))
-    if keep is not None:
-        order = order[keep[order]]
-    return [int(i) for i in order[:k]]
+    """Positions of the `k` highest scores, ties by position (among `keep`, when given). Only
+    the candidates at or above the k-th best score are sorted: the same order as sorting
+    everything, at a partition's cost."""
+    candidates = np.arange(len(scores)) if keep is None else np.flatnonzero(keep)
+    if len(candidates) == 0 or k <= 0:
+        return []
+    values = scores[candidates]
+    if len(candidates) > k:
+        kth = np.partition(values, len(values) - k)[len(values) - k]
+        at_least = values >= kth  # every tie of the k-th score stays in
+        candidates, values = candidates[at_least], values[at_least]
+    order = np.lexsort((candidates, -values))
+    return [int(candidates[i]) for i in order[:k]]
 
 
 class BM25Retriever(_Ranked[P]):

@@ -268,3 +268,18 @@ def test_a_missing_embedding_model_names_every_place_tried(tmp_path: Path) -> No
     assert "no-such-model" in message
     assert "does not exist" in message and "model cache" in message
     assert "spec.evaluation.baseline.embeddingModel.mirror is not set" in message
+
+
+def test_top_k_by_partition_matches_a_full_sort_ties_included() -> None:
+    from docmodel.search import _top
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        scores = rng.integers(0, 6, size=40).astype(np.float32)  # many ties
+        keep = rng.random(40) > 0.3
+        for k in (1, 3, 10, 40, 60):
+            order = np.lexsort((np.arange(40), -scores))
+            assert _top(scores, k) == [int(i) for i in order[:k]]
+            kept = [int(i) for i in order if keep[i]][:k]
+            assert _top(scores, k, keep) == kept
+    assert _top(np.zeros(0, dtype=np.float32), 3) == []
