@@ -1,8 +1,10 @@
 """The operator's lifecycle on a real instruct model, loaded the way a cluster without Hub access
 loads it: SmolLM2-135M-Instruct (converted from the demo-model package) uploaded to MinIO and
-named by `baseModel.mirror`. The ingest, train and evaluate Jobs (pods run as processes on the
-local node) download the mirror with the source's endpoint and credentials; a few questions
-keep the run inside CI's time."""
+named by `baseModel.mirror`, and the default retriever (Hybrid) with its embedding model
+(all-MiniLM-L6-v2, from the embedding package) likewise named only by
+`evaluation.baseline.embeddingModel.mirror`. The ingest, train and evaluate Jobs (pods run as
+processes on the local node) download the mirrors with the source's endpoint and credentials;
+a few questions keep the run inside CI's time."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from docmodel.api import GROUP, PLURAL, VERSION
+from docmodel import basemodel
+from docmodel.api import GROUP, PLURAL, VERSION, EmbeddingModelSpec
 from docmodel.report import EvalReport
 from docmodel.storage import S3Store, upload_tree
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
@@ -32,6 +35,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow]
 
 # A name no package ships and no cache holds: the mirror is the only place to find it.
 MIRRORED = "docmodel-tests/SmolLM2-135M-Instruct-mirror"
+EMBEDDING_MIRRORED = "docmodel-tests/all-MiniLM-L6-v2-mirror"
 
 
 @pytest.fixture
@@ -57,6 +61,10 @@ def test_a_real_model_from_an_s3_mirror_is_trained_and_judged(
     store = S3Store(s3_bucket.name, "", client=s3_bucket.client())
     keys = upload_tree(model, store, "models/smollm2")
     assert "models/smollm2/model.safetensors" in keys and "models/smollm2/config.json" in keys
+    packaged = basemodel.locate(EmbeddingModelSpec()).path
+    assert packaged is not None
+    keys = upload_tree(packaged, store, "models/minilm")
+    assert "models/minilm/1_Pooling/config.json" in keys
 
     put_docs(s3_bucket.client(), s3_bucket.name, ["billing", "payroll", "shipping", "support"])
     body = docmodel(
@@ -68,6 +76,10 @@ def test_a_real_model_from_an_s3_mirror_is_trained_and_judged(
         evaluation={"maxNewTokens": 12, "minImprovement": 0.0},
     )
     body["spec"]["baseModel"]["mirror"] = f"s3://{s3_bucket.name}/models/smollm2/"
+    embedding_mirror = f"s3://{s3_bucket.name}/models/minilm/"
+    body["spec"]["evaluation"]["baseline"] = {
+        "embeddingModel": {"name": EMBEDDING_MIRRORED, "mirror": embedding_mirror}
+    }
     kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
     obj = wait_status(
@@ -94,6 +106,13 @@ def test_a_real_model_from_an_s3_mirror_is_trained_and_judged(
         assert f"Downloaded base model mirror={mirror} files=" in text, text[-2000:]
         assert "threads=" in text  # the CPU path: threads from the cores the pod may use
 
+    # The passages were embedded once, by ingest; evaluation embedded the questions: both took
+    # the embedding model from its mirror.
+    for step in ("ingest", "evaluate"):
+        text = pod_log(kube, namespace, step)
+        assert f"Downloaded embedding model mirror={embedding_mirror}" in text, text[-2000:]
+    assert "Embedded passages retriever=Hybrid" in pod_log(kube, namespace, "ingest")
+
     # The report names the model; every question got an answer.
     uri = status["candidate"]["reportUri"]
     assert uri.startswith(f"s3://{s3_bucket.name}/"), uri
@@ -103,3 +122,6 @@ def test_a_real_model_from_an_s3_mirror_is_trained_and_judged(
     assert report.base_model == MIRRORED and report.gate_metric == "token_f1"
     assert report.decoding.adapter_weights == "merged"
     assert all(q.answers["baseline"].strip() for q in report.questions)
+    # The baseline retrieved with the default retriever; recall of each retriever is reported.
+    assert report.retriever == "Hybrid"
+    assert set(report.diagnostics.recall_by_retriever) == {"BM25", "Dense", "Hybrid"}
