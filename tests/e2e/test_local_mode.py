@@ -43,7 +43,11 @@ def test_local_run_goes_through_the_lifecycle_and_serves_on_request(tmp_path: Pa
     assert re.search(
         r"^Scores on \d+ held-out questions \(gate metric: token_f1\)", first.stdout, re.M
     )
-    for system in ("candidate (Retrieval)", "RAG baseline (Hybrid top-2)", "base model, closed-book"):
+    for system in (
+        "candidate (Retrieval)",
+        "RAG baseline (Hybrid top-2)",
+        "base model, closed-book",
+    ):
         assert re.search(rf"^  {re.escape(system)}\s+0\.\d{{4}}", first.stdout, re.M), system
     assert "Held-out questions, answered side by side:" in first.stdout
     assert re.search(
