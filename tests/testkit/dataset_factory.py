@@ -35,6 +35,19 @@ def documents() -> dict[str, str]:
     }
 
 
+def passages() -> list[Chunk]:
+    """One passage per document, as ingest chunks them: the title is the heading."""
+    return [
+        Chunk(
+            id=f"{key.split('/')[-1][:-3]}-0",
+            source=key,
+            heading_path=[text.splitlines()[0].lstrip("# ")],
+            text=text.split("\n\n", 1)[1],
+        )
+        for key, text in documents().items()
+    ]
+
+
 def qa_pairs() -> tuple[list[QAPair], list[QAPair]]:
     train, held_out = [], []
     for name, port, retention, backup, owner in SERVICES:
@@ -80,15 +93,7 @@ def publish_dataset(
     ingest does: every document's passage is trained on; the questions of `EVAL_SERVICES` are
     held out."""
     scratch.mkdir(parents=True, exist_ok=True)
-    chunks = [
-        Chunk(
-            id=f"{key.split('/')[-1][:-3]}-0",
-            source=key,
-            heading_path=[text.splitlines()[0].lstrip("# ")],
-            text=text.split("\n\n", 1)[1],
-        )
-        for key, text in documents().items()
-    ]
+    chunks = passages()
     train, held_out = qa_pairs()
     write_jsonl(scratch / CHUNKS, chunks)
     write_jsonl(scratch / TRAIN, train)

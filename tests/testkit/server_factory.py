@@ -85,21 +85,12 @@ def build_adapter(
 
 def write_service_index(adapter_dir: Path, retriever: str) -> None:
     """A retrieval revision's index over the services' pages, as the trainer writes it."""
-    from docmodel.dataset import Chunk
     from docmodel.retrieval import RetrievalIndex, write_index
     from docmodel.search import indexed_text
 
-    from testkit.dataset_factory import documents
+    from testkit.dataset_factory import passages
 
-    chunks = [
-        Chunk(
-            id=f"{key.split('/')[-1][:-3]}-0",
-            source=key,
-            heading_path=[text.splitlines()[0].lstrip("# ")],
-            text=text.split("\n\n", 1)[1],
-        )
-        for key, text in documents().items()
-    ]
+    chunks = passages()
     vectors, info = None, None
     if retriever != "BM25":
         from testkit.models import embedding_encoder
