@@ -3,6 +3,7 @@
 docmodel-devenv build     # build or reuse kube-apiserver, etcd, kwok, MinIO, ...
 docmodel-devenv up        # start everything; Ctrl-C tears it down
 docmodel-devenv down      # stop an environment left behind by a killed `up`
+docmodel-devenv images    # build or reuse the container images (Podman; docs/images.md)
 """
 
 from __future__ import annotations
@@ -116,6 +117,18 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _images(args: argparse.Namespace) -> int:
+    from . import images
+
+    built = images.build_all(args.image or None, ca=args.ca_bundle, force=args.force)
+    for name, record in built.items():
+        state = "reused" if record.get("reused") else f"built in {record['build_seconds']:.0f} s"
+        sys.stdout.write(f"{name}\t{record['tag']}\t{record['size_mb']:.0f} MB\t{state}\n")
+    if args.record:
+        images.write_results(Path(args.record), built)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="docmodel-devenv", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -130,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--workdir", help="keep state here instead of a temporary directory")
     up.add_argument("--no-build", dest="build", action="store_false", help="fail if not built")
     commands.add_parser("down", help="stop an environment left behind by `up`")
+    images = commands.add_parser("images", help="build or reuse the container images")
+    images.add_argument("image", nargs="*", help="only these (default: operator trainer server)")
+    images.add_argument("--ca-bundle", help="CA bundle for the builds (default: $SSL_CERT_FILE)")
+    images.add_argument("--force", action="store_true", help="build even when nothing changed")
+    images.add_argument("--record", help="write sizes, layers and build times to this JSON file")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -137,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    handlers = {"build": _build, "up": _up, "down": _down}
+    handlers = {"build": _build, "up": _up, "down": _down, "images": _images}
+    from .images import ImageError
+
     try:
         return handlers[args.command](args)
-    except build.BuildError as error:
+    except (build.BuildError, ImageError) as error:
         log.error("%s", error)
         return 1
 
