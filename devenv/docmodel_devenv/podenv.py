@@ -97,9 +97,15 @@ class _Lookups:
 
 
 def container_env(
-    api: KubeApi, pod: Obj, container: Obj, path_prefix: list[Path], extra: dict[str, str]
+    api: KubeApi,
+    pod: Obj,
+    container: Obj,
+    path_prefix: list[Path],
+    extra: dict[str, str],
+    inherit_host: bool = True,
 ) -> dict[str, str]:
-    """The full process environment for ``container`` of ``pod``."""
+    """The full process environment for ``container`` of ``pod``; without `inherit_host` (a
+    container, which has its image's own PATH and HOME), only the pod's variables and `extra`."""
     lookups = _Lookups(api, pod["metadata"].get("namespace", "default"))
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
@@ -129,6 +135,8 @@ def container_env(
         if value is not None:
             env[name] = value
 
+    if not inherit_host:
+        return {"HOSTNAME": pod["metadata"]["name"], **extra, **env}
     process_env = {k: v for k, v in os.environ.items() if k in _PASSTHROUGH}
     process_env.update({k: v for k, v in os.environ.items() if k.startswith(_PASSTHROUGH_PREFIXES)})
     process_env["PATH"] = os.pathsep.join(

@@ -1,11 +1,19 @@
-"""The dedicated local node ``docmodel-local``: a small kubelet stand-in.
+"""The dedicated local nodes: small kubelet stand-ins.
 
-It registers the Node (advertising some ``nvidia.com/gpu`` capacity), keeps it
-Ready with status heartbeats and a Lease, watches the pods bound to it and runs
-each container's ``command`` + ``args`` as a local process. Images are not
-pulled: each image maps to a local Python environment whose ``bin`` goes first
-on PATH (the checkout's ``.venv`` unless configured otherwise). Every pod gets
-its own loopback address 127.0.0.N as ``status.podIP``.
+A runner registers its Node (advertising some ``nvidia.com/gpu`` capacity), keeps it
+Ready with status heartbeats and a Lease, and watches the pods bound to it. It runs them in
+one of two modes, chosen per node:
+
+- ``process`` (node ``docmodel-local``, label ``docmodel.dev/node-kind: local``): each
+  container's ``command`` + ``args`` as a local process. Images are not pulled: each image maps
+  to a local Python environment whose ``bin`` goes first on PATH (the checkout's ``.venv``
+  unless configured otherwise). Fast; what most tests use.
+- ``container`` (node ``docmodel-containers``, label ``docmodel.dev/node-kind: containers``):
+  each container with Podman from the pod's image, built by ``scripts/build-images.sh``, with
+  its volumes, security context and limits (`containers`).
+
+Every pod gets its own loopback address 127.0.0.N as ``status.podIP``; containers share the
+host's network, so that address is theirs too.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Any
 from docmodel_devenv.settings import DevenvSettings
 
 from .build import REPO_ROOT
+from .containers import ContainerRuntime
 from .kubeapi import ApiError, KubeApi
 from .logserver import LogServer
 from .podworker import PodWorker, now
@@ -30,6 +39,9 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 NODE_NAME = "docmodel-local"
+CONTAINER_NODE_NAME = "docmodel-containers"
+LOCAL_NODE_LABELS = {"docmodel.dev/node-kind": "local"}
+CONTAINER_NODE_LABELS = {"docmodel.dev/node-kind": "containers"}
 LEASE_SECONDS = 40
 
 
@@ -43,6 +55,8 @@ class PodRunner:
     api: KubeApi
     workdir: Path
     node_name: str = NODE_NAME
+    mode: str = "process"  # or "container"
+    node_labels: dict[str, str] = field(default_factory=lambda: dict(LOCAL_NODE_LABELS))
     # Nominal capacity, not enforced: enough that workloads written for real GPU nodes fit.
     gpus: int = field(default_factory=lambda: DevenvSettings.from_env().devenv_local_gpus)
     cpu: str = "32"
@@ -60,12 +74,30 @@ class PodRunner:
     _threads: list[threading.Thread] = field(default_factory=list)
     _ip_cursor: int = -1
     _log_server: LogServer | None = None
+    _runtime: ContainerRuntime | None = None
+
+    @classmethod
+    def containers(cls, api: KubeApi, workdir: Path, **kwargs: Any) -> PodRunner:
+        """A runner in container mode, on its own node (``docmodel-containers``)."""
+        return cls(
+            api,
+            workdir,
+            node_name=CONTAINER_NODE_NAME,
+            mode="container",
+            node_labels=dict(CONTAINER_NODE_LABELS),
+            **kwargs,
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._ensure_local_network()
+        if self.mode == "container":
+            self._runtime = ContainerRuntime(self.api)
+            self._runtime.check()
+        elif self.mode != "process":
+            raise ValueError(f"pod runner mode must be process or container, not {self.mode!r}")
         if self.log_tls is not None:
             self._log_server = LogServer(self._log_file, *self.log_tls)
             self._log_server.start()
@@ -116,7 +148,7 @@ class PodRunner:
                     "kubernetes.io/hostname": self.node_name,
                     "kubernetes.io/os": "linux",
                     "kubernetes.io/arch": "amd64",
-                    "docmodel.dev/node-kind": "local",
+                    **self.node_labels,
                 },
             },
         }
@@ -156,10 +188,12 @@ class PodRunner:
             "nodeInfo": {
                 "kubeletVersion": self.kubernetes_version or "v0.0.0",
                 "kubeProxyVersion": "",
-                "containerRuntimeVersion": "docmodel-local://processes",
+                "containerRuntimeVersion": (
+                    self._runtime.version if self._runtime else "docmodel-local://processes"
+                ),
                 "operatingSystem": "linux",
                 "architecture": "amd64",
-                "osImage": "local processes",
+                "osImage": "local containers" if self._runtime else "local processes",
                 "kernelVersion": os.uname().release,
                 "machineID": "",
                 "systemUUID": "",
@@ -251,6 +285,7 @@ class PodRunner:
             self.workdir / metadata["namespace"] / f"{metadata['name']}-{uid[:8]}",
             [env_dir / "bin"],
             self._extra_env(env_dir),
+            runtime=self._runtime,
         )
         self.workers[uid] = worker
         worker.start()
@@ -290,8 +325,7 @@ class PodRunner:
     def _extra_env(self, env_dir: Path) -> dict[str, str]:
         server = self.api.credentials.server.removeprefix("https://")
         host, _, port = server.rpartition(":")
-        return {
-            "KUBERNETES_SERVICE_HOST": host,
-            "KUBERNETES_SERVICE_PORT": port,
-            "VIRTUAL_ENV": str(env_dir),
-        }
+        env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+        if self._runtime is None:
+            env["VIRTUAL_ENV"] = str(env_dir)
+        return env

@@ -1,5 +1,6 @@
-"""One pod on the local node: its containers run as local processes, probed and
-reported the way the kubelet reports them."""
+"""One pod on the local node: its containers run as local processes, or as Podman containers
+from the pod's images (`containers.ContainerRuntime`), probed and reported the way the kubelet
+reports them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procs
+from .containers import ContainerConfigError, ContainerRuntime, ImageNeverPulled, Volumes
 from .kubeapi import ApiError, KubeApi
 from .podenv import EnvError, container_env, expand
 
@@ -75,7 +77,10 @@ class Container:
     last_state: Obj = field(default_factory=dict)
     readiness: Probe | None = None
     liveness: Probe | None = None
+    startup: Probe | None = None
     restart_at: float = 0.0
+    runtime_name: str = ""  # the Podman container's name (container mode)
+    container_id: str = ""
 
     @property
     def name(self) -> str:
@@ -86,8 +91,13 @@ class Container:
         return self.process is not None and self.process.poll() is None
 
     @property
+    def started(self) -> bool:
+        """Running, and past its startup probe if it has one."""
+        return self.running and (self.startup is None or self.startup.ok)
+
+    @property
     def ready(self) -> bool:
-        if not self.running:
+        if not self.started:
             return False
         return self.readiness.ok if self.readiness else True
 
@@ -97,13 +107,19 @@ class Container:
             "image": self.spec.get("image", ""),
             "imageID": "",
             "ready": self.ready,
-            "started": self.running,
+            "started": self.started,
             "restartCount": self.restart_count,
             "state": self.state,
             "lastState": self.last_state,
         }
         if self.process is not None:
-            status["containerID"] = f"docmodel-local://{self.process.pid}"
+            self.container_id = (
+                f"podman://{self.runtime_name}"
+                if self.runtime_name
+                else f"docmodel-local://{self.process.pid}"
+            )
+        if self.container_id:  # kept after the container ends, as the kubelet reports it
+            status["containerID"] = self.container_id
         return status
 
 
@@ -119,11 +135,14 @@ class PodWorker(threading.Thread):
         workdir: Path,
         path_prefix: list[Path],
         extra_env: dict[str, str],
+        runtime: ContainerRuntime | None = None,
     ) -> None:
         metadata = pod["metadata"]
         super().__init__(name=f"pod-{metadata['namespace']}-{metadata['name']}", daemon=True)
         self.api, self.pod, self.pod_ip, self.host_ip = api, pod, pod_ip, host_ip
         self.workdir, self.path_prefix, self.extra_env = workdir, path_prefix, extra_env
+        self.runtime = runtime
+        self.volumes: Volumes | None = None
         self.deleting = threading.Event()
         self.killed = threading.Event()
         self.finished = threading.Event()
@@ -154,8 +173,14 @@ class PodWorker(threading.Thread):
         finally:
             for container in [*self.init_containers, *self.containers]:
                 if container.process is not None:
-                    procs.stop(container.process, grace=0.5)
+                    self._stop_container(container, grace=0.5)
             self.finished.set()
+
+    def _stop_container(self, container: Container, grace: float) -> int | None:
+        assert container.process is not None
+        if self.runtime is not None and container.runtime_name:
+            return self.runtime.stop(container.process, container.runtime_name, grace)
+        return procs.stop(container.process, grace=grace)
 
     def _run(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +204,7 @@ class PodWorker(threading.Thread):
         for container in self.containers:
             if container.running:
                 assert container.process is not None
-                code = procs.stop(container.process, grace=min(float(grace), 10.0))
+                code = self._stop_container(container, grace=min(float(grace), 10.0))
                 self._terminated(container, code, "Error" if code else "Completed")
         with contextlib.suppress(ApiError):
             self._push(self._phase() if self._phase() != "Running" else "Failed")
@@ -263,6 +288,24 @@ class PodWorker(threading.Thread):
                 container.restart_count += 1
                 container.restart_at = at + min(2**container.restart_count, 30)
             return
+        if container.startup is not None and not container.startup.ok:
+            # The kubelet runs no other probe until the startup probe succeeds, and kills a
+            # container whose startup probe fails failureThreshold times.
+            if container.startup.due(at):
+                container.startup.record(self._probe(container, container.startup.spec), at)
+                threshold = container.startup.spec.get("failureThreshold", 3)
+                if container.startup.failures >= threshold:
+                    log.info(
+                        "Killed container after failed startup probe pod=%s container=%s",
+                        self.key,
+                        container.name,
+                    )
+                    self._stop_container(container, grace=1.0)
+                elif container.startup.ok:
+                    for probe in (container.readiness, container.liveness):
+                        if probe is not None:
+                            probe.started = at
+            return
         for probe, kind in ((container.readiness, "readiness"), (container.liveness, "liveness")):
             if probe is not None and probe.due(at):
                 probe.record(self._probe(container, probe.spec), at)
@@ -275,9 +318,40 @@ class PodWorker(threading.Thread):
                             container.name,
                         )
                         assert container.process is not None
-                        procs.stop(container.process, grace=1.0)
+                        self._stop_container(container, grace=1.0)
 
     def _start(self, container: Container) -> None:
+        spec = container.spec
+        if self.runtime is not None:
+            self._start_container(container)
+            if container.process is None:
+                return
+        else:
+            self._start_process(container)
+            if container.process is None:
+                return
+        started = time.monotonic()
+        container.readiness = (
+            Probe(spec["readinessProbe"], started) if spec.get("readinessProbe") else None
+        )
+        container.liveness = (
+            Probe(spec["livenessProbe"], started) if spec.get("livenessProbe") else None
+        )
+        container.startup = (
+            Probe(spec["startupProbe"], started) if spec.get("startupProbe") else None
+        )
+        if container.liveness:
+            container.liveness.ok = True
+        container.state = {"running": {"startedAt": now()}}
+        log.info(
+            "Started container pod=%s container=%s pid=%d pod_ip=%s",
+            self.key,
+            container.name,
+            container.process.pid,
+            self.pod_ip,
+        )
+
+    def _start_process(self, container: Container) -> None:
         spec = container.spec
         try:
             env = container_env(self.api, self.pod, spec, self.path_prefix, self.extra_env)
@@ -310,23 +384,41 @@ class PodWorker(threading.Thread):
             container.state = {"waiting": {"reason": "RunContainerError", "message": str(error)}}
             container.restart_at = time.monotonic() + 5
             return
-        started = time.monotonic()
-        container.readiness = (
-            Probe(spec["readinessProbe"], started) if spec.get("readinessProbe") else None
+
+    def _start_container(self, container: Container) -> None:
+        assert self.runtime is not None
+        spec = container.spec
+        container.log_offset = (
+            container.log_path.stat().st_size if container.log_path.exists() else 0
         )
-        container.liveness = (
-            Probe(spec["livenessProbe"], started) if spec.get("livenessProbe") else None
-        )
-        if container.liveness:
-            container.liveness.ok = True
-        container.state = {"running": {"startedAt": now()}}
-        log.info(
-            "Started container pod=%s container=%s pid=%d pod_ip=%s",
-            self.key,
-            container.name,
-            container.process.pid,
-            self.pod_ip,
-        )
+        try:
+            env = container_env(self.api, self.pod, spec, [], self.extra_env, inherit_host=False)
+            # The kubelet's $(VAR) expansion of command and args.
+            expanded = {
+                **spec,
+                **{
+                    k: [expand(a, env) for a in spec[k]] for k in ("command", "args") if spec.get(k)
+                },
+            }
+            if self.volumes is None:
+                volumes = Volumes(self.api, self.pod, self.workdir / "volumes")
+                volumes.make()
+                self.volumes = volumes
+            container.process, container.runtime_name = self.runtime.start(
+                f"{self.key}/{container.name}", self.pod, expanded, env, self.volumes,
+                container.log_path,
+            )  # fmt: skip
+        except (EnvError, ContainerConfigError) as error:
+            container.state = {
+                "waiting": {"reason": "CreateContainerConfigError", "message": str(error)}
+            }
+            container.restart_at = time.monotonic() + 2
+        except ImageNeverPulled as error:
+            container.state = {"waiting": {"reason": "ErrImageNeverPull", "message": str(error)}}
+            container.restart_at = time.monotonic() + 10
+        except OSError as error:
+            container.state = {"waiting": {"reason": "RunContainerError", "message": str(error)}}
+            container.restart_at = time.monotonic() + 5
 
     def _terminated(self, container: Container, code: int | None, reason: str) -> None:
         code = 137 if code is None else (128 - code if code < 0 else code)
@@ -358,6 +450,8 @@ class PodWorker(threading.Thread):
                 port = self._port(container, spec["tcpSocket"]["port"])
                 with socket.create_connection((self.pod_ip, port), timeout=timeout):
                     return True
+            if "exec" in spec and self.runtime is not None:
+                return self.runtime.exec(container.runtime_name, spec["exec"]["command"], timeout)
             if "exec" in spec:
                 assert container.process is not None
                 env = container_env(
