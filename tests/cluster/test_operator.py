@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from testkit.clusterlib import kubectl, wait_for
 from testkit.models import tiny_base_model
 from testkit.operatorlib import (
     ANSWER,
+    AddedEvents,
     Operator,
     condition,
     docmodel,
@@ -400,49 +400,6 @@ def test_of_two_peered_replicas_only_the_higher_priority_acts(
             # Kopf starts each replica paused until its peering says it leads.
             assert "Resuming operations" not in b.text()
             assert reconciles(b) == 0 and reconciles(a) > 0
-
-
-class AddedEvents:
-    """Counts ADDED events of Jobs and Deployments in a namespace, for the whole test."""
-
-    def __init__(self, kube: Kube, namespace: str):
-        from kubernetes import watch
-
-        self.counts: dict[str, int] = {}
-        self.errors: list[Exception] = []
-        self.stopped = False
-        self.watches = [watch.Watch(), watch.Watch()]
-        self.threads = [
-            threading.Thread(target=self._run, args=(w, kind, fn, namespace), daemon=True)
-            for w, (kind, fn) in zip(
-                self.watches,
-                (
-                    ("Job", kube.batch.list_namespaced_job),
-                    ("Deployment", kube.apps.list_namespaced_deployment),
-                ),
-                strict=True,
-            )
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    def _run(self, w: Any, kind: str, fn: Any, namespace: str) -> None:
-        try:
-            for event in w.stream(fn, namespace, timeout_seconds=1800):
-                if event["type"] == "ADDED":
-                    key = f"{kind}/{event['object'].metadata.name}"
-                    self.counts[key] = self.counts.get(key, 0) + 1
-        except Exception as exc:  # a watch that breaks before the end fails the test
-            if not self.stopped:
-                self.errors.append(exc)
-
-    def stop(self) -> None:
-        self.stopped = True
-        for w in self.watches:
-            w.stop()
-        for thread in self.threads:
-            thread.join(timeout=5)
-        assert not self.errors, self.errors
 
 
 def test_operator_killed_at_every_stage_converges_without_duplicates(

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -191,3 +192,46 @@ def wait_status(
         f"timed out after {timeout:.0f}s waiting for {what}; status: "
         + json.dumps(obj.get("status"), indent=1)[-4000:]
     )
+
+
+class AddedEvents:
+    """Counts ADDED events of Jobs and Deployments in a namespace, for the whole test."""
+
+    def __init__(self, kube: Kube, namespace: str):
+        from kubernetes import watch
+
+        self.counts: dict[str, int] = {}
+        self.errors: list[Exception] = []
+        self.stopped = False
+        self.watches = [watch.Watch(), watch.Watch()]
+        self.threads = [
+            threading.Thread(target=self._run, args=(w, kind, fn, namespace), daemon=True)
+            for w, (kind, fn) in zip(
+                self.watches,
+                (
+                    ("Job", kube.batch.list_namespaced_job),
+                    ("Deployment", kube.apps.list_namespaced_deployment),
+                ),
+                strict=True,
+            )
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, w: Any, kind: str, fn: Any, namespace: str) -> None:
+        try:
+            for event in w.stream(fn, namespace, timeout_seconds=1800):
+                if event["type"] == "ADDED":
+                    key = f"{kind}/{event['object'].metadata.name}"
+                    self.counts[key] = self.counts.get(key, 0) + 1
+        except Exception as exc:  # a watch that breaks before the end fails the test
+            if not self.stopped:
+                self.errors.append(exc)
+
+    def stop(self) -> None:
+        self.stopped = True
+        for w in self.watches:
+            w.stop()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        assert not self.errors, self.errors
