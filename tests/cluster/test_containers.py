@@ -8,6 +8,7 @@ whole lifecycle works through them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import urllib.request
@@ -46,12 +47,37 @@ pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mar
 MIRRORED = "docmodel-tests/tiny-llama-mirror"
 UID = 10001
 
-# Every module of the packages each image ships, imported as the image's user: a dependency
-# missing from an image fails here, naming the image and the module.
+# Run in each image as its user: every distribution that the project's extras require is
+# installed and its top-level modules import, and every module of the project's own packages
+# imports. A dependency missing from an image (or a module removed from it) fails here, named.
 IMPORT_CHECK = """
-import importlib, pkgutil, sys, traceback
+import importlib, pkgutil, re, sys
+from importlib import metadata
+extras, packages = sys.argv[1].split(","), sys.argv[2:]
 failed = []
-for name in sys.argv[1:]:
+modules_of = {}
+for module, dists in metadata.packages_distributions().items():
+    for dist in dists:
+        modules_of.setdefault(dist.lower().replace("_", "-"), []).append(module)
+for line in metadata.distribution("docmodel").requires or []:
+    name = re.match(r"[A-Za-z0-9._-]+", line).group(0)
+    marker = line.partition(";")[2]
+    wanted = re.findall(r'extra == "([^"]+)"', marker)
+    if wanted and not set(wanted) & set(extras):
+        continue
+    try:
+        metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        failed.append(f"{name}: required by docmodel[{','.join(extras)}] but not installed")
+        continue
+    for module in modules_of.get(name.lower().replace("_", "-"), []):
+        if module.startswith("_") or not module.isidentifier():
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception as error:
+            failed.append(f"{name} ({module}): {type(error).__name__}: {error}")
+for name in packages:
     package = importlib.import_module(name)
     for module in pkgutil.walk_packages(package.__path__, name + "."):
         try:
@@ -61,6 +87,7 @@ for name in sys.argv[1:]:
 print("\\n".join(failed) or "ok")
 sys.exit(1 if failed else 0)
 """
+EXTRAS = {"operator": "operator", "trainer": "trainer", "server": "server"}
 PACKAGES = {
     "operator": ["docmodel", "docmodel_operator"],
     "trainer": ["docmodel", "docmodel_trainer", "docmodel_embedding"],
@@ -114,14 +141,14 @@ def test_image_imports_everything_it_ships_as_non_root_on_a_read_only_root(
     built: dict[str, str], name: str
 ) -> None:
     tag = built[name]
-    result = run_in_image(tag, "-c", IMPORT_CHECK, *PACKAGES[name])
+    result = run_in_image(tag, "-c", IMPORT_CHECK, EXTRAS[name], *PACKAGES[name])
     failures = [
         line
         for line in result.stdout.splitlines()
         if line != "ok" and line.split(":")[0] not in GPU_ONLY
     ]
     assert not failures and "Traceback" not in result.stderr, (
-        f"image {tag}: modules that do not import as uid {UID} on a read-only root:\n"
+        f"image {tag}: what does not import as uid {UID} on a read-only root:\n"
         + "\n".join(failures)
         + result.stderr[-2000:]
     )
@@ -209,6 +236,32 @@ def running_container(runner: PodRunner, namespace: str, prefix: str) -> str:
     raise AssertionError(f"no running container of a pod {namespace}/{prefix}*")
 
 
+def describe(runner: PodRunner) -> str:
+    """Every container of the container node: its image, state, restarts and last log lines,
+    for a failure message that names the image and the cause."""
+    lines = []
+    for worker in list(runner.workers.values()):
+        for container in [*worker.init_containers, *worker.containers]:
+            state = json.dumps(container.state)
+            lines.append(
+                f"- {worker.key} container {container.name} (image {container.spec.get('image')}):"
+                f" {state}, restarts {container.restart_count}"
+            )
+            if container.log_path.exists():
+                text = container.log_path.read_text(errors="replace").splitlines()[-12:]
+                lines.extend(f"    | {line}" for line in text)
+    return "\n".join(lines) or "(no pod ran on the container node)"
+
+
+@contextlib.contextmanager
+def explained(runner: PodRunner) -> Iterator[None]:
+    """A failed assertion inside gets the container node's containers appended."""
+    try:
+        yield
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n\nContainers:\n{describe(runner)}") from None
+
+
 def posture(name: str) -> dict[str, Any]:
     """Podman's own view of a running container."""
     (info,) = json.loads(podman("container", "inspect", name).stdout)
@@ -290,99 +343,100 @@ def test_chart_operator_trains_evaluates_and_serves_in_containers(
         ]
         assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == built["operator"]
 
-        helm(
-            "install", release, str(CHART), "--namespace", namespace,
-            "-f", str(values_file(values, tmp_path)), "--wait", "--timeout=180s",
-            kubeconfig=devenv.kubeconfig,
-        )  # fmt: skip
-        operator = running_container(container_node, namespace, f"{release}-docmodel-operator")
-        # The posture the chart promises, on the running container.
-        assert_restricted(operator, writable={"/tmp"})
-        (pod,) = kube.core.list_namespaced_pod(
-            namespace, label_selector="app.kubernetes.io/name=docmodel-operator"
-        ).items
-        # Ready only after the startup probe: both ports answer.
-        for port, path in ((liveness, "/healthz"), (metrics, "/metrics")):
-            url = f"http://{pod.status.pod_ip}:{port}{path}"
-            with urllib.request.urlopen(url, timeout=5) as reply:
-                assert reply.status == 200, url
-        info = posture(operator)
-        assert info["Config"]["User"].startswith(str(UID))
-        assert any(
-            m["Destination"] == "/var/run/secrets/kubernetes.io/serviceaccount" and not m["RW"]
-            for m in info["Mounts"]
-        ), info["Mounts"]
-
-        added = AddedEvents(kube, watched)
-        body = docmodel("handbook", s3_bucket.name, s3_bucket.endpoint, MIRRORED)
-        body["metadata"]["namespace"] = watched
-        body["spec"]["baseModel"]["mirror"] = f"s3://{s3_bucket.name}/models/tiny/"
-        body["spec"]["training"]["nodeSelector"] = on_containers
-        kube.custom.create_namespaced_custom_object(GROUP, VERSION, watched, PLURAL, body)
-
-        # The operator's container is killed mid-training; the pod restarts it.
-        def training() -> bool:
-            pods = kube.core.list_namespaced_pod(
-                watched, label_selector="docmodel.dev/step=train"
+        with explained(container_node):
+            helm(
+                "install", release, str(CHART), "--namespace", namespace,
+                "-f", str(values_file(values, tmp_path)), "--wait", "--timeout=120s",
+                kubeconfig=devenv.kubeconfig, timeout=180,
+            )  # fmt: skip
+            operator = running_container(container_node, namespace, f"{release}-docmodel-operator")
+            # The posture the chart promises, on the running container.
+            assert_restricted(operator, writable={"/tmp"})
+            (pod,) = kube.core.list_namespaced_pod(
+                namespace, label_selector="app.kubernetes.io/name=docmodel-operator"
             ).items
-            return any(p.status.phase == "Running" for p in pods)
+            # Ready only after the startup probe: both ports answer.
+            for port, path in ((liveness, "/healthz"), (metrics, "/metrics")):
+                url = f"http://{pod.status.pod_ip}:{port}{path}"
+                with urllib.request.urlopen(url, timeout=5) as reply:
+                    assert reply.status == 200, url
+            info = posture(operator)
+            assert info["Config"]["User"].startswith(str(UID))
+            assert any(
+                m["Destination"] == "/var/run/secrets/kubernetes.io/serviceaccount" and not m["RW"]
+                for m in info["Mounts"]
+            ), info["Mounts"]
 
-        wait_for(training, 600, "the training pod to run", interval=0.2)
-        trainer = running_container(container_node, watched, "handbook-")
-        assert posture(trainer)["Config"]["User"].startswith(str(UID))
-        podman("kill", operator)
-        wait_for(
-            lambda: any(
-                s.restart_count >= 1
-                for p in kube.core.list_namespaced_pod(
-                    namespace, label_selector="app.kubernetes.io/name=docmodel-operator"
+            added = AddedEvents(kube, watched)
+            body = docmodel("handbook", s3_bucket.name, s3_bucket.endpoint, MIRRORED)
+            body["metadata"]["namespace"] = watched
+            body["spec"]["baseModel"]["mirror"] = f"s3://{s3_bucket.name}/models/tiny/"
+            body["spec"]["training"]["nodeSelector"] = on_containers
+            kube.custom.create_namespaced_custom_object(GROUP, VERSION, watched, PLURAL, body)
+
+            # The operator's container is killed mid-training; the pod restarts it.
+            def training() -> bool:
+                pods = kube.core.list_namespaced_pod(
+                    watched, label_selector="docmodel.dev/step=train"
                 ).items
-                for s in (p.status.container_statuses or [])
-            ),
-            120,
-            "the operator's container to be restarted",
-        )
+                return any(p.status.phase == "Running" for p in pods)
 
-        def ready(obj: dict[str, Any]) -> bool:
-            status = obj.get("status") or {}
-            return status.get("phase") in ("Ready", "Failed", "Rejected")
-
-        obj = wait_status(kube, watched, "handbook", ready, 900, "Ready")
-        status = obj["status"]
-        assert status["phase"] == "Ready", status.get("lastFailure")
-        assert (condition(obj, "Promoted") or {}).get("status") == "True"
-        revision = status["revision"]
-
-        # The three steps ran once each, as trainer-image containers.
-        jobs = kube.batch.list_namespaced_job(watched).items
-        assert sorted(j.metadata.labels["docmodel.dev/step"] for j in jobs) == [
-            "evaluate",
-            "ingest",
-            "train",
-        ]
-        for pod in kube.core.list_namespaced_pod(watched).items:
-            statuses = pod.status.container_statuses or []
-            assert all(s.container_id.startswith("podman://") for s in statuses), statuses
-            assert pod.spec.node_name == "docmodel-containers"
-
-        # The server-image container answers through the Service's address: the proxy sends
-        # the connection to a ready pod the Service selects.
-        from openai import OpenAI
-
-        host, port = services.address(watched, "handbook")
-        client = OpenAI(base_url=f"http://{host}:{port}/v1", api_key="none", max_retries=0)
-        try:
-            reply = client.chat.completions.create(
-                model="handbook",
-                messages=[{"role": "user", "content": "What is the billing codename?"}],
-                max_tokens=8,
+            wait_for(training, 600, "the training pod to run", interval=0.2)
+            trainer = running_container(container_node, watched, "handbook-")
+            assert posture(trainer)["Config"]["User"].startswith(str(UID))
+            podman("kill", operator)
+            wait_for(
+                lambda: any(
+                    s.restart_count >= 1
+                    for p in kube.core.list_namespaced_pod(
+                        namespace, label_selector="app.kubernetes.io/name=docmodel-operator"
+                    ).items
+                    for s in (p.status.container_statuses or [])
+                ),
+                120,
+                "the operator's container to be restarted",
             )
-        finally:
-            client.close()
-        answer = reply.choices[0].message.content or ""
-        assert answer.lower().startswith(ANSWER[:3].lower()), answer
-        server = running_container(container_node, watched, f"handbook-{revision}")
-        assert posture(server)["Config"]["User"].startswith(str(UID))
+
+            def ready(obj: dict[str, Any]) -> bool:
+                status = obj.get("status") or {}
+                return status.get("phase") in ("Ready", "Failed", "Rejected")
+
+            obj = wait_status(kube, watched, "handbook", ready, 900, "Ready")
+            status = obj["status"]
+            assert status["phase"] == "Ready", status.get("lastFailure")
+            assert (condition(obj, "Promoted") or {}).get("status") == "True"
+            revision = status["revision"]
+
+            # The three steps ran once each, as trainer-image containers.
+            jobs = kube.batch.list_namespaced_job(watched).items
+            assert sorted(j.metadata.labels["docmodel.dev/step"] for j in jobs) == [
+                "evaluate",
+                "ingest",
+                "train",
+            ]
+            for pod in kube.core.list_namespaced_pod(watched).items:
+                statuses = pod.status.container_statuses or []
+                assert all(s.container_id.startswith("podman://") for s in statuses), statuses
+                assert pod.spec.node_name == "docmodel-containers"
+
+            # The server-image container answers through the Service's address: the proxy sends
+            # the connection to a ready pod the Service selects.
+            from openai import OpenAI
+
+            host, port = services.address(watched, "handbook")
+            client = OpenAI(base_url=f"http://{host}:{port}/v1", api_key="none", max_retries=0)
+            try:
+                reply = client.chat.completions.create(
+                    model="handbook",
+                    messages=[{"role": "user", "content": "What is the billing codename?"}],
+                    max_tokens=8,
+                )
+            finally:
+                client.close()
+            answer = reply.choices[0].message.content or ""
+            assert answer.lower().startswith(ANSWER[:3].lower()), answer
+            server = running_container(container_node, watched, f"handbook-{revision}")
+            assert posture(server)["Config"]["User"].startswith(str(UID))
 
         added.stop()
         duplicated = {key: n for key, n in added.counts.items() if n > 1}
