@@ -241,13 +241,38 @@ def _save_record(name: str, record: dict[str, Any]) -> None:
     path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
 
 
+def _step(created_by: str) -> str:
+    """What a layer is, from the instruction that made it."""
+    known = (
+        ("import torch", "torch from the lock (shared by the trainer and server images)"),
+        ("-r pyproject.toml", "the image's extras from the lock"),
+        ("/tmp/dist", "the project's wheel, the user and directories"),
+        ("ADD file:", "the base"),
+        ("COPY file:", "requirements.lock or pyproject.toml"),
+    )
+    for needle, what in known:
+        if needle in created_by:
+            return what
+    return " ".join(created_by.split())[:80]
+
+
 def _describe(reference: str) -> dict[str, Any]:
     data = inspect(reference)
+    history = json.loads(podman("history", "--format", "json", reference))
+    layers = [
+        {
+            "mb": round(int(entry.get("size") or 0) / 1e6, 1),
+            "what": _step(entry.get("CreatedBy") or ""),
+        }
+        for entry in reversed(history)
+        if int(entry.get("size") or 0) > 0
+    ]
     return {
         "id": data["Id"][:12],
         "size_bytes": int(data["Size"]),
         "size_mb": round(int(data["Size"]) / 1e6, 1),
         "layers": len(data.get("RootFS", {}).get("Layers", [])),
+        "layer_sizes": layers,
     }
 
 

@@ -78,7 +78,9 @@ class PodRunner:
 
     @classmethod
     def containers(cls, api: KubeApi, workdir: Path, **kwargs: Any) -> PodRunner:
-        """A runner in container mode, on its own node (``docmodel-containers``)."""
+        """A runner in container mode, on its own node (``docmodel-containers``), handing out
+        127.0.1.0/24 (the process node's pods get 127.0.0.0/24)."""
+        kwargs.setdefault("pod_network", "127.0.1.0/24")
         return cls(
             api,
             workdir,
