@@ -244,11 +244,11 @@ def _save_record(name: str, record: dict[str, Any]) -> None:
 def _step(created_by: str) -> str:
     """What a layer is, from the instruction that made it."""
     known = (
+        ("ADD file:", "the base"),
+        ("#(nop) COPY", "copied in: requirements.lock, pyproject.toml or the wheel"),
         ("import torch", "torch from the lock (shared by the trainer and server images)"),
         ("-r pyproject.toml", "the image's extras from the lock"),
-        ("/tmp/dist", "the project's wheel, the user and directories"),
-        ("ADD file:", "the base"),
-        ("COPY file:", "requirements.lock or pyproject.toml"),
+        ("/tmp/dist", "the project's wheel installed, the user and directories"),
     )
     for needle, what in known:
         if needle in created_by:
@@ -438,6 +438,8 @@ def write_results(path: Path, built: dict[str, dict[str, Any]]) -> None:
     images = {name: {**records.get(name, {}), **built.get(name, {})} for name in IMAGES}
     for record in images.values():
         record.pop("reused", None)
+        if record.get("tag") and image_exists(record["tag"]):
+            record.update(_describe(record["tag"]))  # sizes and layers as they are now
     result = {
         "benchmark": "images",
         "date": _now()[:10],
