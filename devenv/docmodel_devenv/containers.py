@@ -102,7 +102,7 @@ def security_args(pod: Obj, spec: Obj, declared: str) -> list[str]:
     if user is not None:
         args += ["--user", f"{user}:{group}" if group is not None else str(user)]
     elif group is not None:
-        args += ["--user", f"{declared or 0}:{group}"]
+        args += ["--user", f"{declared.split(':')[0] or 0}:{group}"]
     if context.get("runAsNonRoot"):
         effective = str(user) if user is not None else (declared.split(":")[0] or "0")
         if effective in ("0", "root"):
@@ -285,11 +285,17 @@ class Volumes:
         return args
 
 
+OWNER_LABEL = "dev.docmodel.devenv.workdir"
+
+
 @dataclass
 class ContainerRuntime:
-    """Podman as the local node's container runtime."""
+    """Podman as the local node's container runtime. Every container it starts is labelled
+    with `owner` (the runner's work directory), so that containers a killed test run left
+    behind are found and removed by the next runner (`remove_stale`)."""
 
     api: KubeApi
+    owner: str = ""
     version: str = ""
 
     def check(self) -> None:
@@ -304,6 +310,21 @@ class ContainerRuntime:
             ["podman", "--version"], capture_output=True, text=True, check=False
         )
         self.version = "podman://" + result.stdout.strip().rpartition(" ")[2]
+        self.remove_stale()
+
+    def remove_stale(self) -> None:
+        """Remove the containers of runners whose work directory is gone (a run that was
+        killed before it could stop them: they would hold their pods' addresses and ports)."""
+        result = subprocess.run(
+            ["podman", *PODMAN_GLOBAL, "ps", "--all", "--filter", f"label={OWNER_LABEL}",
+             "--format", f'{{{{.Names}}}} {{{{index .Labels "{OWNER_LABEL}"}}}}'],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        for line in result.stdout.splitlines():
+            name, _, owner = line.partition(" ")
+            if owner and not Path(owner).exists():
+                log.info("Removing a container left behind name=%s owner=%s", name, owner)
+                self.remove(name)
 
     def argv(
         self, pod: Obj, spec: Obj, env: dict[str, str], volumes: Volumes, name: str
@@ -318,6 +339,8 @@ class ContainerRuntime:
             name,
             "--pull",
             "never",
+            "--label",
+            f"{OWNER_LABEL}={self.owner}",
             *PODMAN_RUN,
             "--stop-timeout",
             str(int(pod["spec"].get("terminationGracePeriodSeconds", 30))),

@@ -96,7 +96,7 @@ class PodRunner:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._ensure_local_network()
         if self.mode == "container":
-            self._runtime = ContainerRuntime(self.api)
+            self._runtime = ContainerRuntime(self.api, owner=str(self.workdir.resolve()))
             self._runtime.check()
         elif self.mode != "process":
             raise ValueError(f"pod runner mode must be process or container, not {self.mode!r}")

@@ -73,6 +73,11 @@ def test_restricted_security_context_becomes_podman_flags() -> None:
     )
     assert args[:2] == ["--user", "4:2"]
     assert args[2:] == ["--group-add", "3"]
+    # A group alone keeps the image's user.
+    assert security_args(pod(securityContext={"runAsGroup": 7}), {}, "10001:10001")[:2] == [
+        "--user",
+        "10001:7",
+    ]
 
 
 def test_run_as_non_root_is_checked_against_the_image_user() -> None:
@@ -198,7 +203,9 @@ def test_run_command_keeps_values_off_the_command_line(
     volumes = Volumes(FakeApi({}), the_pod, tmp_path)  # type: ignore[arg-type]
     volumes.make()
     env = {"AWS_SECRET_ACCESS_KEY": "s3cr3t", "DOCMODEL_REVISION": "r1"}
-    argv = ContainerRuntime(api=None).argv(the_pod, spec, env, volumes, "k8s_train")  # type: ignore[arg-type]
+    runtime = ContainerRuntime(api=None, owner=str(tmp_path))  # type: ignore[arg-type]
+    argv = runtime.argv(the_pod, spec, env, volumes, "k8s_train")
+    assert argv[argv.index("--label") + 1] == f"dev.docmodel.devenv.workdir={tmp_path}"
     assert "s3cr3t" not in " ".join(argv)
     assert argv[argv.index("-e") : argv.index("-e") + 4] == [
         "-e", "AWS_SECRET_ACCESS_KEY", "-e", "DOCMODEL_REVISION",
