@@ -19,6 +19,7 @@ characters of a label value.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -45,6 +46,39 @@ TRAINER_PROGRAM = "docmodel-trainer"
 SERVER_PROGRAM = "docmodel-server"
 JOB_WORKDIR = "/var/lib/docmodel/work"
 SERVER_WORKDIR = "/var/lib/docmodel"
+# The user the trainer and server images run as (their Dockerfiles' USER).
+IMAGE_UID = 10001
+# Every pod the operator creates meets the "restricted" Pod Security Standard: non-root as the
+# images' user, the runtime's default seccomp profile, no privilege escalation, no capability,
+# a read-only root filesystem. The steps write only to their emptyDir volumes (the work
+# directory, where the images also keep their model and Hugging Face caches, and /tmp).
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": IMAGE_UID,
+    "runAsGroup": IMAGE_UID,
+    "fsGroup": IMAGE_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def _restricted(pod: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """`pod` with the restricted security contexts and its writable volumes (`workdir`, /tmp)."""
+    for container in pod["containers"]:
+        container["securityContext"] = copy.deepcopy(CONTAINER_SECURITY_CONTEXT)
+        container["volumeMounts"] = [
+            {"name": "work", "mountPath": workdir},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ]
+    pod["securityContext"] = copy.deepcopy(POD_SECURITY_CONTEXT)
+    pod["volumes"] = [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    return pod
+
+
 # Ingest parses documents and calls the teacher: no GPU, modest memory.
 INGEST_RESOURCES = ResourcesSpec(gpu=0, cpu="2", memory="8Gi")
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -371,13 +405,8 @@ def build_job(
         "env": [e.to_k8s() for e in command.env],
         "resources": _resources(scheduling.resources),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": "work", "mountPath": JOB_WORKDIR}],
     }
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "containers": [container],
-        "volumes": [{"name": "work", "emptyDir": {}}],
-    }
+    pod = _restricted({"restartPolicy": "Never", "containers": [container]}, JOB_WORKDIR)
     scheduling.apply(pod, defaults or PodDefaults())
     return {
         "apiVersion": "batch/v1",
@@ -487,12 +516,8 @@ def build_deployment(
         "startupProbe": _probe("ready", 10, max(1, spec.serving.progress_deadline_seconds // 10)),
         "readinessProbe": _probe("ready", 10, 3),
         "livenessProbe": _probe("live", 20, 3),
-        "volumeMounts": [{"name": "work", "mountPath": SERVER_WORKDIR}],
     }
-    pod: dict[str, Any] = {
-        "containers": [container],
-        "volumes": [{"name": "work", "emptyDir": {}}],
-    }
+    pod = _restricted({"containers": [container]}, SERVER_WORKDIR)
     serving = spec.serving
     Scheduling(serving.resources, serving.node_selector, serving.tolerations).apply(
         pod, defaults or PodDefaults()

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from docmodel.api import GROUP, PLURAL, VERSION
 from docmodel.storage import S3Store, upload_tree
@@ -47,6 +48,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mar
 # A base-model name no image and no cache holds: the pods take it from its S3 mirror.
 MIRRORED = "docmodel-tests/tiny-llama-mirror"
 UID = 10001
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 
 # Run in each image as its user: every distribution that the project's extras require is
 # installed and its top-level modules import, and every module of the project's own packages
@@ -311,6 +316,19 @@ def test_chart_operator_trains_evaluates_and_serves_in_containers(
     upload_tree(tiny_base_model(), store, "models/tiny")
     put_docs(s3_bucket.client(), s3_bucket.name, ["billing", "payroll", "shipping", "support"])
     with fresh_namespace(devenv, "ml") as watched:
+        # Both namespaces enforce the restricted Pod Security Standard (the API server's own
+        # admission): the operator's pod and every pod it creates must meet it.
+        for name in (namespace, watched):
+            kube.core.patch_namespace(name, {"metadata": {"labels": RESTRICTED}})
+        bare = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "bare"},
+            "spec": {"containers": [{"name": "c", "image": built["trainer"]}]},
+        }
+        with pytest.raises(ApiException) as refused:
+            kube.core.create_namespaced_pod(watched, bare, dry_run="All")
+        assert "violates PodSecurity" in str(refused.value.body), refused.value.body
         s3_bucket.put_secret(devenv, namespace, "docmodel-store")
         s3_bucket.put_secret(devenv, watched, "docmodel-store")
         s3_bucket.put_secret(devenv, watched)
@@ -384,8 +402,6 @@ def test_chart_operator_trains_evaluates_and_serves_in_containers(
                 return any(p.status.phase == "Running" for p in pods)
 
             wait_for(training, 600, "the training pod to run", interval=0.2)
-            trainer = running_container(container_node, watched, "handbook-")
-            assert posture(trainer)["Config"]["User"].startswith(str(UID))
             podman("kill", operator)
             wait_for(
                 lambda: any(
@@ -420,6 +436,7 @@ def test_chart_operator_trains_evaluates_and_serves_in_containers(
                 statuses = pod.status.container_statuses or []
                 assert all(s.container_id.startswith("podman://") for s in statuses), statuses
                 assert pod.spec.node_name == "docmodel-containers"
+                assert pod.spec.security_context.run_as_non_root is True
 
             # The server-image container answers through the Service's address: the proxy sends
             # the connection to a ready pod the Service selects.
@@ -438,7 +455,7 @@ def test_chart_operator_trains_evaluates_and_serves_in_containers(
             answer = reply.choices[0].message.content or ""
             assert answer.lower().startswith(ANSWER[:3].lower()), answer
             server = running_container(container_node, watched, f"handbook-{revision}")
-            assert posture(server)["Config"]["User"].startswith(str(UID))
+            assert_restricted(server, writable={"/var/lib/docmodel", "/tmp"})
 
         added.stop()
         duplicated = {key: n for key, n in added.counts.items() if n > 1}

@@ -161,10 +161,25 @@ def test_train_job_is_the_expected_object() -> None:
                                 "limits": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"},
                             },
                             "terminationMessagePolicy": "FallbackToLogsOnError",
-                            "volumeMounts": [{"name": "work", "mountPath": JOB_WORKDIR}],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "volumeMounts": [
+                                {"name": "work", "mountPath": JOB_WORKDIR},
+                                {"name": "tmp", "mountPath": "/tmp"},
+                            ],
                         }
                     ],
-                    "volumes": [{"name": "work", "emptyDir": {}}],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "volumes": [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
                     "nodeSelector": {"nvidia.com/gpu.product": "H100"},
                     "tolerations": [
                         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
