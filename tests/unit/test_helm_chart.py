@@ -114,6 +114,7 @@ PASSTHROUGH = {
     "podSecurityContext",
     "securityContext",
     "livenessProbe",
+    "readinessProbe",
     "startupProbe",
 }
 
@@ -298,7 +299,11 @@ def test_deployment_runs_one_restricted_replica_with_probes_and_resources() -> N
     assert container["image"] == "ghcr.io/docmodel/operator:0.1.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"healthz": 8080, "metrics": 9090}
-    for probe in (container["livenessProbe"], container["startupProbe"]):
+    for probe in (
+        container["livenessProbe"],
+        container["readinessProbe"],
+        container["startupProbe"],
+    ):
         assert probe["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert [v["mountPath"] for v in container["volumeMounts"]] == ["/tmp"]
