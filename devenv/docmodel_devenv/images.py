@@ -14,7 +14,8 @@ Dockerfile and its ignore file, every file of its build context, the base image,
 arguments): an image whose label matches is reused, so a second run takes seconds.
 
 Podman runs with the runc runtime, host networking and lowered ulimits (`PODMAN_RUN` below):
-what this machine allows. A CA bundle (``--ca-bundle``, else ``$SSL_CERT_FILE``) is mounted over
+what this machine allows. A CA bundle (``--ca-bundle``, else ``$SSL_CERT_FILE``, else the host's
+trust store) is mounted over
 the build's trust store for the RUN steps only, for registries behind a TLS-inspecting proxy; it
 is never copied into an image.
 """
@@ -332,10 +333,15 @@ def _now() -> str:
 # --- the images ---------------------------------------------------------------------------
 
 
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
 def ca_bundle(explicit: str | None) -> Path | None:
+    """The CA bundle to mount into the builds: `explicit`, else ``$SSL_CERT_FILE``, else the
+    host's own trust store (which holds a company proxy's CA where the host trusts it)."""
     candidate = explicit or os.environ.get("SSL_CERT_FILE")
     if not candidate:
-        return None
+        return SYSTEM_CA_BUNDLE if SYSTEM_CA_BUNDLE.is_file() else None
     path = Path(candidate)
     if not path.is_file():
         raise ImageError(f"the CA bundle {path} does not exist")

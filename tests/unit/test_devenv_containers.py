@@ -242,3 +242,18 @@ def test_image_tags_are_the_charts() -> None:
     assert "repository: ghcr.io/docmodel/operator" in values
     assert f"trainerImage: ghcr.io/docmodel/trainer:{version}" in values
     assert f"serverImage: ghcr.io/docmodel/server:{version}" in values
+
+
+def test_the_build_trusts_the_hosts_ca_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("PEM")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    assert images.ca_bundle(None) == bundle
+    assert images.ca_bundle(str(bundle)) == bundle
+    with pytest.raises(images.ImageError, match="does not exist"):
+        images.ca_bundle(str(tmp_path / "absent.pem"))
+    monkeypatch.delenv("SSL_CERT_FILE")
+    system = images.SYSTEM_CA_BUNDLE
+    assert images.ca_bundle(None) == (system if system.is_file() else None)
