@@ -8,8 +8,7 @@
 #
 # Installs podman, runc and mmdebstrap with apt when they are missing (as root). Behind a
 # TLS-inspecting proxy, the CA bundle in $SSL_CERT_FILE (or --ca-bundle; else the host's trust
-# store) is mounted into the
-# builds' RUN steps, never copied into an image. docs/images.md has the details, and how to
+# store) is mounted into the builds' RUN steps, never copied into an image. docs/images.md has the details, and how to
 # build the GPU variants with Docker, Podman or BuildKit.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
