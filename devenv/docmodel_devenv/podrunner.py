@@ -56,6 +56,9 @@ class PodRunner:
     workdir: Path
     node_name: str = NODE_NAME
     mode: str = "process"  # or "container"
+    # Delete the Node when the runner stops (a node started for some tests only, which would
+    # otherwise turn NotReady and stay listed for the rest of the session).
+    deregister: bool = False
     node_labels: dict[str, str] = field(default_factory=lambda: dict(LOCAL_NODE_LABELS))
     # Nominal capacity, not enforced: enough that workloads written for real GPU nodes fit.
     gpus: int = field(default_factory=lambda: DevenvSettings.from_env().devenv_local_gpus)
@@ -81,6 +84,7 @@ class PodRunner:
         """A runner in container mode, on its own node (``docmodel-containers``), handing out
         127.0.1.0/24 (the process node's pods get 127.0.0.0/24)."""
         kwargs.setdefault("pod_network", "127.0.1.0/24")
+        kwargs.setdefault("deregister", True)
         return cls(
             api,
             workdir,
@@ -122,6 +126,14 @@ class PodRunner:
         if self._log_server is not None:
             self._log_server.stop()
             self._log_server = None
+        if self.deregister:
+            try:
+                self.api.delete("v1", "nodes", self.node_name)
+                self.api.delete(
+                    "coordination.k8s.io/v1", "leases", self.node_name, "kube-node-lease"
+                )
+            except ApiError as error:
+                log.warning("Could not deregister node=%s error=%s", self.node_name, error)
         log.info("Stopped pod runner node=%s", self.node_name)
 
     def _ensure_local_network(self) -> None:
