@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from . import procs
-from .images import PODMAN_GLOBAL, PODMAN_RUN
+from .images import PODMAN_GLOBAL, PODMAN_RUN, run_podman
 from .kubeapi import ApiError, KubeApi
-from .podenv import EnvError
+from .podenv import EnvError, pod_field
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,7 @@ def container_name(pod: Obj, container: str) -> str:
 
 
 def image_user(image: str) -> str:
-    result = subprocess.run(
-        ["podman", *PODMAN_GLOBAL, "image", "inspect", "--format", "{{.Config.User}}", image],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_podman("image", "inspect", "--format", "{{.Config.User}}", image)
     if result.returncode != 0:
         raise ImageNeverPulled(
             f'Container image "{image}" is not present with pull policy of Never '
@@ -216,10 +211,9 @@ class Volumes:
         return str(answer["status"]["token"]).encode()
 
     def _downward(self, items: list[Obj]) -> dict[str, bytes]:
-        from .podenv import _field
-
         return {
-            item["path"]: _field(self.pod, item["fieldRef"]["fieldPath"]).encode() for item in items
+            item["path"]: pod_field(self.pod, item["fieldRef"]["fieldPath"]).encode()
+            for item in items
         }
 
     def make(self) -> None:
@@ -286,6 +280,7 @@ class Volumes:
 
 
 OWNER_LABEL = "dev.docmodel.devenv.workdir"
+PODMAN_OWN_ENV = ("PATH", "HOME", "TMPDIR")
 
 
 @dataclass
@@ -315,10 +310,9 @@ class ContainerRuntime:
     def remove_stale(self) -> None:
         """Remove the containers of runners whose work directory is gone (a run that was
         killed before it could stop them: they would hold their pods' addresses and ports)."""
-        result = subprocess.run(
-            ["podman", *PODMAN_GLOBAL, "ps", "--all", "--filter", f"label={OWNER_LABEL}",
-             "--format", f'{{{{.Names}}}} {{{{index .Labels "{OWNER_LABEL}"}}}}'],
-            capture_output=True, text=True, check=False,
+        result = run_podman(
+            "ps", "--all", "--filter", f"label={OWNER_LABEL}",
+            "--format", f'{{{{.Names}}}} {{{{index .Labels "{OWNER_LABEL}"}}}}',
         )  # fmt: skip
         for line in result.stdout.splitlines():
             name, _, owner = line.partition(" ")
@@ -347,7 +341,13 @@ class ContainerRuntime:
             *security_args(pod, spec, image_user(image)),
             *resource_args(spec),
             *volumes.mount_args(spec),
-            *(item for key in env for item in ("-e", key)),
+            # Names only: the values come from Podman's environment, off its command line.
+            # Podman needs its own PATH, HOME and TMPDIR, so a container's are given inline.
+            *(
+                item
+                for key, value in env.items()
+                for item in ("-e", f"{key}={value}" if key in PODMAN_OWN_ENV else key)
+            ),
         ]
         if spec.get("workingDir"):
             argv += ["--workdir", spec["workingDir"]]
@@ -364,28 +364,15 @@ class ContainerRuntime:
         name = container_name(pod, spec["name"])
         self.remove(name)  # a container of an earlier start that did not clean up
         argv = self.argv(pod, spec, env, volumes, name)
-        # Podman's own environment carries the values; its command line only the names.
-        podman_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "TMPDIR")}
-        podman_env.update(env)
-        for fixed in ("PATH", "HOME", "TMPDIR"):
-            if fixed in os.environ:
-                podman_env[fixed] = os.environ[fixed]
-            if fixed in env:
-                index = argv.index("-e", argv.index("--rm"))
-                while argv[index : index + 2] != ["-e", fixed]:
-                    index = argv.index("-e", index + 2)
-                argv[index + 1] = f"{fixed}={env[fixed]}"
+        # Podman's own environment carries the values (see `argv`), but for the variables
+        # Podman itself needs, which keep the host's.
+        podman_env = {**env, **{k: os.environ[k] for k in PODMAN_OWN_ENV if k in os.environ}}
         process = procs.start(key, argv, log_path, env=podman_env)
         return process, name
 
     def stop(self, process: subprocess.Popen[bytes], name: str, grace: float) -> int | None:
         if process.poll() is None:
-            subprocess.run(
-                ["podman", *PODMAN_GLOBAL, "stop", "--time", str(max(int(grace), 0)), name],
-                capture_output=True,
-                check=False,
-                timeout=grace + 30,
-            )
+            run_podman("stop", "--time", str(max(int(grace), 0)), name, timeout=grace + 30)
             # `podman run` returns the container's exit code once it has cleaned up; a signal
             # now would only be forwarded to a container that is gone.
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -396,18 +383,7 @@ class ContainerRuntime:
 
     def remove(self, name: str) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            subprocess.run(
-                ["podman", *PODMAN_GLOBAL, "rm", "--force", "--ignore", "--time", "0", name],
-                capture_output=True,
-                check=False,
-                timeout=60,
-            )
+            run_podman("rm", "--force", "--ignore", "--time", "0", name, timeout=60)
 
     def exec(self, name: str, command: list[str], timeout: float) -> bool:
-        result = subprocess.run(
-            ["podman", *PODMAN_GLOBAL, "exec", name, *command],
-            capture_output=True,
-            check=False,
-            timeout=timeout,
-        )
-        return result.returncode == 0
+        return run_podman("exec", name, *command, timeout=timeout).returncode == 0

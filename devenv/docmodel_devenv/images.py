@@ -109,19 +109,26 @@ def image_tag(name: str) -> str:
 # --- tools --------------------------------------------------------------------------------
 
 
-def podman(
-    *args: str, check: bool = True, capture: bool = True, timeout: float | None = None
-) -> str:
-    """Run ``podman --runtime runc ARGS``; fail with its output."""
-    argv = ["podman", *PODMAN_GLOBAL, *args]
-    result = subprocess.run(
-        argv,
-        capture_output=capture,
+def run_podman(
+    *args: str, timeout: float | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """``podman --runtime runc ARGS`` with no input; its output captured unless `kwargs` say
+    where it goes. Never raises for the exit code: the caller decides."""
+    if "stdout" not in kwargs:
+        kwargs["capture_output"] = True
+    return subprocess.run(
+        ["podman", *PODMAN_GLOBAL, *args],
         text=True,
         check=False,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        **kwargs,
     )
+
+
+def podman(*args: str, check: bool = True, timeout: float | None = None) -> str:
+    """Run ``podman --runtime runc ARGS``; its output, or fail with it."""
+    result = run_podman(*args, timeout=timeout)
     if check and result.returncode != 0:
         output = ((result.stdout or "") + (result.stderr or "")).strip()
         raise ImageError(
@@ -160,14 +167,7 @@ def ensure_tools() -> None:
 
 
 def image_exists(reference: str) -> bool:
-    return (
-        subprocess.run(
-            ["podman", *PODMAN_GLOBAL, "image", "exists", reference],
-            capture_output=True,
-            check=False,
-        ).returncode
-        == 0
-    )
+    return run_podman("image", "exists", reference).returncode == 0
 
 
 def inspect(reference: str) -> dict[str, Any]:
@@ -390,13 +390,7 @@ def build_image(
     log_path = cache_dir() / "images" / f"{image.name}.build.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as out:
-        result = subprocess.run(
-            ["podman", *PODMAN_GLOBAL, *argv],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        result = run_podman(*argv, stdout=out, stderr=subprocess.STDOUT)
     seconds = round(time.monotonic() - start, 1)
     if result.returncode != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])

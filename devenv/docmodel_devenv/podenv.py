@@ -36,7 +36,7 @@ def expand(value: str, env: dict[str, str]) -> str:
     return _REFERENCE.sub(replace, value)
 
 
-def _field(pod: Obj, path: str) -> str:
+def pod_field(pod: Obj, path: str) -> str:
     metadata, status, spec = pod["metadata"], pod.get("status", {}), pod["spec"]
     bracket = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
     if bracket:
@@ -125,7 +125,7 @@ def container_env(
         elif "configMapKeyRef" in value_from:
             value = lookups.key("configmaps", value_from["configMapKeyRef"])
         elif "fieldRef" in value_from:
-            value = _field(pod, value_from["fieldRef"]["fieldPath"])
+            value = pod_field(pod, value_from["fieldRef"]["fieldPath"])
         elif "resourceFieldRef" in value_from:
             resource = value_from["resourceFieldRef"]["resource"]
             section, _, name_ = resource.partition(".")

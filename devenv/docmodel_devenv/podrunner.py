@@ -32,6 +32,7 @@ from docmodel_devenv.settings import DevenvSettings
 from .build import REPO_ROOT
 from .containers import ContainerRuntime
 from .kubeapi import ApiError, KubeApi
+from .kwok import NODE_KIND_LABEL
 from .logserver import LogServer
 from .podworker import PodWorker, now
 
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 NODE_NAME = "docmodel-local"
 CONTAINER_NODE_NAME = "docmodel-containers"
-LOCAL_NODE_LABELS = {"docmodel.dev/node-kind": "local"}
-CONTAINER_NODE_LABELS = {"docmodel.dev/node-kind": "containers"}
+LOCAL_NODE_LABELS = {NODE_KIND_LABEL: "local"}
+CONTAINER_NODE_LABELS = {NODE_KIND_LABEL: "containers"}
 LEASE_SECONDS = 40
 
 

@@ -322,14 +322,15 @@ class PodWorker(threading.Thread):
 
     def _start(self, container: Container) -> None:
         spec = container.spec
+        container.log_offset = (
+            container.log_path.stat().st_size if container.log_path.exists() else 0
+        )
         if self.runtime is not None:
             self._start_container(container)
-            if container.process is None:
-                return
         else:
             self._start_process(container)
-            if container.process is None:
-                return
+        if container.process is None:
+            return
         started = time.monotonic()
         container.readiness = (
             Probe(spec["readinessProbe"], started) if spec.get("readinessProbe") else None
@@ -373,9 +374,6 @@ class PodWorker(threading.Thread):
             return
         working_dir = Path(spec["workingDir"]) if spec.get("workingDir") else None
         cwd = working_dir if working_dir and working_dir.is_dir() else self.workdir
-        container.log_offset = (
-            container.log_path.stat().st_size if container.log_path.exists() else 0
-        )
         try:
             container.process = procs.start(
                 f"{self.key}/{container.name}", argv, container.log_path, env=env, cwd=cwd
@@ -388,9 +386,6 @@ class PodWorker(threading.Thread):
     def _start_container(self, container: Container) -> None:
         assert self.runtime is not None
         spec = container.spec
-        container.log_offset = (
-            container.log_path.stat().st_size if container.log_path.exists() else 0
-        )
         try:
             env = container_env(self.api, self.pod, spec, [], self.extra_env, inherit_host=False)
             # The kubelet's $(VAR) expansion of command and args.

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from docmodel.api import GROUP, PLURAL, VERSION
 from docmodel.storage import S3Store, upload_tree
 from docmodel_devenv import build, images
-from docmodel_devenv.images import PODMAN_GLOBAL, PODMAN_RUN
+from docmodel_devenv.images import PODMAN_RUN, run_podman
 from docmodel_devenv.podrunner import CONTAINER_NODE_LABELS, PodRunner
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
 from docmodel_devenv.serviceproxy import ServiceProxy
@@ -106,13 +106,7 @@ GPU_ONLY = {"docmodel_server.vllm_engine"}
 def podman(
     *args: str, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["podman", *PODMAN_GLOBAL, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-    )
+    result = run_podman(*args, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)}: {result.stdout}{result.stderr}")
     return result

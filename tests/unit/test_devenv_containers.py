@@ -210,6 +210,11 @@ def test_run_command_keeps_values_off_the_command_line(
     assert argv[argv.index("-e") : argv.index("-e") + 4] == [
         "-e", "AWS_SECRET_ACCESS_KEY", "-e", "DOCMODEL_REVISION",
     ]  # fmt: skip
+    # Podman needs its own PATH: a container's PATH is given inline instead.
+    with_path = runtime.argv(the_pod, spec, {**env, "PATH": "/opt/bin"}, volumes, "k8s_train")
+    assert with_path[with_path.index("-e") : with_path.index("-e") + 6] == [
+        "-e", "AWS_SECRET_ACCESS_KEY", "-e", "DOCMODEL_REVISION", "-e", "PATH=/opt/bin",
+    ]  # fmt: skip
     # command replaces ENTRYPOINT; args follow the image; nothing is pulled.
     image_at = argv.index("ghcr.io/docmodel/trainer:0.1.0-cpu")
     assert argv[image_at + 1 :] == ["train", "--revision", "r1"]
