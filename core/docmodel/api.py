@@ -52,10 +52,14 @@ DEFAULT_INCLUDE = ["**/*.md", "**/*.markdown", "**/*.txt", "**/*.html", "**/*.ht
 
 # A bucket name as S3 defines it (3-63 chars, lower case, digits, dots, hyphens).
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$"
+# Whitespace as a character class, the same in Python's (Rust) and the API server's (Go)
+# regular expressions: Go's `\s` is ASCII only, Rust's is every Unicode space, so a URL with
+# a no-break space would pass the CRD and fail only in Python. Both read this class alike.
+_SPACE = r"\s\v\x85\p{Z}"
+S3_URI_PATTERN = rf"^s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9](/[^{_SPACE}]*)?$"
 # No user:password@ and no query string: credentials belong in Secrets, never in a URL that
 # is stored in manifests and shown in logs.
-HTTP_URL_PATTERN = r"^https?://[^\s/@?#]+(/[^\s?#]*)?$"
+HTTP_URL_PATTERN = rf"^https?://[^{_SPACE}/@?#]+(/[^{_SPACE}?#]*)?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
@@ -78,11 +82,32 @@ DURATION_PATTERN = r"^([0-9]+(s|m|h))+$"
 # The shortest source poll: each one lists the whole source. A cron schedule has five fields,
 # so it fires at most once a minute, above this floor too.
 MIN_POLL_SECONDS = 30
-# Five cron fields of digits, *, /, ',' and '-' (or named months/days), or an @-macro.
-# The API server checks this shape; croniter checks the values in Python.
+
+
+def _cron_field(values: str, names: str | None = None) -> str:
+    """One cron field: `*`, a value or a range of `values` (or `names`), an optional `/step`,
+    items separated by commas."""
+    atom = f"({values}|{names})" if names else f"({values})"
+    item = rf"(\*|{atom}(-{atom})?)(/[1-9][0-9]*)?"
+    return rf"{item}(,{item})*"
+
+
+# Five cron fields, each within its range (minute 0-59, hour 0-23, day 1-31 or ?/L, month 1-12
+# or jan-dec, weekday 0-7 or sun-sat or ?), or an @-macro: the API server refuses a value out
+# of range as Python does. croniter still checks what a pattern cannot (a weekday range that
+# runs backwards).
 CRON_PATTERN = (
     r"^(@(yearly|annually|monthly|weekly|daily|hourly)|"
-    r"([0-9A-Za-z*/,?-]+\s+){4}[0-9A-Za-z*/,?-]+)$"
+    + r"[ \t]+".join(
+        [
+            _cron_field(r"[0-5]?[0-9]"),
+            _cron_field(r"[01]?[0-9]|2[0-3]"),
+            "(" + _cron_field(r"0?[1-9]|[12][0-9]|3[01]") + r"|\?|L)",
+            _cron_field(r"0?[1-9]|1[0-2]", "(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"),
+            "(" + _cron_field("[0-7]", "(?i:sun|mon|tue|wed|thu|fri|sat)") + r"|\?)",
+        ]
+    )
+    + ")$"
 )
 
 
@@ -348,6 +373,14 @@ class ResourcesSpec(ApiModel):
     memory: str = Field(
         default="32Gi", pattern=QUANTITY_PATTERN, description="Memory request and limit."
     )
+    ephemeral_storage: str | None = Field(
+        default=None,
+        pattern=QUANTITY_PATTERN,
+        description="Local disk request and limit (`ephemeral-storage`: the work directory, "
+        "where the base model is downloaded, /tmp and the logs). Unset: sized from the base "
+        "model's name (its parameters in bf16, a quarter more, and room for the step's own "
+        "files; 64Gi when the name gives no size; 10Gi for ingest).",
+    )
 
 
 CandidateKind = Literal["ClosedBook", "Retrieval"]
@@ -546,6 +579,65 @@ class EvaluationSpec(ApiModel):
     )
 
 
+class LabelSelector(ApiModel):
+    """Labels an object must carry, all of them (`matchLabels`); empty selects every one."""
+
+    match_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_NODE_SELECTOR, description="Labels to match."
+    )
+
+
+class NetworkPeer(ApiModel):
+    """Pods allowed to call the servers, as a NetworkPolicy peer: pods matching
+    `podSelector` in the DocModel's namespace, every pod of the namespaces matching
+    `namespaceSelector`, or, with both, the matching pods of the matching namespaces."""
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces whose pods may connect."
+    )
+    pod_selector: LabelSelector | None = Field(default=None, description="Pods that may connect.")
+
+
+class NetworkPolicySpec(ApiModel):
+    """The NetworkPolicies the operator creates with the DocModel's pods."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Create them: the server pods accept connections only on the serving "
+        "port and only from `allowFrom`; the ingest, train and evaluate pods accept none.",
+    )
+    allow_from: list[NetworkPeer] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Who may call the servers. Empty: every pod in the DocModel's namespace.",
+    )
+
+
+class PodSecuritySpec(ApiModel):
+    """What the pods the operator creates run as. Every pod meets the restricted Pod Security
+    Standard (non-root, the runtime's default seccomp profile, no privilege escalation, no
+    capability); these fields only adapt it to images built for another user or that write
+    outside their volumes."""
+
+    run_as_user: int = Field(
+        default=10001,
+        ge=1,
+        le=2147483647,
+        description="User id of every container (the project's images run as 10001; never 0).",
+    )
+    run_as_group: int = Field(
+        default=10001, ge=1, le=2147483647, description="Primary group id of every container."
+    )
+    fs_group: int = Field(
+        default=10001, ge=1, le=2147483647, description="Group that owns the pods' volumes."
+    )
+    read_only_root_filesystem: bool = Field(
+        default=True,
+        description="Mount the image read-only; the steps and servers write only to their "
+        "volumes (the work directory and /tmp). Set false for an image that writes elsewhere.",
+    )
+
+
 class ServingSpec(ApiModel):
     """How the promoted revision is served."""
 
@@ -585,6 +677,10 @@ class ServingSpec(ApiModel):
     )
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Tolerations of the server pods."
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec,
+        description="Who may reach the servers (and that nothing reaches the other pods).",
     )
 
 
@@ -636,6 +732,10 @@ class DocModelSpec(ApiModel):
     )
     retraining: RetrainingSpec = Field(
         default_factory=RetrainingSpec, description="When a new revision is trained."
+    )
+    security: PodSecuritySpec = Field(
+        default_factory=PodSecuritySpec,
+        description="The user and filesystem of every pod the operator creates.",
     )
     suspend: bool = Field(
         default=False,
@@ -769,6 +869,13 @@ RULES: list[Rule] = [
         ),
     ),
     Rule(
+        on=NetworkPeer,
+        cel="has(self.namespaceSelector) || has(self.podSelector)",
+        field_path=".podSelector",
+        message="a peer needs namespaceSelector, podSelector or both",
+        check=lambda p: p.namespace_selector is not None or p.pod_selector is not None,
+    ),
+    Rule(
         on=Toleration,
         cel="!has(self.operator) || self.operator != 'Exists' || !has(self.value)",
         field_path=".value",
@@ -783,7 +890,8 @@ RULES: list[Rule] = [
 # `Ready=False`, reason `InvalidSpec`, naming the field, before any Job starts. A test finds
 # every validator on the models and fails when one is neither here nor a `Rule`.
 PYTHON_ONLY: dict[tuple[str, str], str] = {
-    ("RetrainingSpec", "_valid_cron"): "cron values (croniter); the schema checks five fields",
+    ("RetrainingSpec", "_valid_cron"): "cron values (croniter) beyond each field's range, "
+    "which the schema's pattern checks",
 }
 
 

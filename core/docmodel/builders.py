@@ -19,14 +19,24 @@ characters of a label value.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from docmodel.api import API_VERSION, KIND, DocModel, ResourcesSpec, Toleration, spec_to_wire
+from docmodel.api import (
+    API_VERSION,
+    KIND,
+    DocModel,
+    NetworkPeer,
+    PodSecuritySpec,
+    ResourcesSpec,
+    Toleration,
+    spec_to_wire,
+)
 from docmodel.artifacts import RevisionLayout, canonical_json, evaluation_digest
 from docmodel.failures import EXIT_CODES
 
@@ -46,42 +56,79 @@ TRAINER_PROGRAM = "docmodel-trainer"
 SERVER_PROGRAM = "docmodel-server"
 JOB_WORKDIR = "/var/lib/docmodel/work"
 SERVER_WORKDIR = "/var/lib/docmodel"
-# The user the trainer and server images run as (their Dockerfiles' USER).
-IMAGE_UID = 10001
 # Every pod the operator creates meets the "restricted" Pod Security Standard: non-root as the
-# images' user, the runtime's default seccomp profile, no privilege escalation, no capability,
-# a read-only root filesystem. The steps write only to their emptyDir volumes (the work
-# directory, where the images also keep their model and Hugging Face caches, and /tmp).
-POD_SECURITY_CONTEXT: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "runAsUser": IMAGE_UID,
-    "runAsGroup": IMAGE_UID,
-    "fsGroup": IMAGE_UID,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-}
+# images' user (spec.security), the runtime's default seccomp profile, no privilege escalation,
+# no capability, a read-only root filesystem. The steps write only to their emptyDir volumes
+# (the work directory, where the images also keep their model and Hugging Face caches, and
+# /tmp). spec.security may change the user and groups and make the root filesystem writable,
+# never more.
 
 
-def _restricted(pod: dict[str, Any], workdir: str) -> dict[str, Any]:
+def pod_security_context(security: PodSecuritySpec) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": security.run_as_user,
+        "runAsGroup": security.run_as_group,
+        "fsGroup": security.fs_group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(security: PodSecuritySpec) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": security.read_only_root_filesystem,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _restricted(pod: dict[str, Any], workdir: str, security: PodSecuritySpec) -> dict[str, Any]:
     """`pod` with the restricted security contexts and its writable volumes (`workdir`, /tmp)."""
     for container in pod["containers"]:
-        container["securityContext"] = copy.deepcopy(CONTAINER_SECURITY_CONTEXT)
+        container["securityContext"] = container_security_context(security)
         container["volumeMounts"] = [
             {"name": "work", "mountPath": workdir},
             {"name": "tmp", "mountPath": "/tmp"},
         ]
-    pod["securityContext"] = copy.deepcopy(POD_SECURITY_CONTEXT)
+    pod["securityContext"] = pod_security_context(security)
     pod["volumes"] = [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
     return pod
 
 
-# Ingest parses documents and calls the teacher: no GPU, modest memory.
-INGEST_RESOURCES = ResourcesSpec(gpu=0, cpu="2", memory="8Gi")
+# Ingest parses documents and calls the teacher: no GPU, modest memory and disk.
+INGEST_RESOURCES = ResourcesSpec(gpu=0, cpu="2", memory="8Gi", ephemeral_storage="10Gi")
 GPU_RESOURCE = "nvidia.com/gpu"
+EPHEMERAL_STORAGE = "ephemeral-storage"
+
+# Local disk of a pod whose spec gives none, from the base model's size in its name
+# ("Llama-3.1-8B", "Mixtral-8x7B", "SmolLM2-135M"): the weights in bf16 (2 bytes a parameter),
+# a quarter more (tokenizer, configs, a partial download beside the finished file), and room
+# for the pod's own files (datasets, checkpoints, index, logs).
+_GIB = 1024**3
+_SIZE = re.compile(r"(?:^|[-_./])(?:(\d+)x)?(\d+(?:\.\d+)?)([BbMm])(?=$|[-_.])")
+STEP_FILES_GIB = 10
+SERVER_FILES_GIB = 4
+UNKNOWN_MODEL_STORAGE = "64Gi"
+
+
+def model_parameters(name: str) -> float | None:
+    """Parameters of a model from its name (the last `<n>B` / `<n>M`, `<k>x<n>B` for experts),
+    or None when the name gives none (a local path, an unusual name)."""
+    found = _SIZE.findall(name.rsplit("/", 1)[-1])
+    if not found:
+        return None
+    experts, amount, unit = found[-1]
+    scale = 1e9 if unit in "Bb" else 1e6
+    return float(amount) * scale * (int(experts) if experts else 1)
+
+
+def ephemeral_storage(base_model: str, files_gib: int) -> str:
+    """The `ephemeral-storage` request and limit for a pod that downloads `base_model`."""
+    parameters = model_parameters(base_model)
+    if parameters is None:
+        return UNKNOWN_MODEL_STORAGE
+    weights_gib = parameters * 2 / _GIB
+    return f"{math.ceil(weights_gib * 1.25 + files_gib)}Gi"
 
 
 class NameTooLong(ValueError):
@@ -357,8 +404,13 @@ def step_scheduling(dm: DocModel, step: Step) -> Scheduling:
     )
 
 
-def _resources(res: ResourcesSpec) -> dict[str, Any]:
-    amounts: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
+def _resources(res: ResourcesSpec, storage: str) -> dict[str, Any]:
+    """Requests equal to limits; `storage` is the disk where the spec gives none."""
+    amounts: dict[str, Any] = {
+        "cpu": res.cpu,
+        "memory": res.memory,
+        EPHEMERAL_STORAGE: res.ephemeral_storage or storage,
+    }
     if res.gpu:
         amounts[GPU_RESOURCE] = str(res.gpu)
     return {"requests": dict(amounts), "limits": dict(amounts)}
@@ -403,10 +455,14 @@ def build_job(
         "command": [TRAINER_PROGRAM],
         "args": command.args,
         "env": [e.to_k8s() for e in command.env],
-        "resources": _resources(scheduling.resources),
+        "resources": _resources(
+            scheduling.resources, ephemeral_storage(spec.base_model.name, STEP_FILES_GIB)
+        ),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod = _restricted({"restartPolicy": "Never", "containers": [container]}, JOB_WORKDIR)
+    pod = _restricted(
+        {"restartPolicy": "Never", "containers": [container]}, JOB_WORKDIR, spec.security
+    )
     scheduling.apply(pod, defaults or PodDefaults())
     return {
         "apiVersion": "batch/v1",
@@ -479,7 +535,8 @@ def serving_digest(dm: DocModel) -> str:
     """Digest of what the live Deployment is built from besides the revision: a change here
     (replicas, resources, server settings) updates the Deployment without retraining."""
     wire = dm.spec.serving.model_dump(mode="json", by_alias=True)
-    return _short_digest([wire, dm.spec.base_model.name, dm.spec.training.lora.r])
+    security = dm.spec.security.model_dump(mode="json", by_alias=True)
+    return _short_digest([wire, dm.spec.base_model.name, dm.spec.training.lora.r, security])
 
 
 def _probe(kind: str, period: int, failures: int) -> dict[str, Any]:
@@ -510,14 +567,16 @@ def build_deployment(
         "args": ["serve"],
         "env": [e.to_k8s() for e in server_env(dm, revision, store)],
         "ports": [{"name": "http", "containerPort": spec.serving.port, "protocol": "TCP"}],
-        "resources": _resources(spec.serving.resources),
+        "resources": _resources(
+            spec.serving.resources, ephemeral_storage(spec.base_model.name, SERVER_FILES_GIB)
+        ),
         # Loading an 8B model and its adapter takes minutes; the startup probe covers that,
         # bounded by the rollout's progress deadline.
         "startupProbe": _probe("ready", 10, max(1, spec.serving.progress_deadline_seconds // 10)),
         "readinessProbe": _probe("ready", 10, 3),
         "livenessProbe": _probe("live", 20, 3),
     }
-    pod = _restricted({"containers": [container]}, SERVER_WORKDIR)
+    pod = _restricted({"containers": [container]}, SERVER_WORKDIR, spec.security)
     serving = spec.serving
     Scheduling(serving.resources, serving.node_selector, serving.tolerations).apply(
         pod, defaults or PodDefaults()
@@ -567,6 +626,108 @@ def build_service(dm: DocModel, owner: Owner, revision: str) -> dict[str, Any]:
         "spec": {
             "selector": _selector(name, revision),
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Network policies and the servers' disruption budget
+# --------------------------------------------------------------------------------------------
+
+STEP_COMPONENTS = tuple(STEP_SUFFIX[step] for step in STEPS)
+
+
+def server_policy_name(name: str) -> str:
+    return child_name(name, None, "server")
+
+
+def steps_policy_name(name: str) -> str:
+    return child_name(name, None, "steps")
+
+
+def _peer(peer: NetworkPeer) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if peer.namespace_selector is not None:
+        out["namespaceSelector"] = {"matchLabels": dict(peer.namespace_selector.match_labels)}
+    if peer.pod_selector is not None:
+        out["podSelector"] = {"matchLabels": dict(peer.pod_selector.match_labels)}
+    return out
+
+
+def build_server_policy(dm: DocModel, owner: Owner) -> dict[str, Any]:
+    """Ingress to every server pod of the DocModel (any revision) on the serving port only,
+    from `serving.networkPolicy.allowFrom` (default: the pods of the DocModel's namespace).
+    Egress stays open: the servers read the store, the base model's mirror or hub."""
+    name = dm.metadata.name
+    policy = dm.spec.serving.network_policy
+    peers = [_peer(p) for p in policy.allow_from] or [{"podSelector": {}}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(owner, server_policy_name(name), labels(name, "server")),
+        "spec": {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/instance": name,
+                    "app.kubernetes.io/component": "server",
+                    "app.kubernetes.io/managed-by": MANAGED_BY,
+                }
+            },
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": peers,
+                    "ports": [{"protocol": "TCP", "port": dm.spec.serving.port}],
+                }
+            ],
+        },
+    }
+
+
+def build_steps_policy(dm: DocModel, owner: Owner) -> dict[str, Any]:
+    """No ingress at all to the DocModel's ingest, train and evaluate pods (they listen on
+    nothing, and hold the source's and the store's credentials). Egress stays open: they read
+    S3, the teacher and the base model from wherever the spec points."""
+    name = dm.metadata.name
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(owner, steps_policy_name(name), labels(name, "steps")),
+        "spec": {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/instance": name,
+                    "app.kubernetes.io/managed-by": MANAGED_BY,
+                },
+                "matchExpressions": [
+                    {
+                        "key": "app.kubernetes.io/component",
+                        "operator": "In",
+                        "values": list(STEP_COMPONENTS),
+                    }
+                ],
+            },
+            "policyTypes": ["Ingress"],
+            "ingress": [],
+        },
+    }
+
+
+def build_disruption_budget(dm: DocModel, owner: Owner, revision: str) -> dict[str, Any] | None:
+    """A PodDisruptionBudget for the revision's servers when there are several: a node drain
+    takes one replica at a time. With one replica, none (it would block every drain)."""
+    if dm.spec.serving.replicas < 2:
+        return None
+    name = dm.metadata.name
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(
+            owner, deployment_name(name, revision), labels(name, "server", revision)
+        ),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": _selector(name, revision)},
         },
     }
 

@@ -80,6 +80,28 @@ class JobState:
     message: str = ""
     log_tail: tuple[str, ...] = ()
     since: datetime | None = None  # when it entered this phase
+    # The cluster refuses its pod (Pod Security admission, a quota, a webhook): `reason` is
+    # the API server's (Forbidden, Invalid), `message` its words. Shown at once, not after
+    # the pending warning: waiting does not help.
+    refused: bool = False
+    # Pending with no pod yet: the executor looks again shortly for why (a refused pod).
+    awaiting_pod: bool = False
+
+
+# A Job with no pod yet is looked at again this soon: its controller's reason, if the cluster
+# refuses the pod, is then on the DocModel within seconds.
+POD_LOOK_AGAIN_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The cluster refused a child: the API server (an admission check, a quota, a webhook,
+    a field it does not accept) refused the object itself, or its controller could not create
+    its pods. `reason` is the API server's (Forbidden, Invalid, ...)."""
+
+    reason: str
+    message: str
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -92,6 +114,7 @@ class ServerState:
     endpoint: str | None = None  # where clients reach the DocModel once traffic is here
     message: str = ""  # why it is not ready, when known
     failed: bool = False  # it will not become ready (past its deadline, or the process exited)
+    refused: Refusal | None = None  # the cluster refuses its pods
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,9 @@ class Observed:
     servers: Mapping[str, ServerState] = field(default_factory=dict)  # by revision
     traffic: str | None = None  # the revision the Service (local: the state) points at
     missing_secrets: tuple[str, ...] = ()  # Secrets the DocModel's pods need that do not exist
+    # Children the cluster refused to create, by what they were for (`refusal_key`): a
+    # step, a revision's server (its Deployment, budget and policy), the Service.
+    refused: Mapping[str, Refusal] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,12 +171,24 @@ class RemoveServer:
 Action = StartStep | DeleteJobs | Deploy | SwitchTraffic | RemoveServer
 
 
+def refusal_key(action: Action) -> str:
+    """What a refused action was for: a step's name, `server/<revision>` or `traffic`."""
+    if isinstance(action, StartStep):
+        return action.step
+    if isinstance(action, SwitchTraffic):
+        return "traffic"
+    return f"server/{action.revision}"
+
+
 @dataclass(frozen=True)
 class Policy:
     """Executor-wide timings (the operator's settings; local mode uses the defaults)."""
 
     cleanup_delay_seconds: float = 120.0  # the old revision's server lives on this long
     pending_warning_seconds: float = 300.0  # a pod Pending this long gets a condition
+    # A child the cluster refused is tried again this long after (a raised quota or a fixed
+    # webhook lets it through; a changed spec tries again at once).
+    refusal_retry_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -483,6 +521,8 @@ class _Planner:
             )
             self.timers.append(30.0)
             return False
+        if self.refused(step, condition, f"the {step} step of revision {revision}"):
+            return False
         serving = self.serving if step == "evaluate" and self.serving != revision else None
         self.actions.append(StartStep(step, revision, serving))
         self.cond(
@@ -490,8 +530,34 @@ class _Planner:
         )
         return False
 
+    def refused(self, key: str, condition: str, what: str) -> bool:
+        """Whether a child for `key` was refused recently: then the condition says so with
+        the API server's reason, and the pass looks again once the retry is due."""
+        refusal = self.obs.refused.get(key)
+        if refusal is None:
+            return False
+        retry = refusal.at + timedelta(seconds=self.policy.refusal_retry_seconds)
+        if self.now >= retry:
+            return False
+        self.cond(
+            condition, "False", refusal.reason, f"the cluster refused {what}: {refusal.message}"
+        )
+        self.wake_at(retry)
+        return True
+
     def step_running(self, step: Step, revision: str, job: JobState) -> None:
         condition = STEP_CONDITION[step]
+        if job.refused:
+            self.cond(
+                condition,
+                "False",
+                job.reason or "Forbidden",
+                f"the cluster refused the {step} pod of revision {revision}: {job.message}",
+            )
+            self.timers.append(self.policy.refusal_retry_seconds)
+            return
+        if job.awaiting_pod:
+            self.timers.append(POD_LOOK_AGAIN_SECONDS)
         if job.phase == "Pending" and job.since is not None:
             waited = (self.now - job.since).total_seconds()
             if waited >= self.policy.pending_warning_seconds:
@@ -608,6 +674,9 @@ class _Planner:
         server = self.obs.servers.get(revision)
         deadline = self.spec.serving.progress_deadline_seconds
         if server is None:
+            if self.refused(f"server/{revision}", ROLLED_OUT, f"the server of revision {revision}"):
+                self.phase = "RollingOut"
+                return
             serving = self.serving
             if (
                 self.spec.serving.strategy == "Recreate"
@@ -648,7 +717,17 @@ class _Planner:
             return
         self.phase = "RollingOut"
         self.rolling_out = revision
-        self.cond(ROLLED_OUT, "Unknown", "Progressing", f"waiting for revision {revision}")
+        if server.refused is not None:
+            # Not given up before the deadline: a raised quota lets the pods through.
+            self.cond(
+                ROLLED_OUT,
+                "False",
+                server.refused.reason,
+                f"the cluster refused the server pods of revision {revision}: "
+                f"{server.refused.message}; traffic stays on revision {self.serving or 'none'}",
+            )
+        else:
+            self.cond(ROLLED_OUT, "Unknown", "Progressing", f"waiting for revision {revision}")
         self.wake_at(ends)
 
     def set_rollout(
@@ -669,9 +748,20 @@ class _Planner:
             # While a candidate rolls out, a missing serving server is not rebuilt only to be
             # replaced; should the rollout fail, the next pass rebuilds it.
             rolling = candidate is not None and server is None
-            if stale and not rolling and Deploy(serving) not in self.actions:
+            if (
+                stale
+                and not rolling
+                and Deploy(serving) not in self.actions
+                and not self.refused(
+                    f"server/{serving}", READY, f"the server of revision {serving}"
+                )
+            ):
                 self.actions.append(Deploy(serving))
-            if self.obs.traffic != serving and SwitchTraffic(serving) not in self.actions:
+            if (
+                self.obs.traffic != serving
+                and SwitchTraffic(serving) not in self.actions
+                and not self.refused("traffic", READY, "the Service")
+            ):
                 self.actions.append(SwitchTraffic(serving))
             if server is None and rolling:
                 self.cond(

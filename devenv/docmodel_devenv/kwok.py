@@ -55,7 +55,7 @@ def node_manifest(
         "type": "kwok",
         NODE_KIND_LABEL: "kwok",
     }
-    capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
+    capacity = {"cpu": cpu, "memory": memory, "ephemeral-storage": "2Ti", "pods": "110"}
     if gpus:
         labels.update(
             {

@@ -65,6 +65,7 @@ class PodRunner:
     gpus: int = field(default_factory=lambda: DevenvSettings.from_env().devenv_local_gpus)
     cpu: str = "32"
     memory: str = "256Gi"
+    ephemeral_storage: str = "2Ti"
     # Pods get loopback addresses: nothing here routes another range on the host.
     pod_network: str = "127.0.0.0/24"
     default_env: Path = REPO_ROOT / ".venv"
@@ -151,6 +152,7 @@ class PodRunner:
         capacity = {
             "cpu": self.cpu,
             "memory": self.memory,
+            "ephemeral-storage": self.ephemeral_storage,
             "pods": "110",
             "nvidia.com/gpu": str(self.gpus),
         }

@@ -52,6 +52,8 @@ class Kube:
         self.apps = client.AppsV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.networking = client.NetworkingV1Api(api)
+        self.policy = client.PolicyV1Api(api)
 
     # -- the DocModel -------------------------------------------------------------------------
 
@@ -171,16 +173,23 @@ class Kube:
             _request_timeout=REQUEST_TIMEOUT,
         )
 
+    def _calls(self, kind: str, verb: str) -> Any:
+        """The client's `verb` call (patch, delete) of a namespaced child `kind`."""
+        group, singular = {
+            "Deployment": (self.apps, "deployment"),
+            "Service": (self.core, "service"),
+            "NetworkPolicy": (self.networking, "network_policy"),
+            "PodDisruptionBudget": (self.policy, "pod_disruption_budget"),
+        }.get(kind, (None, ""))
+        if group is None:
+            raise ValueError(f"the operator does not manage kind {kind}")
+        return getattr(group, f"{verb}_namespaced_{singular}")
+
     def apply(self, obj: dict[str, Any]) -> None:
-        """Server-side apply of a Deployment or a Service, as the builder made it."""
+        """Server-side apply of a child (Deployment, Service, NetworkPolicy,
+        PodDisruptionBudget), as the builder made it."""
         meta = obj["metadata"]
-        patch = {
-            "Deployment": self.apps.patch_namespaced_deployment,
-            "Service": self.core.patch_namespaced_service,
-        }.get(obj["kind"])
-        if patch is None:
-            raise ValueError(f"apply does not handle kind {obj['kind']}")
-        patch(
+        self._calls(obj["kind"], "patch")(
             meta["name"],
             meta["namespace"],
             obj,
@@ -190,9 +199,10 @@ class Kube:
             _request_timeout=REQUEST_TIMEOUT,
         )
 
-    def delete_deployment(self, namespace: str, name: str) -> None:
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a child (its dependents in the background); one that is gone is fine."""
         try:
-            self.apps.delete_namespaced_deployment(
+            self._calls(kind, "delete")(
                 name,
                 namespace,
                 propagation_policy="Background",
@@ -201,3 +211,13 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def job_events(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """The Events about the Job `job` (its controller's: FailedCreate, SuccessfulCreate)."""
+        raw: Any = self.core.list_namespaced_event(
+            namespace,
+            field_selector=f"involvedObject.kind=Job,involvedObject.name={job}",
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        return list(json.loads(raw.data).get("items") or [])

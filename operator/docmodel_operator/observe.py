@@ -19,10 +19,12 @@ from docmodel.builders import (
     Step,
     job_name,
 )
-from docmodel.plan import JobState, ServerState
+from docmodel.plan import JobState, Refusal, ServerState
 from docmodel.status import redact
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+# A Job's pod normally follows within a second; past this, its Events are read for why not.
+POD_GRACE_SECONDS = 2.0
 LOG_TAIL_LINES = 20
 
 
@@ -111,7 +113,37 @@ def job_state(job: Obj, pods: Iterable[Obj], secrets: Iterable[str] = ()) -> Job
                 message=scheduled.get("message") or "",
                 since=_time(_meta(pod).get("creationTimestamp")),
             )
-    return JobState("Running", since=_time(_meta(job).get("creationTimestamp")))
+    created = _time(_meta(job).get("creationTimestamp"))
+    if not own and not _status(job).get("active"):
+        return JobState("Pending", reason="NoPod", since=created, awaiting_pod=True)
+    return JobState("Running", since=created)
+
+
+def refused_reason(message: str) -> str:
+    """The API server's reason in a controller's "Error creating: ..." message: `pods "x" is
+    forbidden: ...` is Forbidden, `... is invalid: ...` Invalid."""
+    if " is forbidden" in message:
+        return "Forbidden"
+    if " is invalid" in message:
+        return "Invalid"
+    return "FailedCreate"
+
+
+def refused_job(job: JobState, events: Iterable[Obj], secrets: Iterable[str] = ()) -> JobState:
+    """`job` (awaiting its pod) as refused when its controller's newest FailedCreate Event
+    says why; unchanged when there is none."""
+    failed = [e for e in events if e.get("reason") == "FailedCreate" and e.get("message")]
+    if not failed:
+        return job
+    newest = max(failed, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    message = str(newest["message"]).removeprefix("Error creating: ")
+    return JobState(
+        "Pending",
+        reason=refused_reason(message),
+        message=" ".join(redact([message], secrets)),
+        since=job.since,
+        refused=True,
+    )
 
 
 def step_jobs(
@@ -147,10 +179,17 @@ def server_state(deployment: Obj, endpoint: str | None, pods: Iterable[Obj] = ()
         and (status.get("updatedReplicas") or 0) >= wanted
         and (status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
     )
-    failed, messages = False, []
+    failed, messages, refused = False, [], None
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             failed = True
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            message = str(cond.get("message") or "")
+            refused = Refusal(
+                refused_reason(message),
+                message,
+                _time(cond.get("lastTransitionTime")) or datetime.now(UTC),
+            )
         if cond.get("status") == "False" and cond.get("message"):
             messages.append(cond["message"])
     revision = _labels(deployment).get(LABEL_REVISION)
@@ -169,6 +208,7 @@ def server_state(deployment: Obj, endpoint: str | None, pods: Iterable[Obj] = ()
         endpoint=endpoint,
         message="; ".join(messages),
         failed=failed,
+        refused=refused,
     )
 
 

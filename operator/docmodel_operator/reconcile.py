@@ -8,12 +8,15 @@ loop; the queue hands a DocModel to one worker at a time.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from docmodel import gate
 from docmodel.api import DocModel, DocModelStatus, SpecError, parse_docmodel
@@ -22,9 +25,13 @@ from docmodel.builders import (
     Owner,
     StoreConfig,
     build_deployment,
+    build_disruption_budget,
     build_job,
+    build_server_policy,
     build_service,
+    build_steps_policy,
     deployment_name,
+    job_name,
     service_endpoint,
     service_name,
 )
@@ -34,10 +41,12 @@ from docmodel.plan import (
     Deploy,
     Observed,
     Plan,
+    Refusal,
     RemoveServer,
     StartStep,
     SwitchTraffic,
     plan,
+    refusal_key,
     source_check_due,
     target_revision,
 )
@@ -48,7 +57,7 @@ from docmodel.revision import (
     observe_revision,
     open_source,
 )
-from docmodel.status import set_condition
+from docmodel.status import redact, set_condition
 from docmodel.storage import ObjectStore
 from docmodel_operator import metrics, observe
 from docmodel_operator.cache import Cache
@@ -95,6 +104,9 @@ class Reconciler:
         # The status each DocModel was last given, by generation: its own echo (the event of
         # that status patch) needs no reconcile.
         self._written: dict[tuple[str, str], tuple[int, DocModelStatus]] = {}
+        # Children the API server refused, by DocModel and what they were for: the next
+        # passes plan without them until their retry is due.
+        self._refused: dict[tuple[str, str], tuple[int, dict[str, Refusal]]] = {}
         # What each DocModel's last read of the store found, by what it was read for: a
         # revision's artifacts never change once written, so what was found is not read
         # again, and an idle DocModel's polls read nothing from the store.
@@ -108,6 +120,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self._written.pop((namespace, name), None)
+        self._refused.pop((namespace, name), None)
         self._forget_artifacts(namespace, name)
 
     def _forget_artifacts(self, namespace: str, name: str) -> None:
@@ -179,13 +192,62 @@ class Reconciler:
         if source_check_due(dm.spec, status, generation, at):
             check = self._list_source(dm, secrets)
         observed = self._observe(dm, status, check, secrets, at)
-        result = plan(dm, generation, status, observed, self.store.uri, self.settings.policy)
-        # Act first, record second: the status never claims what has not happened (traffic
-        # moved, a Job started); if an action fails, the next reconcile plans it again.
-        for action in result.actions:
-            self._act(dm, owner, action, observed)
+        result = self._plan_and_act(dm, owner, generation, status, observed, secrets)
         self._record(body, status, result, at)
         return result.requeue_after
+
+    def _plan_and_act(
+        self,
+        dm: DocModel,
+        owner: Owner,
+        generation: int,
+        status: DocModelStatus,
+        observed: Observed,
+        secrets: Secrets,
+    ) -> Plan:
+        """Plan, then carry the actions out. Act first, record second: the status never
+        claims what has not happened (traffic moved, a Job started); if an action fails, the
+        next reconcile plans it again. When the API server refuses a child (an admission
+        check, a quota, a field it does not accept), the pass plans again knowing it, so the
+        refusal is on the DocModel at once with the API server's reason, and the child is
+        tried again only after the policy's `refusal_retry_seconds`."""
+        key = (dm.metadata.namespace, dm.metadata.name)
+        held = self._refused.get(key)
+        # A new generation (a changed spec) tries every child again at once.
+        refused = dict(held[1]) if held is not None and held[0] == generation else {}
+        observed = replace(observed, refused=dict(refused))
+        done: list[Action] = []
+        for _ in range(8):  # each pass refuses a new key (never tried again in it), or is the last
+            result = plan(dm, generation, status, observed, self.store.uri, self.settings.policy)
+            refusal = None
+            for action in result.actions:
+                if action in done:
+                    continue
+                try:
+                    self._act(dm, owner, action, observed)
+                except ApiException as exc:
+                    if exc.status not in REFUSED_STATUSES:
+                        raise
+                    refusal = (refusal_key(action), api_refusal(exc, observed.now, secrets))
+                    break
+                done.append(action)
+                refused.pop(refusal_key(action), None)
+            if refusal is None:
+                break
+            refused[refusal[0]] = refusal[1]
+            observed = replace(observed, refused=dict(refused))
+            log.warning(
+                "Refused child docmodel=%s/%s for=%s reason=%s",
+                key[0],
+                key[1],
+                refusal[0],
+                refusal[1].reason,
+            )
+        if refused:
+            self._refused[key] = (generation, refused)
+        else:
+            self._refused.pop(key, None)
+        return result
 
     def _invalid(
         self, body: dict[str, Any], status: DocModelStatus, generation: int, exc: SpecError
@@ -253,6 +315,13 @@ class Reconciler:
         jobs, revisions = observe.step_jobs(
             dm, self.cache.children("jobs", ns, name), pods, target, serving, secrets.values
         )
+        for step, state in jobs.items():
+            # A Job whose pod has not come for a while: its controller's Events say whether
+            # the cluster refuses the pod (one LIST, only while a Job has no pod).
+            waited = (at - state.since).total_seconds() if state.since is not None else 0.0
+            if state.awaiting_pod and target is not None and waited >= observe.POD_GRACE_SECONDS:
+                events = self.kube.job_events(ns, job_name(dm, step, target, serving))
+                jobs[step] = observe.refused_job(state, events, secrets.values)
         if any(job.phase == "Failed" for job in jobs.values()):
             self._forget_artifacts(ns, name)  # a step may have failed for a missing artifact
         artifacts = self._artifacts(dm, target, serving)
@@ -319,10 +388,18 @@ class Reconciler:
 
     # -- actions ------------------------------------------------------------------------------
 
+    def _policy(self, dm: DocModel, policy: dict[str, Any]) -> None:
+        """Apply a NetworkPolicy as built, or remove it when the spec turns policies off."""
+        if dm.spec.serving.network_policy.enabled:
+            self.kube.apply(policy)
+        else:
+            self.kube.delete("NetworkPolicy", dm.metadata.namespace, policy["metadata"]["name"])
+
     def _act(self, dm: DocModel, owner: Owner, action: Action, observed: Observed) -> None:
         ns, name = dm.metadata.namespace, dm.metadata.name
         where = f"docmodel={ns}/{name}"
         if isinstance(action, StartStep):
+            self._policy(dm, build_steps_policy(dm, owner))
             job = build_job(
                 dm,
                 owner,
@@ -340,6 +417,7 @@ class Reconciler:
             self.kube.delete_jobs(ns, name, action.revision)
             log.info("Deleted jobs %s revision=%s reason=%s", where, action.revision, action.reason)
         elif isinstance(action, Deploy):
+            self._policy(dm, build_server_policy(dm, owner))
             self.kube.apply(
                 build_deployment(
                     dm,
@@ -350,18 +428,42 @@ class Reconciler:
                     self.settings.pod_defaults,
                 )
             )
+            budget = build_disruption_budget(dm, owner, action.revision)
+            if budget is not None:
+                self.kube.apply(budget)
+            else:  # one replica (now): no budget, which would block every drain
+                self.kube.delete("PodDisruptionBudget", ns, deployment_name(name, action.revision))
             log.info("Applied deployment=%s %s", deployment_name(name, action.revision), where)
         elif isinstance(action, SwitchTraffic):
             self.kube.apply(build_service(dm, owner, action.revision))
             log.info("Switched traffic %s revision=%s", where, action.revision)
         elif isinstance(action, RemoveServer):
-            self.kube.delete_deployment(ns, deployment_name(name, action.revision))
+            self.kube.delete("Deployment", ns, deployment_name(name, action.revision))
+            self.kube.delete("PodDisruptionBudget", ns, deployment_name(name, action.revision))
             log.info(
                 "Deleted deployment=%s %s reason=%s",
                 deployment_name(name, action.revision),
                 where,
                 action.reason,
             )
+
+
+# What the API server answers when it will not take an object as it is: a bad request, a
+# refusal (admission, quota, RBAC), an invalid field. Anything else (a conflict, a timeout,
+# a server error) is retried as an error.
+REFUSED_STATUSES = (400, 403, 422)
+
+
+def api_refusal(exc: ApiException, at: datetime, secrets: Secrets) -> Refusal:
+    """The API server's reason and message from its Status answer."""
+    reason, message = exc.reason or "Refused", str(exc.body or "")
+    try:
+        body = json.loads(exc.body or "")
+        reason = body.get("reason") or reason
+        message = body.get("message") or message
+    except (TypeError, ValueError):
+        pass
+    return Refusal(reason, " ".join(redact([message], secrets.values)), at)
 
 
 def parse_status(raw: dict[str, Any] | None) -> DocModelStatus:

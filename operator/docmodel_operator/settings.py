@@ -14,6 +14,7 @@
 | `DOCMODEL_OPERATOR_POD_TOLERATIONS` | `[]` | JSON tolerations to go with it. |
 | `DOCMODEL_OPERATOR_CLEANUP_DELAY_SECONDS` | `120` | How long the old revision's server lives after traffic moved. |
 | `DOCMODEL_OPERATOR_PENDING_WARNING_SECONDS` | `300` | A pod Pending this long gets a condition with the scheduler's message. |
+| `DOCMODEL_OPERATOR_REFUSAL_RETRY_SECONDS` | `30` | A child the cluster refused (admission, quota, webhook) is tried again this long after; the refusal is on the DocModel at once. |
 | `DOCMODEL_OPERATOR_RESYNC_SECONDS` | `30` | Period of the sweep over every DocModel (timers, source polls). |
 | `DOCMODEL_OPERATOR_WORKERS` | `4` | Reconciles that run at once (controller-runtime's `MaxConcurrentReconciles`); one DocModel is only ever reconciled by one. |
 | `DOCMODEL_OPERATOR_RELIST_SECONDS` | `600` | Period of a fresh LIST of the children and Secrets into the operator's cache (what a watch missed). |
@@ -57,6 +58,7 @@ class OperatorSettings(EnvSettings):
     pod_tolerations: list[dict[str, Any]] = Field(default_factory=list)
     cleanup_delay_seconds: float = Field(default=120.0, ge=0)
     pending_warning_seconds: float = Field(default=300.0, ge=0)
+    refusal_retry_seconds: float = Field(default=30.0, ge=1)
     resync_seconds: float = Field(default=30.0, gt=0)
     relist_seconds: float = Field(default=600.0, gt=0)
     workers: int = Field(default=4, ge=1, le=64)
@@ -80,4 +82,5 @@ class OperatorSettings(EnvSettings):
         return Policy(
             cleanup_delay_seconds=self.cleanup_delay_seconds,
             pending_warning_seconds=self.pending_warning_seconds,
+            refusal_retry_seconds=self.refusal_retry_seconds,
         )

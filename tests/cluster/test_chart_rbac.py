@@ -32,7 +32,17 @@ IN_WATCHED: list[tuple[str, str, str, str, str]] = [
     *[(v, "apps", "deployments", "", "handbook-3f2a9c01de") for v in ("patch", "delete")],
     *[(v, "", "services", "", "") for v in ("list", "watch", "create")],
     ("patch", "", "services", "", "handbook"),
-    ("create", "", "events", "", ""),
+    *[(v, "", "events", "", "") for v in ("create", "list")],
+    ("create", "networking.k8s.io", "networkpolicies", "", ""),
+    *[
+        (v, "networking.k8s.io", "networkpolicies", "", "handbook-server")
+        for v in ("patch", "delete")
+    ],
+    ("create", "policy", "poddisruptionbudgets", "", ""),
+    *[
+        (v, "policy", "poddisruptionbudgets", "", "handbook-3f2a9c01de")
+        for v in ("patch", "delete")
+    ],
     *[(v, "", "secrets", "", "") for v in ("list", "watch")],
     ("get", "", "secrets", "", "docmodel-store"),
 ]
@@ -57,6 +67,8 @@ REFUSED_IN_WATCHED = [
     ("update", "apps", "deployments", "", "handbook-3f2a9c01de"),
     ("delete", "", "services", "", "handbook"),
     ("delete", "batch", "jobs", "", "handbook-3f2a9c01de-train"),
+    ("update", "networking.k8s.io", "networkpolicies", "", "handbook-server"),
+    ("delete", "", "events", "", "handbook.1"),
     ("get", "", "configmaps", "", ""),
     ("create", "", "serviceaccounts", "token", "default"),
     ("create", "rbac.authorization.k8s.io", "roles", "", ""),

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
 
 from docmodel.api import GROUP, PLURAL, VERSION
 from docmodel.storage import S3Store, upload_tree
@@ -31,7 +30,7 @@ from docmodel_devenv.serviceproxy import ServiceProxy
 from docmodel_devenv.stack import DevEnv
 
 from testkit.chartlib import CHART, fresh_namespace, helm, values_file
-from testkit.clusterlib import wait_for
+from testkit.clusterlib import enforce_restricted, wait_for
 from testkit.models import tiny_base_model
 from testkit.operatorlib import (
     ANSWER,
@@ -48,10 +47,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow, pytest.mar
 # A base-model name no image and no cache holds: the pods take it from its S3 mirror.
 MIRRORED = "docmodel-tests/tiny-llama-mirror"
 UID = 10001
-RESTRICTED = {
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
 
 # Run in each image as its user: every distribution that the project's extras require is
 # installed and its top-level modules import, and every module of the project's own packages
@@ -313,16 +308,7 @@ def test_chart_operator_trains_evaluates_and_serves_in_containers(
         # Both namespaces enforce the restricted Pod Security Standard (the API server's own
         # admission): the operator's pod and every pod it creates must meet it.
         for name in (namespace, watched):
-            kube.core.patch_namespace(name, {"metadata": {"labels": RESTRICTED}})
-        bare = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "bare"},
-            "spec": {"containers": [{"name": "c", "image": built["trainer"]}]},
-        }
-        with pytest.raises(ApiException) as refused:
-            kube.core.create_namespaced_pod(watched, bare, dry_run="All")
-        assert "violates PodSecurity" in str(refused.value.body), refused.value.body
+            enforce_restricted(kube, name, built["trainer"])
         s3_bucket.put_secret(devenv, namespace, "docmodel-store")
         s3_bucket.put_secret(devenv, watched, "docmodel-store")
         s3_bucket.put_secret(devenv, watched)

@@ -19,7 +19,7 @@ from docmodel.api import GROUP, PLURAL, VERSION
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
 from docmodel_devenv.stack import DevEnv
 
-from testkit.clusterlib import kubectl, wait_for
+from testkit.clusterlib import enforce_restricted, kubectl, wait_for
 from testkit.models import tiny_base_model
 from testkit.operatorlib import (
     ANSWER,
@@ -45,9 +45,13 @@ def base_model() -> str:
 
 @pytest.fixture
 def operator(
-    devenv: DevEnv, crd: str, namespace: str, s3_bucket: S3Bucket, tmp_path: Path
+    devenv: DevEnv, kube: Kube, crd: str, namespace: str, s3_bucket: S3Bucket, tmp_path: Path
 ) -> Iterator[Operator]:
-    """The operator watching `namespace`, with the store in `s3_bucket` and its Secrets."""
+    """The operator watching `namespace`, with the store in `s3_bucket` and its Secrets. The
+    namespace enforces the restricted Pod Security Standard: every lifecycle below (ingest,
+    train, evaluate, serve, a new revision switched to, a failed rollout rolled back) runs
+    with pods that meet it."""
+    enforce_restricted(kube, namespace)
     s3_bucket.put_secret(devenv, namespace)  # the source's credentials: docmodel-s3
     s3_bucket.put_secret(devenv, namespace, "docmodel-store")
     env = operator_env(devenv, s3_bucket.name, namespace)

@@ -39,3 +39,29 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+
+def enforce_restricted(kube: Any, namespace: str, image: str = "docmodel/any:0") -> None:
+    """Label `namespace` to enforce the restricted Pod Security Standard (the API server's
+    own admission) and check that it does: a bare pod is refused by a server-side dry run."""
+    from kubernetes.client.exceptions import ApiException
+
+    kube.core.patch_namespace(namespace, {"metadata": {"labels": RESTRICTED}})
+    bare = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "bare"},
+        "spec": {"containers": [{"name": "c", "image": image}]},
+    }
+    try:
+        kube.core.create_namespaced_pod(namespace, bare, dry_run="All")
+    except ApiException as refused:
+        assert "violates PodSecurity" in str(refused.body), refused.body
+    else:
+        raise AssertionError(f"namespace {namespace} admits a pod that runs as root")

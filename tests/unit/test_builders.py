@@ -157,8 +157,18 @@ def test_train_job_is_the_expected_object() -> None:
                                 secret("HF_TOKEN", "hf", "token"),
                             ],
                             "resources": {
-                                "requests": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"},
-                                "limits": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"},
+                                "requests": {
+                                    "cpu": "8",
+                                    "memory": "64Gi",
+                                    "ephemeral-storage": "29Gi",
+                                    "nvidia.com/gpu": "2",
+                                },
+                                "limits": {
+                                    "cpu": "8",
+                                    "memory": "64Gi",
+                                    "ephemeral-storage": "29Gi",
+                                    "nvidia.com/gpu": "2",
+                                },
                             },
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                             "securityContext": {

@@ -31,7 +31,9 @@ NAMESPACED_RULES = {
     ("", "pods", None): {"list", "watch"},
     ("apps", "deployments", None): {"list", "watch", "create", "patch", "delete"},
     ("", "services", None): {"list", "watch", "create", "patch"},
-    ("", "events", None): {"create"},
+    ("networking.k8s.io", "networkpolicies", None): {"create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets", None): {"create", "patch", "delete"},
+    ("", "events", None): {"create", "list"},
     ("", "secrets", None): {"get", "list", "watch"},
 }
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions", None): {"list", "watch"}}

@@ -10,7 +10,7 @@ from kubernetes import client as k
 
 from docmodel.api import parse_docmodel
 from docmodel.builders import job_name
-from docmodel_operator.observe import job_state, server_state, step_jobs, traffic
+from docmodel_operator.observe import job_state, refused_job, server_state, step_jobs, traffic
 from docmodel_operator.reconcile import parse_status, status_patch
 
 API = k.ApiClient()
@@ -187,3 +187,63 @@ def test_status_round_trip_ignores_other_writers_fields() -> None:
     assert status.phase == "Ready" and status.revision == "r1"
     patch = status_patch(status)
     assert patch["phase"] == "Ready" and patch["lastFailure"] is None
+
+
+FORBIDDEN = (
+    'Error creating: pods "handbook-r1-train-x1y2z" is forbidden: violates PodSecurity '
+    '"restricted:latest": runAsNonRoot != true'
+)
+
+
+def event(reason: str, message: str, at: datetime) -> dict[str, Any]:
+    return plain(
+        k.CoreV1Event(
+            metadata=k.V1ObjectMeta(name=f"e-{reason}"),
+            involved_object=k.V1ObjectReference(kind="Job", name="handbook-r1-train"),
+            reason=reason,
+            message=message,
+            last_timestamp=at,
+        )
+    )
+
+
+def test_job_without_a_pod_awaits_it_and_its_controllers_refusal_is_the_reason() -> None:
+    waiting = job_state(job("handbook-r1-train"), [])
+    assert waiting.phase == "Pending" and waiting.awaiting_pod and not waiting.refused
+    assert waiting.since == T0
+    # No FailedCreate yet: unchanged.
+    assert refused_job(waiting, [event("SuccessfulCreate", "Created pod: x", T0)]) == waiting
+    events = [
+        event("FailedCreate", "Error creating: pods is invalid: old", T0),
+        event("FailedCreate", FORBIDDEN + " (token hunter2)", T1),
+    ]
+    refused = refused_job(waiting, events, ["hunter2"])
+    assert refused.refused and refused.reason == "Forbidden"
+    assert refused.message.startswith('pods "handbook-r1-train-x1y2z" is forbidden')
+    assert "hunter2" not in refused.message and "[redacted]" in refused.message
+    # With its pod, a Job is running, never awaiting.
+    assert not job_state(
+        job("handbook-r1-train"), [pod("handbook-r1-train", "Running")]
+    ).awaiting_pod
+
+
+def test_deployment_whose_replicaset_cannot_create_pods_is_refused() -> None:
+    quota = 'pods "handbook-r1-5d8f-abcde" is forbidden: exceeded quota: zero'
+    body = deployment(ready_replicas=0, updated_replicas=0, observed_generation=2)
+    body["status"]["conditions"] = [
+        {
+            "type": "ReplicaFailure",
+            "status": "True",
+            "reason": "FailedCreate",
+            "message": quota,
+            "lastTransitionTime": "2026-12-01T00:05:00Z",
+        }
+    ]
+    state = server_state(body, "http://x/v1")
+    assert state.refused is not None
+    assert (state.refused.reason, state.refused.message, state.refused.at) == (
+        "Forbidden",
+        quota,
+        T1,
+    )
+    assert not state.ready and not state.failed

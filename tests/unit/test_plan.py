@@ -20,12 +20,14 @@ from docmodel.api import (
 )
 from docmodel.builders import serving_digest
 from docmodel.plan import (
+    POD_LOOK_AGAIN_SECONDS,
     DeleteJobs,
     Deploy,
     JobState,
     Observed,
     Plan,
     Policy,
+    Refusal,
     RemoveServer,
     ServerState,
     StartStep,
@@ -710,3 +712,75 @@ def test_missing_secret_is_named_and_nothing_starts() -> None:
     message = get_condition(result.status.conditions, "DataReady").message  # type: ignore[union-attr]
     assert "docmodel-store" in message and "ml" in message
     assert result.requeue_after == 30
+
+
+# --------------------------------------------------------------------------------------------
+# Children the cluster refuses
+# --------------------------------------------------------------------------------------------
+
+
+QUOTA = 'pods "handbook-x-train-abcde" is forbidden: exceeded quota: zero, requested: pods=1'
+
+
+def test_refused_step_shows_the_api_servers_reason_and_is_tried_again_after_the_delay() -> None:
+    refusal = Refusal("Forbidden", QUOTA, T0)
+    soon = run(in_flight(), artifacts=ALL_DATA, refused={"train": refusal})
+    assert cond(soon, "Trained") == ("False", "Forbidden")
+    trained = get_condition(soon.status.conditions, "Trained")
+    assert trained is not None and "the cluster refused the train step" in trained.message
+    assert "exceeded quota" in trained.message
+    assert soon.actions == ()  # not tried again at once
+    assert soon.requeue_after == Policy().refusal_retry_seconds
+    assert ("Warning", "Forbidden") in [(e.type, e.reason) for e in soon.events]
+    # Once the retry is due, the step is started again.
+    due = run(
+        soon.status,
+        at=T0 + timedelta(seconds=Policy().refusal_retry_seconds),
+        artifacts=ALL_DATA,
+        refused={"train": refusal},
+    )
+    assert list(due.actions) == [StartStep("train", R1)]
+
+
+def test_refused_pod_of_a_job_shows_at_once_not_after_the_pending_warning() -> None:
+    job = JobState("Pending", reason="Forbidden", message=QUOTA, since=T0, refused=True)
+    result = run(in_flight(), at=T0 + timedelta(seconds=3), jobs={"train": job}, artifacts=ALL_DATA)
+    assert cond(result, "Trained") == ("False", "Forbidden")
+    assert result.actions == () and result.requeue_after == Policy().refusal_retry_seconds
+
+
+def test_job_awaiting_its_pod_is_looked_at_again_within_seconds() -> None:
+    job = JobState("Pending", reason="NoPod", since=T0, awaiting_pod=True)
+    result = run(in_flight(), jobs={"train": job}, artifacts=ALL_DATA)
+    assert cond(result, "Trained") == ("Unknown", "Running")
+    assert result.requeue_after == POD_LOOK_AGAIN_SECONDS
+
+
+def test_refused_server_keeps_traffic_and_says_why() -> None:
+    refusal = Refusal("Forbidden", QUOTA, T0)
+    status = serving_status(R1)
+    status.source_digest = listing(DM, "e2").digest
+    status.revision = R2
+    status.history.insert(0, judged(R2))
+    # The Deployment itself refused: not created again before the retry.
+    result = run(
+        status,
+        artifacts=ALL,
+        servers={R1: ready_server(R1)},
+        traffic=R1,
+        refused={f"server/{R2}": refusal},
+    )
+    assert cond(result, "RolledOut") == ("False", "Forbidden")
+    assert Deploy(R2) not in result.actions
+    assert result.status.serving is not None and result.status.serving.revision == R1
+    # Its pods refused (the ReplicaSet's FailedCreate): said at once, the deadline still holds.
+    pods_refused = ServerState(ready=False, created_at=T0, refused=refusal)
+    result = run(
+        status,
+        at=T0 + timedelta(seconds=5),
+        artifacts=ALL,
+        servers={R1: ready_server(R1), R2: pods_refused},
+        traffic=R1,
+    )
+    assert cond(result, "RolledOut") == ("False", "Forbidden")
+    assert result.status.phase == "RollingOut" and result.actions == ()

@@ -113,10 +113,20 @@ handlers.py make every one of these calls; docs/install.md explains each rule).
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch, create, patch]
-# Events on DocModels (the operator's and Kopf's).
+# The NetworkPolicies of a DocModel's pods (server ingress on the serving port only; none
+# to the steps): server-side apply, deleted when the spec turns them off.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, patch, delete]
+# The disruption budget of a revision's servers when it has several replicas.
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [create, patch, delete]
+# Events on DocModels (the operator's and Kopf's); listed for a Job that has no pod, to
+# show why the cluster refuses it (the Job controller's FailedCreate).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 # Secrets a DocModel names (the source's, the store's, tokens): read to list the source and to
 # hide their values in the log lines copied into the status. Never written.
 - apiGroups: [""]
