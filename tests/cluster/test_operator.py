@@ -257,12 +257,14 @@ def test_rejected_candidate_is_never_rolled_out(
     assert status["candidate"]["baselineScore"] in rejected.message
 
 
-def test_a_rule_only_python_checks_is_refused_by_the_operator_before_any_job(
+def test_a_cron_value_out_of_range_is_refused_at_apply_not_in_the_operator(
     kube: Kube, namespace: str, s3_bucket: S3Bucket, operator: Operator, base_model: str
 ) -> None:
-    """The API server checks a cron schedule's shape only; its values are `PYTHON_ONLY`: the
-    operator refuses the spec with InvalidSpec naming the field, and starts nothing."""
-    put_docs(s3_bucket.client(), s3_bucket.name, ["billing", "payroll"])
+    """What the models refuse, the API server refuses at apply, naming the field: a cron
+    minute of 61 never reaches the operator (its `InvalidSpec` stays for specs stored under an
+    older CRD; tests/unit/test_operator_reconcile.py)."""
+    from kubernetes.client.exceptions import ApiException
+
     body = docmodel(
         "badcron",
         s3_bucket.name,
@@ -270,19 +272,95 @@ def test_a_rule_only_python_checks_is_refused_by_the_operator_before_any_job(
         base_model,
         retraining={"schedule": "61 * * * *"},
     )
-    apply(kube, namespace, body)  # accepted at the door: five fields of digits and '*'
-    obj = wait_status(
-        kube,
-        namespace,
-        "badcron",
-        lambda o: (condition(o, "Ready") or {}).get("reason") == "InvalidSpec",
-        120,
-        "InvalidSpec",
-    )
-    ready = condition(obj, "Ready") or {}
-    assert ready["status"] == "False" and "spec.retraining.schedule" in ready["message"]
-    assert obj["status"]["phase"] == "Failed"
+    with pytest.raises(ApiException) as refused:
+        apply(kube, namespace, body)
+    assert refused.value.status == 422
+    assert "spec.retraining.schedule" in str(refused.value.body)
     assert kube.batch.list_namespaced_job(namespace).items == []
+
+
+def quota(kube: Kube, namespace: str, name: str, hard: dict[str, str]) -> None:
+    """A ResourceQuota, once the quota controller has counted what it covers (the quota
+    admission refuses everything it covers until then)."""
+    kube.core.create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": name}, "spec": {"hard": hard}}
+    )
+    wait_for(
+        lambda: kube.core.read_namespaced_resource_quota(name, namespace).status.used or None,
+        30,
+        f"quota {name} counted",
+    )
+
+
+def test_children_the_cluster_refuses_show_on_the_docmodel_within_seconds(
+    devenv: DevEnv,
+    kube: Kube,
+    namespace: str,
+    s3_bucket: S3Bucket,
+    base_model: str,
+    tmp_path: Path,
+) -> None:
+    """A quota of no Jobs (the API server refuses the Job), then of no pods (the Job is
+    accepted, its controller cannot create the pod): each shows as DataReady=False with the
+    API server's reason and words within seconds, with a Warning Event; once the quota is
+    gone the step runs."""
+    enforce_restricted(kube, namespace)
+    s3_bucket.put_secret(devenv, namespace)
+    s3_bucket.put_secret(devenv, namespace, "docmodel-store")
+    put_docs(s3_bucket.client(), s3_bucket.name, ["billing", "payroll"])
+    quota(kube, namespace, "zero-jobs", {"count/jobs.batch": "0"})
+    env = operator_env(
+        devenv, s3_bucket.name, namespace, DOCMODEL_OPERATOR_REFUSAL_RETRY_SECONDS="3"
+    )
+    with running_operator(env, tmp_path / "operator.log") as running:
+        apply(kube, namespace, docmodel("quota", s3_bucket.name, s3_bucket.endpoint, base_model))
+        applied = time.monotonic()
+
+        def refused(words: str) -> Any:
+            def check(o: dict[str, Any]) -> bool:
+                ready = condition(o, "DataReady") or {}
+                return ready.get("reason") == "Forbidden" and words in ready.get("message", "")
+
+            return check
+
+        obj = wait_status(kube, namespace, "quota", refused("zero-jobs"), 60, "the Job refused")
+        seen_after = time.monotonic() - applied
+        ready = condition(obj, "DataReady") or {}
+        assert ready["status"] == "False"
+        assert "the cluster refused the ingest step" in ready["message"]
+        assert "exceeded quota: zero-jobs" in ready["message"]
+        assert obj["status"]["phase"] == "Ingesting"
+        assert kube.batch.list_namespaced_job(namespace).items == []
+        events = kube.core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=quota,reason=Forbidden"
+        ).items
+        assert events and events[0].type == "Warning" and "zero-jobs" in events[0].message
+
+        # Jobs allowed, pods not: the Job is created and its pod refused.
+        kube.core.delete_namespaced_resource_quota("zero-jobs", namespace)
+        quota(kube, namespace, "zero-pods", {"pods": "0"})
+        obj = wait_status(kube, namespace, "quota", refused("zero-pods"), 60, "the pod refused")
+        ready = condition(obj, "DataReady") or {}
+        assert "the cluster refused the ingest pod" in ready["message"]
+        assert (
+            'pods "quota-' in ready["message"] and "exceeded quota: zero-pods" in ready["message"]
+        )
+        assert len(kube.batch.list_namespaced_job(namespace).items) == 1
+
+        # The quota gone, the Job controller creates the pod and the step runs.
+        kube.core.delete_namespaced_resource_quota("zero-pods", namespace)
+        wait_status(
+            kube,
+            namespace,
+            "quota",
+            lambda o: (
+                (condition(o, "DataReady") or {}).get("reason") in ("Running", "DatasetPublished")
+            ),
+            180,
+            "the ingest step to run",
+        )
+        assert "Failed reconcile" not in running.text()
+    print(f"refused Job on the DocModel {seen_after:.1f}s after apply")
 
 
 def failed(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
