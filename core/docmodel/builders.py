@@ -1,5 +1,5 @@
 """Pure builders: child names, each step's command and environment, the Jobs, the server
-Deployment and the Service.
+Deployment, the Service, the NetworkPolicies and the servers' disruption budget.
 
 The operator creates these objects; local mode runs the same commands as local processes
 (`StepCommand.argv`) with the same environment (bar paths and Secret values, which a local
@@ -12,6 +12,8 @@ operator finds the child it made before instead of making a second one:
     <name>-<revision>-ingest | -train | -eval-<settings>   Jobs
     <name>-<revision>                                       the revision's server Deployment
     <name>                                                  the Service app teams call
+    <name>-server | <name>-steps                            NetworkPolicies
+    <name>-<revision>                                       its PodDisruptionBudget (replicas > 1)
 
 A DocModel's name has at most 40 characters and a revision 10, so every name fits the 63
 characters of a label value.

@@ -431,3 +431,22 @@ def test_operator_dockerfile_builds_what_the_chart_runs() -> None:
     assert user is not None
     pod = _values()["podSecurityContext"]
     assert (int(user[1]), int(user[2])) == (pod["runAsUser"], pod["runAsGroup"])
+
+
+def test_operator_network_policy_opens_only_metrics_and_probes_to_the_given_peers() -> None:
+    assert objects(render(STORE), "NetworkPolicy") == []
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+    docs = render({**STORE, "networkPolicy": {"enabled": True, "from": [monitoring]}})
+    policy = one(docs, "NetworkPolicy")
+    deployment = one(docs, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()  # the operator's pod, by its own labels
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [monitoring]
+    ports = {p["port"] for p in rule["ports"]}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert ports == {p["containerPort"] for p in container["ports"]}
+    default = one(render({**STORE, "networkPolicy": {"enabled": True}}), "NetworkPolicy")
+    assert default["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]
