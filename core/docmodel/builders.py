@@ -656,34 +656,38 @@ def _peer(peer: NetworkPeer) -> dict[str, Any]:
     return out
 
 
+def _network_policy(
+    owner: Owner, name: str, lbls: dict[str, str], pods: dict[str, Any], ingress: list[Any]
+) -> dict[str, Any]:
+    """An ingress-only NetworkPolicy over `pods` (a label selector), allowing `ingress`."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(owner, name, lbls),
+        "spec": {"podSelector": pods, "policyTypes": ["Ingress"], "ingress": ingress},
+    }
+
+
+def _own_pods(name: str) -> dict[str, str]:
+    """The labels every pod the operator makes for DocModel `name` carries."""
+    return {"app.kubernetes.io/instance": name, "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
 def build_server_policy(dm: DocModel, owner: Owner) -> dict[str, Any]:
     """Ingress to every server pod of the DocModel (any revision) on the serving port only,
     from `serving.networkPolicy.allowFrom` (default: the pods of the DocModel's namespace).
     Egress stays open: the servers read the store, the base model's mirror or hub."""
     name = dm.metadata.name
-    policy = dm.spec.serving.network_policy
-    peers = [_peer(p) for p in policy.allow_from] or [{"podSelector": {}}]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(owner, server_policy_name(name), labels(name, "server")),
-        "spec": {
-            "podSelector": {
-                "matchLabels": {
-                    "app.kubernetes.io/instance": name,
-                    "app.kubernetes.io/component": "server",
-                    "app.kubernetes.io/managed-by": MANAGED_BY,
-                }
-            },
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": peers,
-                    "ports": [{"protocol": "TCP", "port": dm.spec.serving.port}],
-                }
-            ],
-        },
-    }
+    peers = [_peer(p) for p in dm.spec.serving.network_policy.allow_from] or [{"podSelector": {}}]
+    pods = {"matchLabels": {**_own_pods(name), "app.kubernetes.io/component": "server"}}
+    port = {"protocol": "TCP", "port": dm.spec.serving.port}
+    return _network_policy(
+        owner,
+        server_policy_name(name),
+        labels(name, "server"),
+        pods,
+        [{"from": peers, "ports": [port]}],
+    )
 
 
 def build_steps_policy(dm: DocModel, owner: Owner) -> dict[str, Any]:
@@ -691,28 +695,13 @@ def build_steps_policy(dm: DocModel, owner: Owner) -> dict[str, Any]:
     nothing, and hold the source's and the store's credentials). Egress stays open: they read
     S3, the teacher and the base model from wherever the spec points."""
     name = dm.metadata.name
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(owner, steps_policy_name(name), labels(name, "steps")),
-        "spec": {
-            "podSelector": {
-                "matchLabels": {
-                    "app.kubernetes.io/instance": name,
-                    "app.kubernetes.io/managed-by": MANAGED_BY,
-                },
-                "matchExpressions": [
-                    {
-                        "key": "app.kubernetes.io/component",
-                        "operator": "In",
-                        "values": list(STEP_COMPONENTS),
-                    }
-                ],
-            },
-            "policyTypes": ["Ingress"],
-            "ingress": [],
-        },
+    component = {
+        "key": "app.kubernetes.io/component",
+        "operator": "In",
+        "values": list(STEP_COMPONENTS),
     }
+    pods = {"matchLabels": _own_pods(name), "matchExpressions": [component]}
+    return _network_policy(owner, steps_policy_name(name), labels(name, "steps"), pods, [])
 
 
 def build_disruption_budget(dm: DocModel, owner: Owner, revision: str) -> dict[str, Any] | None:
