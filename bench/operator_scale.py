@@ -30,6 +30,7 @@ verdict and a server on a kwok node, as a real one would.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from docmodel.api import GROUP, PLURAL, VERSION, duration_seconds, parse_docmodel
 from docmodel.artifacts import Manifest, RevisionLayout, evaluation_digest
-from docmodel.report import DecodingSettings, EvalReport, Scores
+from docmodel.report import DecodingSettings, EvalReport, QuestionResult, Scores
 from docmodel.revision import list_source
 from docmodel.storage import S3Store
 from docmodel_devenv.stack import DevEnv
@@ -58,7 +59,7 @@ RESULT = ROOT / "bench" / "results" / "operator_scale.json"
 NAMESPACE = "scale"
 KWOK = {"docmodel.dev/node-kind": "kwok"}
 POLL = "2m"
-SMALL = {"gpu": 0, "cpu": "100m", "memory": "128Mi"}
+SMALL = {"gpu": 0, "cpu": "100m", "memory": "128Mi", "ephemeralStorage": "1Gi"}
 
 
 def kubectl(env: DevEnv, *args: str) -> None:
@@ -116,6 +117,19 @@ class Store:
                     Scores(exact_match=0.5, token_f1=0.8, rouge_l=0.8),
                     Scores(exact_match=0.1, token_f1=0.2, rouge_l=0.2),
                 )
+                aggregate = {"candidate": high, "baseline": low}
+                # The gate decides on per-question scores, at least minQuestions of them.
+                questions = [
+                    QuestionResult(
+                        id=f"q{i}",
+                        question=f"Question {i}?",
+                        reference="r",
+                        source="guide.md",
+                        answers=dict.fromkeys(aggregate, "a"),
+                        scores=aggregate,
+                    )
+                    for i in range(dm.spec.evaluation.min_questions)
+                ]
                 report = EvalReport(
                     revision=revision,
                     base_model=dm.spec.base_model.name,
@@ -123,8 +137,8 @@ class Store:
                     retriever="BM25",
                     top_k=4,
                     decoding=DecodingSettings(max_new_tokens=64, engine="transformers"),
-                    questions=[],
-                    aggregate={"candidate": high, "baseline": low},
+                    questions=questions,
+                    aggregate=aggregate,
                 )
                 self.s3.put_bytes(
                     layout.key("eval", "report.json"), report.model_dump_json().encode()
@@ -251,8 +265,15 @@ def main() -> int:
                 if event["type"] == "ADDED" and job and job not in pod_seen:
                     pod_seen[job] = time.monotonic()
 
-        threading.Thread(target=watch_jobs, daemon=True).start()
-        threading.Thread(target=watch_pods, daemon=True).start()
+        def quietly(watching: Any) -> Any:
+            def run() -> None:
+                with contextlib.suppress(Exception):  # the API server stops at the end
+                    watching()
+
+            return run
+
+        threading.Thread(target=quietly(watch_jobs), daemon=True).start()
+        threading.Thread(target=quietly(watch_pods), daemon=True).start()
         time.sleep(1)
 
         log = env.workdir / "operator.log"

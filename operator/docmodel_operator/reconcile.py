@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from docmodel import gate
 from docmodel.api import DocModel, DocModelStatus, SpecError, parse_docmodel
-from docmodel.artifacts import evaluation_digest, open_artifact_store
+from docmodel.artifacts import canonical_json, evaluation_digest, open_artifact_store
 from docmodel.builders import (
     Owner,
     StoreConfig,
@@ -104,6 +104,9 @@ class Reconciler:
         # The status each DocModel was last given, by generation: its own echo (the event of
         # that status patch) needs no reconcile.
         self._written: dict[tuple[str, str], tuple[int, DocModelStatus]] = {}
+        # The NetworkPolicies this process applied (or removed), by namespace, DocModel and
+        # policy name: their content, "" for removed.
+        self._policies: dict[tuple[str, str, str], str] = {}
         # Children the API server refused, by DocModel and what they were for: the next
         # passes plan without them until their retry is due.
         self._refused: dict[tuple[str, str], tuple[int, dict[str, Refusal]]] = {}
@@ -121,6 +124,8 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self._written.pop((namespace, name), None)
         self._refused.pop((namespace, name), None)
+        for key in [k for k in self._policies if k[:2] == (namespace, name)]:
+            del self._policies[key]
         self._forget_artifacts(namespace, name)
 
     def _forget_artifacts(self, namespace: str, name: str) -> None:
@@ -389,11 +394,20 @@ class Reconciler:
     # -- actions ------------------------------------------------------------------------------
 
     def _policy(self, dm: DocModel, policy: dict[str, Any]) -> None:
-        """Apply a NetworkPolicy as built, or remove it when the spec turns policies off."""
-        if dm.spec.serving.network_policy.enabled:
+        """Apply a NetworkPolicy as built, or remove it when the spec turns policies off; once
+        per content and operator process (a Job's creation does not wait for a second apply
+        of the same policy; a restarted operator applies each once again)."""
+        enabled = dm.spec.serving.network_policy.enabled
+        meta = policy["metadata"]
+        key = (meta["namespace"], dm.metadata.name, meta["name"])
+        wanted = canonical_json(policy) if enabled else ""
+        if self._policies.get(key) == wanted:
+            return
+        if enabled:
             self.kube.apply(policy)
         else:
-            self.kube.delete("NetworkPolicy", dm.metadata.namespace, policy["metadata"]["name"])
+            self.kube.delete("NetworkPolicy", meta["namespace"], meta["name"])
+        self._policies[key] = wanted
 
     def _act(self, dm: DocModel, owner: Owner, action: Action, observed: Observed) -> None:
         ns, name = dm.metadata.namespace, dm.metadata.name

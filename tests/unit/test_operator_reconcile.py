@@ -126,6 +126,8 @@ def test_refused_job_is_a_condition_at_once_and_waits_for_its_retry(
     reconciler.reconcile(NS, NAME)
     assert len([c for c in api.calls if c[0] == "create"]) == 2
     assert (data_ready(api)["status"], data_ready(api)["reason"]) == ("Unknown", "Started")
+    # The steps' policy was applied once by this process, not again before each try.
+    assert api.calls.count(("apply", "NetworkPolicy/handbook-steps")) == 1
 
 
 def test_a_changed_spec_tries_a_refused_child_again_at_once(
