@@ -44,15 +44,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testkit
 
 from docmodel.api import GROUP, PLURAL, VERSION, duration_seconds, parse_docmodel
 from docmodel.artifacts import Manifest, RevisionLayout, evaluation_digest
-from docmodel.report import DecodingSettings, EvalReport, QuestionResult, Scores
 from docmodel.revision import list_source
 from docmodel.storage import S3Store
 from docmodel_devenv.stack import DevEnv
 
 from benchlib import cpu_model, write_result
+from testkit.reports import uniform_report, uniform_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "operator_scale.json"
@@ -113,32 +114,13 @@ class Store:
             if kind == "eval":
                 uri = layout.uri(self.s3.uri, "adapter")
                 inputs = {"adapter": uri, "evaluation": evaluation_digest(dm.spec)}
-                high, low = (
-                    Scores(exact_match=0.5, token_f1=0.8, rouge_l=0.8),
-                    Scores(exact_match=0.1, token_f1=0.2, rouge_l=0.2),
-                )
-                aggregate = {"candidate": high, "baseline": low}
                 # The gate decides on per-question scores, at least minQuestions of them.
-                questions = [
-                    QuestionResult(
-                        id=f"q{i}",
-                        question=f"Question {i}?",
-                        reference="r",
-                        source="guide.md",
-                        answers=dict.fromkeys(aggregate, "a"),
-                        scores=aggregate,
-                    )
-                    for i in range(dm.spec.evaluation.min_questions)
-                ]
-                report = EvalReport(
+                report = uniform_report(
+                    {"candidate": uniform_scores(0.8), "baseline": uniform_scores(0.2)},
+                    questions=dm.spec.evaluation.min_questions,
                     revision=revision,
                     base_model=dm.spec.base_model.name,
                     adapter_uri=uri,
-                    retriever="BM25",
-                    top_k=4,
-                    decoding=DecodingSettings(max_new_tokens=64, engine="transformers"),
-                    questions=questions,
-                    aggregate=aggregate,
                 )
                 self.s3.put_bytes(
                     layout.key("eval", "report.json"), report.model_dump_json().encode()

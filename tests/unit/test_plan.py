@@ -37,10 +37,12 @@ from docmodel.plan import (
     source_check_due,
     target_revision,
 )
-from docmodel.report import DecodingSettings, EvalReport, QuestionResult, Scores
+from docmodel.report import EvalReport, Scores, SystemName
 from docmodel.revision import ResolvedSource, RevisionArtifacts, SourceCheck, resolve_source
 from docmodel.status import get_condition
 from docmodel.storage import ObjectInfo
+
+from testkit.reports import uniform_report, uniform_scores
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 STORE = "s3://artifacts/dm"
@@ -75,34 +77,14 @@ R2 = listing(DM, "e2").revision
 
 
 def report(candidate: float, baseline: float, serving: float | None = None) -> EvalReport:
-    def scores(v: float) -> Scores:
-        return Scores(exact_match=v, token_f1=v, rouge_l=v)
-
-    aggregate = {"candidate": scores(candidate), "baseline": scores(baseline)}
+    aggregate: dict[SystemName, Scores] = {
+        "candidate": uniform_scores(candidate),
+        "baseline": uniform_scores(baseline),
+    }
     if serving is not None:
-        aggregate["serving"] = scores(serving)
-    # The gate decides on per-question scores: the same score on every question.
-    questions = [
-        QuestionResult(
-            id=f"q{i}",
-            question=f"Question {i}?",
-            reference="r",
-            source="guide.md",
-            answers=dict.fromkeys(aggregate, "a"),
-            scores=aggregate,  # type: ignore[arg-type]
-        )
-        for i in range(40)
-    ]
-    return EvalReport(
-        revision=R1,
-        base_model="base",
-        adapter_uri="x",
-        retriever="BM25",
-        top_k=4,
-        decoding=DecodingSettings(max_new_tokens=8, engine="transformers"),
-        questions=questions,
-        aggregate=aggregate,  # type: ignore[arg-type]
-        created_at=T0,
+        aggregate["serving"] = uniform_scores(serving)
+    return uniform_report(
+        aggregate, questions=40, revision=R1, base_model="base", adapter_uri="x", created_at=T0
     )
 
 
