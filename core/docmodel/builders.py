@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from docmodel import labels
 from docmodel.api import (
     API_VERSION,
     KIND,
@@ -47,12 +48,6 @@ STEPS: tuple[Step, ...] = ("ingest", "train", "evaluate")
 STEP_SUFFIX: dict[Step, str] = {"ingest": "ingest", "train": "train", "evaluate": "eval"}
 
 MAX_NAME = 63
-ANNOTATION_PREFIX = "docmodel.dev/"
-LABEL_REVISION = f"{ANNOTATION_PREFIX}revision"
-LABEL_STEP = f"{ANNOTATION_PREFIX}step"
-ANNOTATION_SERVING_DIGEST = f"{ANNOTATION_PREFIX}serving-digest"
-MANAGED_BY = "docmodel-operator"
-APP_NAME = "docmodel"
 
 TRAINER_PROGRAM = "docmodel-trainer"
 SERVER_PROGRAM = "docmodel-server"
@@ -193,18 +188,6 @@ class Owner:
             "controller": True,
             "blockOwnerDeletion": True,
         }
-
-
-def labels(name: str, component: str, revision: str | None = None) -> dict[str, str]:
-    out = {
-        "app.kubernetes.io/name": APP_NAME,
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-    }
-    if revision:
-        out[LABEL_REVISION] = revision
-    return out
 
 
 def _metadata(
@@ -448,7 +431,7 @@ def build_job(
     spec = dm.spec
     command = step_command(dm, step, revision, store, serving_revision=serving_revision)
     name = job_name(dm, step, revision, serving_revision)
-    lbls = {**labels(dm.metadata.name, STEP_SUFFIX[step], revision), LABEL_STEP: step}
+    lbls = {**labels.child_labels(dm.metadata.name, STEP_SUFFIX[step], revision), labels.STEP: step}
     training = spec.training
     scheduling = step_scheduling(dm, step)
     container = {
@@ -561,7 +544,7 @@ def build_deployment(
     """The server Deployment of `revision` (blue-green: one per revision)."""
     spec = dm.spec
     name = dm.metadata.name
-    lbls = labels(name, "server", revision)
+    lbls = labels.child_labels(name, labels.SERVER, revision)
     container = {
         "name": "server",
         "image": spec.serving.image or server_image,
@@ -590,12 +573,12 @@ def build_deployment(
             owner,
             deployment_name(name, revision),
             lbls,
-            {ANNOTATION_SERVING_DIGEST: serving_digest(dm)},
+            {labels.SERVING_DIGEST: serving_digest(dm)},
         ),
         "spec": {
             "replicas": spec.serving.replicas,
             "progressDeadlineSeconds": spec.serving.progress_deadline_seconds,
-            "selector": {"matchLabels": _selector(name, revision)},
+            "selector": {"matchLabels": labels.server_pods(name, revision)},
             "strategy": (
                 {"type": "Recreate"}
                 if spec.serving.strategy == "Recreate"
@@ -609,14 +592,6 @@ def build_deployment(
     }
 
 
-def _selector(name: str, revision: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": "server",
-        LABEL_REVISION: revision,
-    }
-
-
 def build_service(dm: DocModel, owner: Owner, revision: str) -> dict[str, Any]:
     """The DocModel's Service, selecting the pods of `revision` (moving it moves traffic)."""
     name = dm.metadata.name
@@ -624,9 +599,9 @@ def build_service(dm: DocModel, owner: Owner, revision: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, service_name(name), labels(name, "server")),
+        "metadata": _metadata(owner, service_name(name), labels.child_labels(name, labels.SERVER)),
         "spec": {
-            "selector": _selector(name, revision),
+            "selector": labels.server_pods(name, revision),
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
@@ -668,23 +643,18 @@ def _network_policy(
     }
 
 
-def _own_pods(name: str) -> dict[str, str]:
-    """The labels every pod the operator makes for DocModel `name` carries."""
-    return {"app.kubernetes.io/instance": name, "app.kubernetes.io/managed-by": MANAGED_BY}
-
-
 def build_server_policy(dm: DocModel, owner: Owner) -> dict[str, Any]:
     """Ingress to every server pod of the DocModel (any revision) on the serving port only,
     from `serving.networkPolicy.allowFrom` (default: the pods of the DocModel's namespace).
     Egress stays open: the servers read the store, the base model's mirror or hub."""
     name = dm.metadata.name
     peers = [_peer(p) for p in dm.spec.serving.network_policy.allow_from] or [{"podSelector": {}}]
-    pods = {"matchLabels": {**_own_pods(name), "app.kubernetes.io/component": "server"}}
+    pods = {"matchLabels": {**labels.own_pods(name), labels.COMPONENT: labels.SERVER}}
     port = {"protocol": "TCP", "port": dm.spec.serving.port}
     return _network_policy(
         owner,
         server_policy_name(name),
-        labels(name, "server"),
+        labels.child_labels(name, labels.SERVER),
         pods,
         [{"from": peers, "ports": [port]}],
     )
@@ -696,12 +666,14 @@ def build_steps_policy(dm: DocModel, owner: Owner) -> dict[str, Any]:
     S3, the teacher and the base model from wherever the spec points."""
     name = dm.metadata.name
     component = {
-        "key": "app.kubernetes.io/component",
+        "key": labels.COMPONENT,
         "operator": "In",
         "values": list(STEP_COMPONENTS),
     }
-    pods = {"matchLabels": _own_pods(name), "matchExpressions": [component]}
-    return _network_policy(owner, steps_policy_name(name), labels(name, "steps"), pods, [])
+    pods = {"matchLabels": labels.own_pods(name), "matchExpressions": [component]}
+    return _network_policy(
+        owner, steps_policy_name(name), labels.child_labels(name, "steps"), pods, []
+    )
 
 
 def build_disruption_budget(dm: DocModel, owner: Owner, revision: str) -> dict[str, Any] | None:
@@ -714,11 +686,13 @@ def build_disruption_budget(dm: DocModel, owner: Owner, revision: str) -> dict[s
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(
-            owner, deployment_name(name, revision), labels(name, "server", revision)
+            owner,
+            deployment_name(name, revision),
+            labels.child_labels(name, labels.SERVER, revision),
         ),
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": _selector(name, revision)},
+            "selector": {"matchLabels": labels.server_pods(name, revision)},
         },
     }
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from docmodel import api
+from docmodel import api, labels
 
 CRD_FILENAME = f"{api.GROUP}_{api.PLURAL}.yaml"
 NAME_RULE = {
@@ -248,7 +248,7 @@ def render() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{api.PLURAL}.{api.GROUP}",
-            "labels": {"app.kubernetes.io/part-of": "docmodel"},
+            "labels": {labels.PART_OF: labels.APP_NAME},
         },
         "spec": {
             "group": api.GROUP,

@@ -26,10 +26,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from docmodel.builders import MANAGED_BY
+from docmodel import labels
 
-INSTANCE_LABEL = "app.kubernetes.io/instance"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 CHILD_KINDS = ("jobs", "pods", "deployments", "services")
 # Kept of each child's spec: what the observer reads (replicas, the Service's selector).
 SPEC_FIELDS = {"deployments": ("replicas",), "services": ("selector",)}
@@ -109,12 +107,10 @@ class Cache:
     @staticmethod
     def _owner(obj: dict[str, Any]) -> tuple[Key, str] | None:
         meta = obj.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or not labels.get(INSTANCE_LABEL):
+        name = labels.owned(meta.get("labels") or {})
+        if name is None or not meta.get("uid") or not meta.get("namespace"):
             return None
-        if not meta.get("uid") or not meta.get("namespace"):
-            return None
-        return (meta["namespace"], labels[INSTANCE_LABEL]), str(meta["uid"])
+        return (meta["namespace"], name), str(meta["uid"])
 
     def children(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
         with self._lock:

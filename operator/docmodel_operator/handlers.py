@@ -31,7 +31,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from docmodel.api import GROUP, PLURAL, VERSION
-from docmodel.builders import MANAGED_BY
+from docmodel.labels import MANAGED_BY, OPERATOR, owned
 from docmodel_operator.cache import CHILD_KINDS, Cache
 from docmodel_operator.kube import Kube, child_selector
 from docmodel_operator.reconcile import Reconciler
@@ -41,7 +41,7 @@ from docmodel_operator.workqueue import WorkQueue, start_workers
 log = logging.getLogger("docmodel.operator")
 
 PEERING_GROUP, PEERING_VERSION, PEERING_PLURAL = "kopf.dev", "v1", "clusterkopfpeerings"
-CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+CHILD_LABELS = {MANAGED_BY: OPERATOR}
 NO_TIMER = float("inf")
 TRIM_SECONDS = 60.0
 
@@ -224,7 +224,7 @@ def _child_handler(kind: str) -> Any:
                 rt.cache.drop_child(kind, raw)
             else:
                 rt.cache.put_child(kind, raw)
-        name = labels.get("app.kubernetes.io/instance")
+        name = owned(labels)
         if name and namespace and rt.new(event):
             rt.reconcile(namespace, name)
 

@@ -15,8 +15,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from docmodel import labels
 from docmodel.api import GROUP, PLURAL, VERSION
-from docmodel.builders import MANAGED_BY
 from docmodel_operator.cache import decode_secret_data, resource_version
 
 log = logging.getLogger("docmodel.operator")
@@ -38,11 +38,7 @@ def load_client() -> client.ApiClient:
 
 
 def child_selector() -> str:
-    return f"app.kubernetes.io/managed-by={MANAGED_BY}"
-
-
-def instance_selector(name: str) -> str:
-    return f"app.kubernetes.io/instance={name},{child_selector()}"
+    return labels.selector({labels.MANAGED_BY: labels.OPERATOR})
 
 
 class Kube:
@@ -168,7 +164,7 @@ class Kube:
         """Delete the revision's Jobs and, in the background, their pods."""
         self.batch.delete_collection_namespaced_job(
             namespace,
-            label_selector=f"{instance_selector(name)},docmodel.dev/revision={revision}",
+            label_selector=labels.selector({**labels.own_pods(name), labels.REVISION: revision}),
             propagation_policy="Background",
             _request_timeout=REQUEST_TIMEOUT,
         )

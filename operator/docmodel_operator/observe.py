@@ -11,14 +11,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from docmodel.builders import (
-    ANNOTATION_SERVING_DIGEST,
-    LABEL_REVISION,
-    LABEL_STEP,
-    STEPS,
-    Step,
-    job_name,
-)
+from docmodel import labels
+from docmodel.builders import STEPS, Step, job_name
 from docmodel.plan import JobState, Refusal, ServerState
 from docmodel.status import redact
 
@@ -158,13 +152,15 @@ def step_jobs(
     serving revision), and every revision that has Jobs at all."""
     jobs = [j for j in jobs if not _meta(j).get("deletionTimestamp")]
     pods = list(pods)
-    revisions = frozenset(_labels(j)[LABEL_REVISION] for j in jobs if LABEL_REVISION in _labels(j))
+    revisions = frozenset(
+        _labels(j)[labels.REVISION] for j in jobs if labels.REVISION in _labels(j)
+    )
     by_name = {_meta(j).get("name"): j for j in jobs}
     states: dict[Step, JobState] = {}
     if target is not None:
         for step in STEPS:
             job = by_name.get(job_name(dm, step, target, serving))
-            if job is not None and _labels(job).get(LABEL_STEP) == step:
+            if job is not None and _labels(job).get(labels.STEP) == step:
                 states[step] = job_state(job, pods, secrets)
     return states, revisions
 
@@ -192,9 +188,9 @@ def server_state(deployment: Obj, endpoint: str | None, pods: Iterable[Obj] = ()
             )
         if cond.get("status") == "False" and cond.get("message"):
             messages.append(cond["message"])
-    revision = _labels(deployment).get(LABEL_REVISION)
+    revision = _labels(deployment).get(labels.REVISION)
     for pod in pods:
-        if _labels(pod).get(LABEL_REVISION) != revision or _job_of(pod) is not None:
+        if _labels(pod).get(labels.REVISION) != revision or _job_of(pod) is not None:
             continue
         for cs in _status(pod).get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
@@ -204,7 +200,7 @@ def server_state(deployment: Obj, endpoint: str | None, pods: Iterable[Obj] = ()
     return ServerState(
         ready=ready,
         created_at=_time(meta.get("creationTimestamp")) or datetime.now(UTC),
-        serving_digest=annotations.get(ANNOTATION_SERVING_DIGEST),
+        serving_digest=annotations.get(labels.SERVING_DIGEST),
         endpoint=endpoint,
         message="; ".join(messages),
         failed=failed,
@@ -218,7 +214,7 @@ def servers(
     pods = list(pods)
     out = {}
     for deployment in deployments:
-        revision = _labels(deployment).get(LABEL_REVISION)
+        revision = _labels(deployment).get(labels.REVISION)
         if revision and not _meta(deployment).get("deletionTimestamp"):
             out[revision] = server_state(deployment, endpoint, pods)
     return out
@@ -229,5 +225,5 @@ def traffic(services: Iterable[Obj], name: str) -> str | None:
     for service in services:
         if _meta(service).get("name") == name:
             selector = (service.get("spec") or {}).get("selector") or {}
-            return selector.get(LABEL_REVISION)
+            return selector.get(labels.REVISION)
     return None
