@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from docmodel import basemodel
 from docmodel.api import DocModelSpec, EvaluationSpec
 from docmodel.dataset import SkippedFile
+from docmodel.modelfacts import ADAPTER_CONFIG
 from docmodel.settings import StoreSettings
 from docmodel.storage import (
     NotFound,
@@ -405,9 +406,6 @@ def open_artifact_store(uri: str, env: dict[str, str] | None = None) -> ObjectSt
         else None
     )
     return open_store(uri, endpoint=settings.endpoint, credentials=own)
-
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 class ArtifactMissing(StorageError):

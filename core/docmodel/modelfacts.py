@@ -1,16 +1,52 @@
-"""Facts about models that the trainer and the server image share, with no ML import: which
-LoRA ranks vLLM accepts, which token ids end an answer, how many CPU threads a process may
+"""Facts about models that the trainer and the server image share, with no ML import: what a
+LoRA adapter's own config says (rank, target modules, base), which LoRA ranks vLLM accepts,
+which token ids end an answer, how many CPU threads a process may
 use, and the one third-party warning both images silence while peft wraps a model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# The file that makes a directory a PEFT adapter, and peft's LoraConfig default for `r`.
+ADAPTER_CONFIG = "adapter_config.json"
+PEFT_DEFAULT_RANK = 8
+
+
+@dataclass(frozen=True)
+class AdapterFacts:
+    """What an adapter's `adapter_config.json` says about it."""
+
+    rank: int  # the largest LoRA rank: `r`, or a larger one from `rank_pattern`
+    target_modules: tuple[str, ...]
+    base_model: str | None  # `base_model_name_or_path`, as training saw it
+
+
+def adapter_facts(adapter_dir: Path) -> AdapterFacts:
+    """Read an adapter's facts from its own config, the one place they are decoded."""
+    path = Path(adapter_dir) / ADAPTER_CONFIG
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the adapter config {path}: {exc}") from None
+    ranks = [
+        int(config.get("r") or PEFT_DEFAULT_RANK),
+        *(int(v) for v in (config.get("rank_pattern") or {}).values()),
+    ]
+    modules = config.get("target_modules") or ()
+    return AdapterFacts(
+        rank=max(ranks),
+        target_modules=(modules,) if isinstance(modules, str) else tuple(sorted(modules)),
+        base_model=config.get("base_model_name_or_path"),
+    )
+
 
 # vLLM's LoRAConfig.max_lora_rank accepts only these values (vllm/config/lora.py MaxLoRARanks).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)

@@ -78,7 +78,8 @@ def local_base_model(name: str) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from docmodel_server.fetch import adapter_rank, fetch_adapter, fetch_base_model
+    from docmodel.modelfacts import adapter_facts
+    from docmodel_server.fetch import fetch_adapter, fetch_base_model
     from docmodel_server.vllm_engine import build_vllm_argv, build_vllm_env, exec_vllm
 
     settings = ServerSettings.from_env(engine=args.engine, host=args.host, port=args.port)
@@ -109,7 +110,7 @@ def serve(args: argparse.Namespace) -> int:
             if front
             else settings
         )
-        argv = build_vllm_argv(vllm_settings, model, adapter_dir, adapter_rank(adapter_dir))
+        argv = build_vllm_argv(vllm_settings, model, adapter_dir, adapter_facts(adapter_dir).rank)
         if args.dry_run:
             sys.stdout.write(shlex.join(argv) + "\n")
             if front:

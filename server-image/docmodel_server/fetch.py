@@ -4,12 +4,10 @@ file that does not match it, is refused) and, when mirrored, the base model."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
-from docmodel.artifacts import ADAPTER_CONFIG
 from docmodel.artifacts import fetch_adapter as fetch_adapter  # the one rule: manifest required
 from docmodel.storage import StorageError, download_tree, open_store
 
@@ -36,13 +34,3 @@ def fetch_base_model(mirror: str, dest: Path, endpoint: str | None = None) -> Pa
         raise FetchError(f"cannot fetch the base model mirror from {mirror}: {exc}") from None
     log.info("Fetched base model mirror=%s files=%d path=%s", mirror, len(files), dest)
     return dest
-
-
-def adapter_rank(adapter_dir: Path) -> int:
-    """The LoRA rank `r` the adapter was trained with (the largest, if ranks vary by layer)."""
-    config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
-    ranks = [
-        int(config.get("r", 8)),
-        *(int(v) for v in (config.get("rank_pattern") or {}).values()),
-    ]
-    return max(ranks)

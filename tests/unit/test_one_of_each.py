@@ -30,6 +30,11 @@ ONE_DEFINITION = {
     "EXIT_UPSTREAM": "core/docmodel/failures.py",
     "S3Credentials": "core/docmodel/storage.py",
     "VLLM_LORA_RANKS": "core/docmodel/modelfacts.py",
+    "ADAPTER_CONFIG": "core/docmodel/modelfacts.py",
+    "adapter_facts": "core/docmodel/modelfacts.py",
+    "child_labels": "core/docmodel/labels.py",
+    "own_pods": "core/docmodel/labels.py",
+    "server_pods": "core/docmodel/labels.py",
     "stop_token_ids": "core/docmodel/modelfacts.py",
     "peft_compat": "core/docmodel/modelfacts.py",
     "Verdict": "core/docmodel/api.py",
@@ -115,6 +120,40 @@ def test_the_census_sees_a_reshaped_copy(tmp_path: Path) -> None:
     found = definitions([core, image], tmp_path)
     assert found["VLLM_LORA_RANKS"] == ["core/facts.py", "image/copy.py"]
     assert found["stop_token_ids"] == ["core/facts.py", "image/copy.py"]
+
+
+# Literal strings that only their vocabulary module spells out; every other module imports it.
+VOCABULARY = {
+    "app.kubernetes.io/": "core/docmodel/labels.py",
+    "adapter_config.json": "core/docmodel/modelfacts.py",
+}
+
+
+def test_label_keys_and_adapter_files_are_spelled_in_one_place() -> None:
+    """A label key or the adapter's config file name written out anywhere else is a second
+    definition of it (docstrings and comments do not count: they are not constants in code)."""
+    bad = []
+    for package in PACKAGES:
+        for path in sorted(package.rglob("*.py")):
+            where = path.relative_to(ROOT).as_posix()
+            tree = ast.parse(path.read_text(), filename=where)
+            docstrings = {
+                id(node.body[0].value)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+                and node.body
+                and isinstance(node.body[0], ast.Expr)
+            }
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and id(node) not in docstrings
+                ):
+                    for literal, home in VOCABULARY.items():
+                        if literal in node.value and where != home:
+                            bad.append(f"{where}:{node.lineno} {literal}")
+    assert not bad, bad
 
 
 def test_log_keys_are_snake_case() -> None:

@@ -21,12 +21,12 @@ from fastapi.testclient import TestClient
 
 from docmodel.artifacts import ArtifactIncomplete, ArtifactMissing, IntegrityError
 from docmodel.failures import EXIT_BAD_INPUT
-from docmodel.modelfacts import vllm_max_lora_rank
+from docmodel.modelfacts import adapter_facts, vllm_max_lora_rank
 from docmodel.retrieval import SYSTEM_PROMPT
 from docmodel.storage import LocalStore
 from docmodel_server import cli
 from docmodel_server.engine import Finished, Job, SamplingParams, TextDelta, _held_back
-from docmodel_server.fetch import adapter_rank, fetch_adapter
+from docmodel_server.fetch import fetch_adapter
 from docmodel_server.local import create_app
 from docmodel_server.probe import check_live, check_ready
 from docmodel_server.settings import ServerSettings, SettingsError
@@ -293,7 +293,30 @@ def test_the_server_fetches_adapters_with_the_cores_one_rule() -> None:
 def test_fetch_adapter_and_rank(tmp_path: Path) -> None:
     uri = publish_adapter(tmp_path, {"r": 8, "rank_pattern": {"q_proj": 32}})
     dest, manifest = fetch_adapter(uri, tmp_path / "dest")
-    assert adapter_rank(dest) == 32 and manifest.kind == "adapter"
+    assert adapter_facts(dest).rank == 32 and manifest.kind == "adapter"
+
+
+def test_adapter_facts_come_from_the_adapters_own_config(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "r": 16,
+                "target_modules": ["v_proj", "q_proj"],
+                "base_model_name_or_path": "meta-llama/Llama-3.1-8B-Instruct",
+            }
+        )
+    )
+    facts = adapter_facts(tmp_path)
+    assert (facts.rank, facts.target_modules, facts.base_model) == (
+        16,
+        ("q_proj", "v_proj"),
+        "meta-llama/Llama-3.1-8B-Instruct",
+    )
+    (tmp_path / "adapter_config.json").write_text("{}")  # peft's defaults
+    assert adapter_facts(tmp_path).rank == 8
+    (tmp_path / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read the adapter config"):
+        adapter_facts(tmp_path)
 
 
 def test_fetch_adapter_refuses_an_adapter_without_its_manifest(tmp_path: Path) -> None:
@@ -324,7 +347,7 @@ def test_fetch_adapter_refuses_a_published_tree_that_is_not_a_peft_adapter(tmp_p
 
 def test_fetch_adapter_refuses_files_that_do_not_match_the_manifest(tmp_path: Path) -> None:
     uri = publish_adapter(tmp_path, {"r": 8})
-    assert adapter_rank(fetch_adapter(uri, tmp_path / "ok")[0]) == 8
+    assert adapter_facts(fetch_adapter(uri, tmp_path / "ok")[0]).rank == 8
     (Path(uri) / "adapter_model.safetensors").write_bytes(b"x" * 64)  # tampered
     with pytest.raises(
         IntegrityError,

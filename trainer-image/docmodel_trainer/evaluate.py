@@ -46,7 +46,6 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ from docmodel.artifacts import (
 )
 from docmodel.dataset import CHUNKS, EVAL, Chunk, QAPair, read_jsonl
 from docmodel.gate import Decision, decide_report
-from docmodel.modelfacts import vllm_max_lora_rank
+from docmodel.modelfacts import PEFT_DEFAULT_RANK, adapter_facts, vllm_max_lora_rank
 from docmodel.report import (
     DecodingSettings,
     Diagnostics,
@@ -215,7 +214,9 @@ def run(args: argparse.Namespace) -> int:
         quantize_4bit=spec.training.method == "qlora" and modeling.has_cuda(),
         engine=args.engine,
         batch_size=args.batch_size,
-        max_lora_rank=lora_rank(adapters.values()),
+        max_lora_rank=vllm_max_lora_rank(
+            max((adapter_facts(d).rank for d in adapters.values()), default=PEFT_DEFAULT_RANK)
+        ),
     )
     timings["load_s"] = time.monotonic() - t0
     context = context_tokens(base_path, spec.serving.max_model_len)
@@ -570,12 +571,3 @@ def build_report(
         costs={s: metrics.cost(v, (trimmed or {}).get(s, 0)) for s, v in stats.items() if v},
         diagnostics=Diagnostics(**metrics.retrieval_recall(pairs, retrieved)),
     )
-
-
-def lora_rank(adapter_dirs: Iterable[Path]) -> int:
-    """The smallest rank vLLM accepts that fits every adapter."""
-    ranks = [
-        int(json.loads((Path(d) / "adapter_config.json").read_text()).get("r", 16))
-        for d in adapter_dirs
-    ]
-    return vllm_max_lora_rank(max(ranks, default=16))
