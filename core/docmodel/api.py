@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from croniter import croniter
 from pydantic import (
@@ -1072,6 +1072,9 @@ class DocModel(BaseModel):
     status: DocModelStatus | None = None
 
 
+_Parsed = TypeVar("_Parsed", "DocModel", "DocModelSpec")
+
+
 # --------------------------------------------------------------------------------------------
 # Validation with messages that name the field
 # --------------------------------------------------------------------------------------------
@@ -1112,32 +1115,43 @@ def _check_rules(obj: Any, path: str, errors: list[tuple[str, str]]) -> None:
             _check_rules(item, f"{path}[{index}]", errors)
 
 
-def parse_docmodel(manifest: dict[str, Any]) -> DocModel:
-    """Validate a whole DocModel manifest; raise `SpecError` naming each bad field."""
+def docmodel_manifest(obj: Any) -> Any:
+    """What defines a DocModel, from a manifest or from an object read back from the API
+    server: apiVersion, kind, metadata's name and namespace, and spec. Server-side metadata
+    (uid, managedFields, ...) and status are dropped; anything else is kept, so an unknown
+    top-level field is still refused by name."""
+    if not isinstance(obj, dict):
+        return obj  # validation names what it is
+    out = {k: v for k, v in obj.items() if k != "status"}
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        out["metadata"] = {k: meta[k] for k in ("name", "namespace") if k in meta}
+    return out
+
+
+def _validate(cls: type[_Parsed], data: Any, at: tuple[str, ...]) -> _Parsed:
+    """Validate `data` as `cls`, then its spec's rules; `SpecError` names each bad field."""
     try:
-        model = DocModel.model_validate(manifest)
+        model = cls.model_validate(data)
     except ValidationError as exc:
-        errors = [(_camel_path(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+        errors = [(_camel_path(at + tuple(error["loc"])), error["msg"]) for error in exc.errors()]
         raise SpecError(errors) from None
     rule_errors: list[tuple[str, str]] = []
-    _check_rules(model.spec, "spec", rule_errors)
+    _check_rules(model.spec if isinstance(model, DocModel) else model, "spec", rule_errors)
     if rule_errors:
         raise SpecError(rule_errors)
     return model
 
 
-def parse_spec(spec: dict[str, Any]) -> DocModelSpec:
-    """Validate a spec alone (as the operator receives it); errors are prefixed `spec.`."""
-    try:
-        model = DocModelSpec.model_validate(spec)
-    except ValidationError as exc:
-        errors = [(_camel_path(("spec", *tuple(e["loc"]))), e["msg"]) for e in exc.errors()]
-        raise SpecError(errors) from None
-    rule_errors: list[tuple[str, str]] = []
-    _check_rules(model, "spec", rule_errors)
-    if rule_errors:
-        raise SpecError(rule_errors)
-    return model
+def parse_docmodel(obj: Any) -> DocModel:
+    """The one way from a manifest, or an object the API server returned, to a typed DocModel
+    (see `docmodel_manifest`); raise `SpecError` naming each bad field."""
+    return _validate(DocModel, docmodel_manifest(obj), ())
+
+
+def parse_spec(spec: Any) -> DocModelSpec:
+    """Validate a spec alone; errors are named from `spec.`, as in a whole DocModel."""
+    return _validate(DocModelSpec, spec, ("spec",))
 
 
 def spec_to_wire(spec: DocModelSpec) -> dict[str, Any]:

@@ -179,14 +179,7 @@ class Reconciler:
             # status's only writer, so what it wrote is the status.
             status = written[1]
         try:
-            dm = parse_docmodel(
-                {
-                    "apiVersion": body["apiVersion"],
-                    "kind": body["kind"],
-                    "metadata": {"name": name, "namespace": namespace},
-                    "spec": body.get("spec") or {},
-                }
-            )
+            dm = parse_docmodel({**body, "spec": body.get("spec") or {}})
         except SpecError as exc:
             self._invalid(body, status, generation, exc)
             return None

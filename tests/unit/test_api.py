@@ -160,3 +160,21 @@ def test_duration_seconds(value: str, seconds: int) -> None:
 def test_duration_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="soon"):
         api.duration_seconds("soon")
+
+
+def test_an_object_read_back_from_the_api_server_parses_as_its_manifest() -> None:
+    manifest = yaml.safe_load((ROOT / "examples" / "minimal.yaml").read_text())
+    stored = copy.deepcopy(manifest)
+    stored["metadata"].update(
+        uid="0b7c", generation=3, resourceVersion="912", managedFields=[{"manager": "kubectl"}]
+    )
+    stored["status"] = {"phase": "Serving", "fieldFromAnOlderOperator": True}
+    assert api.parse_docmodel(stored) == api.parse_docmodel(manifest)
+    assert api.parse_docmodel(stored).status is None
+    # Dropping what the server adds never hides the user's own mistakes.
+    with pytest.raises(api.SpecError, match="specs"):
+        api.parse_docmodel({**manifest, "specs": {}})
+    with pytest.raises(api.SpecError, match=r"spec\.source\.bucket"):
+        api.parse_spec({"source": {}})
+    with pytest.raises(api.SpecError, match="valid dictionary"):
+        api.parse_docmodel(["not", "a", "mapping"])

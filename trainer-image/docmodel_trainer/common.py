@@ -198,17 +198,6 @@ def load_docmodel(path: Path | None) -> DocModel:
             raise JobError(f"DOCMODEL_MANIFEST is not JSON: {exc}", "BadDocModel", 2) from None
     else:
         raise JobError("no DocModel given (--docmodel or DOCMODEL_MANIFEST)", "BadDocModel", 2)
-    if isinstance(raw, dict) and raw.get("metadata"):
-        # Objects read back from the API server carry server-side metadata and status.
-        raw = {
-            "apiVersion": raw.get("apiVersion"),
-            "kind": raw.get("kind"),
-            "metadata": {
-                "name": raw["metadata"].get("name"),
-                "namespace": raw["metadata"].get("namespace", "default"),
-            },
-            "spec": raw.get("spec"),
-        }
     try:
         return parse_docmodel(raw)
     except SpecError as exc:
