@@ -960,6 +960,21 @@ class CandidateStatus(ApiModel):
     reason: str | None = Field(default=None, description="Why the gate decided so.")
     report_uri: str | None = Field(default=None, description="The evaluation report (JSON).")
 
+    def history_entry(
+        self, *, source_digest: str | None, completed_at: datetime, judged_with: str
+    ) -> HistoryEntry:
+        """The history entry of this candidate's verdict: the candidate's own fields, and what
+        only the caller knows (the documents it was trained on, when and how it was judged)."""
+        if self.revision is None:
+            raise ValueError("a candidate without a revision has no history entry")
+        shared = set(HistoryEntry.model_fields) & set(CandidateStatus.model_fields)
+        return HistoryEntry(
+            **{field: getattr(self, field) for field in shared},
+            source_digest=source_digest,
+            completed_at=completed_at,
+            judged_with=judged_with,
+        )
+
 
 class ServingStatus(ApiModel):
     """What app teams are calling now."""

@@ -644,15 +644,8 @@ class _Planner:
         )
         self.status.history = record_history(
             self.status.history,
-            HistoryEntry(
-                revision=revision,
+            self.status.candidate.history_entry(
                 source_digest=self.status.source_digest,
-                adapter_uri=self.status.candidate.adapter_uri,
-                metrics=self.status.candidate.metrics,
-                baseline_metrics=self.status.candidate.baseline_metrics,
-                verdict=self.status.candidate.verdict,
-                reason=verdict.message,
-                report_uri=self.status.candidate.report_uri,
                 completed_at=report.created_at,
                 judged_with=judgement_key(self.spec),
             ),

@@ -107,3 +107,26 @@ def test_secret_values_are_redacted_from_log_lines() -> None:
         "token [redacted]",
         "ok",
     ]
+
+
+def test_a_history_entry_carries_every_field_of_its_candidate() -> None:
+    from docmodel.api import CandidateStatus, Metrics
+
+    candidate = CandidateStatus(
+        revision="r1",
+        adapter_uri="s3://a/r1/adapter",
+        metrics=Metrics(exact_match=0.5, token_f1=0.8, rouge_l=0.8),
+        baseline_metrics=Metrics(exact_match=0.1, token_f1=0.2, rouge_l=0.2),
+        score="0.8000",
+        baseline_score="0.2000",
+        verdict="Promoted",
+        reason="beats the baseline",
+        report_uri="s3://a/r1/eval/report.json",
+    )
+    at = datetime(2026, 12, 4, tzinfo=UTC)
+    entry = candidate.history_entry(source_digest="sha256:d", completed_at=at, judged_with="j")
+    for field in set(HistoryEntry.model_fields) & set(CandidateStatus.model_fields):
+        assert getattr(entry, field) == getattr(candidate, field), field
+    assert (entry.source_digest, entry.completed_at, entry.judged_with) == ("sha256:d", at, "j")
+    with pytest.raises(ValueError, match="without a revision"):
+        CandidateStatus().history_entry(source_digest=None, completed_at=at, judged_with="j")
