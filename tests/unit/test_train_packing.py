@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from docmodel.api import LoraSpec, TrainingSpec
 from docmodel_trainer import sft
 from docmodel_trainer.tinymodel import build_tiny_llama
 
@@ -62,12 +63,14 @@ def test_trainer_batches_are_packed_padding_free_and_answer_only(
     )
     cfg = sft.TrainConfig(
         base_model=str(tiny),
-        method="lora",
-        target_modules=["q_proj", "v_proj"],
+        training=TrainingSpec(
+            method="lora",
+            lora=LoraSpec(target_modules=["q_proj", "v_proj"]),
+            max_seq_length=128,
+            batch_size=2,
+            gradient_accumulation_steps=1,
+        ),
         max_steps=1,
-        max_seq_length=128,
-        batch_size=2,
-        gradient_accumulation_steps=1,
     )
     trainer = sft.build_trainer(model, tokenizer, dataset, cfg, tmp_path, cuda=False)
     batch = next(iter(trainer.get_train_dataloader()))

@@ -23,13 +23,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic.alias_generators import to_camel
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
+from docmodel.api import TrainingSpec
+from docmodel.artifacts import TRAINING_FIELDS
 from docmodel_trainer import (
     modeling,  # before peft loads: quiets bitsandbytes on CPU
     trainset,
@@ -38,30 +41,31 @@ from docmodel_trainer import (
 log = logging.getLogger("docmodel.trainer.sft")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of one training run; saved as `train_config.json` beside the adapter."""
+    """One training run: `training` is the spec's training section with the command line's
+    overrides applied (a typed copy of `TrainingSpec`, never re-declared); the other fields are
+    the run's own settings, which the spec does not hold."""
 
     base_model: str
-    method: str = "qlora"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=list)
-    epochs: float = 3.0
-    qa_first_epochs: int = 1
-    train_on_documents: bool = True
+    training: TrainingSpec = field(default_factory=TrainingSpec)
     max_steps: int = -1
-    learning_rate: float = 2e-4
     warmup_ratio: float = 0.03
-    max_seq_length: int = 2048
-    packing: bool = True
-    batch_size: int = 2
-    gradient_accumulation_steps: int = 8
     gradient_checkpointing: bool = True
     seed: int = 1234
     logging_steps: int = 10
     save_steps: int = 200
+
+    def record(self) -> dict[str, Any]:
+        """Every setting that shapes the adapter, as `train_config.json` and the adapter's
+        manifest record it: the run's own and the training fields that change what is trained
+        (`TRAINING_FIELDS`; not the pod's resources or scheduling)."""
+        run = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "training"}
+        trained = self.training.model_dump(mode="json")
+        return {**run, **{k: v for k, v in trained.items() if to_camel(k) in TRAINED}}
+
+
+TRAINED = frozenset(TRAINING_FIELDS["training"])
 
 
 @dataclass
@@ -98,19 +102,19 @@ def sft_config(
         extra = {
             "dataset_kwargs": {"skip_prepare_dataset": True},
             "train_sampling_strategy": "sequential",
-            "padding_free": cfg.packing,
+            "padding_free": cfg.training.packing,
         }
     return SFTConfig(
         output_dir=str(output_dir),
-        num_train_epochs=1 if prepared else cfg.epochs,  # prepared rows hold every pass
+        num_train_epochs=1 if prepared else cfg.training.epochs,  # prepared rows hold every pass
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.training.batch_size,
+        gradient_accumulation_steps=cfg.training.gradient_accumulation_steps,
+        learning_rate=cfg.training.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio,
-        max_length=cfg.max_seq_length,
-        packing=cfg.packing,
+        max_length=cfg.training.max_seq_length,
+        packing=cfg.training.packing,
         packing_strategy="bfd",
         assistant_only_loss=assistant_only_loss and not prepared,
         activation_checkpointing=cfg.gradient_checkpointing,
@@ -133,10 +137,10 @@ def lora_config(cfg: TrainConfig) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.target_modules),
+        r=cfg.training.lora.r,
+        lora_alpha=cfg.training.lora.alpha,
+        lora_dropout=cfg.training.lora.dropout,
+        target_modules=list(cfg.training.lora.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
     )

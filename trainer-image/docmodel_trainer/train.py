@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -83,49 +82,48 @@ def resolve_config(args: argparse.Namespace, ctx: JobContext) -> sft.TrainConfig
     spec = ctx.docmodel.spec
     t = spec.training
 
-    def pick(flag: Any, default: Any) -> Any:
-        return default if flag is None else flag
-
+    overrides = {
+        "method": args.method,
+        "epochs": args.epochs,
+        "qa_first_epochs": args.qa_first_epochs,
+        "learning_rate": args.learning_rate,
+        "max_seq_length": args.max_seq_length,
+        "batch_size": args.batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "train_on_documents": False if args.no_documents else None,
+        "packing": False if args.no_packing else None,
+    }
     cfg = sft.TrainConfig(
         base_model=spec.base_model.name,
-        method=pick(args.method, t.method),
-        lora_r=t.lora.r,
-        lora_alpha=t.lora.alpha,
-        lora_dropout=t.lora.dropout,
-        target_modules=list(t.lora.target_modules),
-        epochs=pick(args.epochs, t.epochs),
-        qa_first_epochs=pick(args.qa_first_epochs, t.qa_first_epochs),
-        train_on_documents=t.train_on_documents and not args.no_documents,
+        training=t.model_copy(update={k: v for k, v in overrides.items() if v is not None}),
         max_steps=args.max_steps,
-        learning_rate=pick(args.learning_rate, t.learning_rate),
-        max_seq_length=pick(args.max_seq_length, t.max_seq_length),
-        packing=t.packing and not args.no_packing,
-        batch_size=pick(args.batch_size, t.batch_size),
-        gradient_accumulation_steps=pick(
-            args.gradient_accumulation_steps, t.gradient_accumulation_steps
-        ),
         gradient_checkpointing=(
             args.gradient_checkpointing == "on"
             or (args.gradient_checkpointing == "auto" and modeling.has_cuda())
         ),
-        seed=pick(args.seed, spec.dataset.seed),
+        seed=spec.dataset.seed if args.seed is None else args.seed,
         logging_steps=args.logging_steps,
         save_steps=args.save_steps,
     )
     problems = []
-    if cfg.method == "qlora" and not modeling.has_cuda():
+    tc = cfg.training
+    if tc.method == "qlora" and not modeling.has_cuda():
         problems.append(
             "method qlora needs a CUDA GPU (4-bit NF4 via bitsandbytes) and none is visible; "
             "use --method lora (or spec.training.method: lora) to train on CPU"
         )
-    if cfg.epochs < 1:
+    if tc.epochs < 1:
         problems.append("epochs must be at least 1")
-    if cfg.qa_first_epochs < 0:
+    if tc.qa_first_epochs < 0:
         problems.append("qa-first-epochs must not be negative")
-    for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name} must be at least 1")
-    if cfg.max_seq_length < 16:
+    counts = {
+        "batch_size": tc.batch_size,
+        "gradient_accumulation_steps": tc.gradient_accumulation_steps,
+        "logging_steps": cfg.logging_steps,
+        "save_steps": cfg.save_steps,
+    }
+    problems += [f"{name} must be at least 1" for name, value in counts.items() if value < 1]
+    if tc.max_seq_length < 16:
         problems.append("max_seq_length must be at least 16")
     if problems:
         raise JobError("; ".join(problems), "InvalidTrainingConfig", EXIT_BAD_INPUT)
@@ -139,7 +137,7 @@ RESUMABLE_SETTINGS = ("max_steps", "logging_steps", "save_steps")
 def training_run_id(rows: list[dict[str, Any]], cfg: sft.TrainConfig, base_model: str) -> str:
     """What a checkpoint may be resumed by: the same rows (data, order, packing), the same
     settings (but for `RESUMABLE_SETTINGS`) and the same base model."""
-    settings = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_SETTINGS}
+    settings = {k: v for k, v in cfg.record().items() if k not in RESUMABLE_SETTINGS}
     digest = hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode())
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(base_model.encode())
@@ -228,11 +226,11 @@ def run(args: argparse.Namespace) -> int:
         pairs,
         chunks,
         rewrites,
-        max_seq_length=cfg.max_seq_length,
-        epochs=int(cfg.epochs),
-        qa_first_epochs=cfg.qa_first_epochs,
-        train_on_documents=cfg.train_on_documents,
-        packing=cfg.packing,
+        max_seq_length=cfg.training.max_seq_length,
+        epochs=int(cfg.training.epochs),
+        qa_first_epochs=cfg.training.qa_first_epochs,
+        train_on_documents=cfg.training.train_on_documents,
+        packing=cfg.training.packing,
         seed=cfg.seed,
         contexts=contexts,
     )
@@ -246,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     from datasets import Dataset
 
     train_dataset = Dataset.from_list(data.rows)
-    model = modeling.load_model(base_path, quantize_4bit=cfg.method == "qlora")
+    model = modeling.load_model(base_path, quantize_4bit=cfg.training.method == "qlora")
     cuda = modeling.has_cuda()
 
     output_dir = ctx.workdir / "output"
@@ -275,9 +273,9 @@ def run(args: argparse.Namespace) -> int:
     log.info(
         "Started training revision=%s method=%s pairs=%d epochs=%s max_steps=%d resume=%s",
         layout.revision,
-        cfg.method,
+        cfg.training.method,
         len(pairs),
-        cfg.epochs,
+        cfg.training.epochs,
         cfg.max_steps,
         resume or "none",
     )
@@ -299,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     (adapter_dir / "training_data.json").write_text(
         json.dumps({"mix": data.mix, "seen": seen}, indent=2) + "\n"
     )
-    (adapter_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    (adapter_dir / "train_config.json").write_text(json.dumps(cfg.record(), indent=2) + "\n")
     (adapter_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if index is not None:
         write_index(adapter_dir, index, chunks, vectors)
@@ -307,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
         kind="adapter",
         revision=layout.revision,
         inputs={"dataset": dataset_digest, "base_model": cfg.base_model},
-        spec={"training": asdict(cfg)},
+        spec={"training": cfg.record()},
         versions=software_versions(PACKAGES),
         metrics=metrics,
         details={"mix": data.mix, "seen": seen, "candidate": candidate.kind},
