@@ -228,7 +228,7 @@ def test_run_command_keeps_values_off_the_command_line(
 def test_image_inputs_cover_its_context_and_nothing_else() -> None:
     operator = images.IMAGES["operator"]
     files = {str(p.relative_to(ROOT)) for p in images.context_files(operator)}
-    assert {"requirements.lock", "pyproject.toml", "core/docmodel/api.py"} <= files
+    assert {"requirements.lock", "pyproject.toml", "core/docmodel/api/__init__.py"} <= files
     assert "operator/docmodel_operator/main.py" in files
     assert not any(f.startswith(("trainer-image/", "server-image/", "tests/")) for f in files)
     assert not any("__pycache__" in f for f in files)

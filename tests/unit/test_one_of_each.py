@@ -37,7 +37,7 @@ ONE_DEFINITION = {
     "server_pods": "core/docmodel/labels.py",
     "stop_token_ids": "core/docmodel/modelfacts.py",
     "peft_compat": "core/docmodel/modelfacts.py",
-    "Verdict": "core/docmodel/api.py",
+    "Verdict": "core/docmodel/api/status.py",
     "fetch_adapter": "core/docmodel/artifacts.py",
     "paired_bootstrap": "core/docmodel/stats.py",
     "SettingsError": "core/docmodel/settings.py",
