@@ -1,54 +1,38 @@
-"""The lifecycle planner: (spec, status, what was observed) -> (new status, next actions).
-
-One pure function decides every step of a DocModel's lifecycle; the operator executes its
-actions as Kubernetes objects, local mode as local processes, so the two cannot drift. An
-executor goes round this loop until the plan has no actions left (local mode) or the next event
-or requeue (the operator):
-
-    due = source_check_due(dm.spec, status, generation, now)
-    check = revision.check_source(dm.spec, <the source>) if due else None
-    target = target_revision(dm.spec, status, check)
-    observed = Observed(now, check, <revision.observe_revision(target)>, <the target's Jobs>,
-                        <servers by revision>, <the revision traffic goes to>)
-    result = plan(dm, generation, status, observed, store_uri)
-    <carry out result.actions, then write result.status and emit result.events>
-
-The stages of one revision: ingest -> train -> evaluate (each a step whose artifact's manifest
-marks it done) -> the gate (docmodel.gate, on the report) -> rollout (blue-green: a server per
-revision; traffic moves once the new server is ready; the old one goes after a delay; past the
-progress deadline traffic stays and the candidate's server is removed). A new revision (changed
-docs or training-relevant spec) supersedes one still in flight; a judged revision is not judged
-again unless the evaluation settings or the gate's policy change.
-"""
+"""The planner: one pass over a DocModel's lifecycle, from spec, status and what was observed
+to the new status, the actions and the events."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
-
-from croniter import croniter
 
 from docmodel.api import (
     CandidateStatus,
     DocModel,
-    DocModelSpec,
     DocModelStatus,
     HistoryEntry,
     LastFailure,
-    Metrics,
     Phase,
     ServingStatus,
-    duration_seconds,
 )
-from docmodel.artifacts import RevisionLayout, canonical_json, evaluation_digest, revision_id
+from docmodel.artifacts import RevisionLayout
 from docmodel.builders import STEPS, Step, serving_digest
 from docmodel.failures import FailureClass, backoff_seconds, classify
 from docmodel.gate import decide_report
-from docmodel.report import EvalReport, Scores
-from docmodel.revision import RevisionArtifacts, SourceCheck
+from docmodel.plan.actions import (
+    Action,
+    DeleteJobs,
+    Deploy,
+    Plan,
+    Policy,
+    RemoveServer,
+    StartStep,
+    SwitchTraffic,
+)
+from docmodel.plan.observed import POD_LOOK_AGAIN_SECONDS, JobState, Observed
+from docmodel.plan.schedule import judgement_key, next_source_check, target_revision
+from docmodel.plan.verdicts import judged_candidate, restored_candidate
+from docmodel.report import EvalReport
 from docmodel.status import (
     DATA_READY,
     EVALUATED,
@@ -65,218 +49,16 @@ from docmodel.status import (
     set_condition,
 )
 
-# --------------------------------------------------------------------------------------------
-# What the executor observed
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobState:
-    """One step's child (a Job, or a local process) for the target revision."""
-
-    phase: Literal["Pending", "Running", "Succeeded", "Failed"]
-    exit_code: int | None = None
-    reason: str | None = None  # Kubernetes' reason: Unschedulable, OOMKilled, DeadlineExceeded
-    message: str = ""
-    log_tail: tuple[str, ...] = ()
-    since: datetime | None = None  # when it entered this phase
-    # The cluster refuses its pod (Pod Security admission, a quota, a webhook): `reason` is
-    # the API server's (Forbidden, Invalid), `message` its words. Shown at once, not after
-    # the pending warning: waiting does not help.
-    refused: bool = False
-    # Pending with no pod yet: the executor looks again shortly for why (a refused pod).
-    awaiting_pod: bool = False
-
-
-# A Job with no pod yet is looked at again this soon: its controller's reason, if the cluster
-# refuses the pod, is then on the DocModel within seconds.
-POD_LOOK_AGAIN_SECONDS = 3.0
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """The cluster refused a child: the API server (an admission check, a quota, a webhook,
-    a field it does not accept) refused the object itself, or its controller could not create
-    its pods. `reason` is the API server's (Forbidden, Invalid, ...)."""
-
-    reason: str
-    message: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class ServerState:
-    """One revision's server (a Deployment, or a local process)."""
-
-    ready: bool
-    created_at: datetime
-    serving_digest: str | None = None  # what it was built from (builders.serving_digest)
-    endpoint: str | None = None  # where clients reach the DocModel once traffic is here
-    message: str = ""  # why it is not ready, when known
-    failed: bool = False  # it will not become ready (past its deadline, or the process exited)
-    refused: Refusal | None = None  # the cluster refuses its pods
-
-
-@dataclass(frozen=True)
-class Observed:
-    now: datetime
-    source: SourceCheck | None = None  # None: the source was not listed this time
-    artifacts: RevisionArtifacts = field(default_factory=RevisionArtifacts)  # of the target
-    jobs: Mapping[Step, JobState] = field(default_factory=dict)  # the target's, by step
-    job_revisions: frozenset[str] = frozenset()  # every revision that has Jobs
-    servers: Mapping[str, ServerState] = field(default_factory=dict)  # by revision
-    traffic: str | None = None  # the revision the Service (local: the state) points at
-    missing_secrets: tuple[str, ...] = ()  # Secrets the DocModel's pods need that do not exist
-    # Children the cluster refused to create, by what they were for (`refusal_key`): a
-    # step, a revision's server (its Deployment, budget and policy), the Service.
-    refused: Mapping[str, Refusal] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------
-# What the executor is asked to do
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StartStep:
-    step: Step
-    revision: str
-    serving_revision: str | None = None  # evaluation: also score what serves now
-
-
-@dataclass(frozen=True)
-class DeleteJobs:
-    revision: str
-    reason: str  # Superseded, Retry, Replaced
-
-
-@dataclass(frozen=True)
-class Deploy:
-    """Create the revision's server, or update it to the current serving settings."""
-
-    revision: str
-
-
-@dataclass(frozen=True)
-class SwitchTraffic:
-    revision: str
-
-
-@dataclass(frozen=True)
-class RemoveServer:
-    revision: str
-    reason: str  # Replaced, RolloutFailed
-
-
-Action = StartStep | DeleteJobs | Deploy | SwitchTraffic | RemoveServer
-
-
-def refusal_key(action: Action) -> str:
-    """What a refused action was for: a step's name, `server/<revision>` or `traffic`."""
-    if isinstance(action, StartStep):
-        return action.step
-    if isinstance(action, SwitchTraffic):
-        return "traffic"
-    return f"server/{action.revision}"
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Executor-wide timings (the operator's settings; local mode uses the defaults)."""
-
-    cleanup_delay_seconds: float = 120.0  # the old revision's server lives on this long
-    pending_warning_seconds: float = 300.0  # a pod Pending this long gets a condition
-    # A child the cluster refused is tried again this long after (a raised quota or a fixed
-    # webhook lets it through; a changed spec tries again at once).
-    refusal_retry_seconds: float = 30.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    status: DocModelStatus
-    actions: tuple[Action, ...]
-    events: tuple[Event, ...]
-    requeue_after: float | None  # look again after this many seconds (timers, retries, polls)
-    permanent: bool  # failed for good: nothing more happens until the spec or the docs change
-
-
-# --------------------------------------------------------------------------------------------
-# Source checks and the target revision
-# --------------------------------------------------------------------------------------------
-
-
-def next_source_check(spec: DocModelSpec, status: DocModelStatus) -> datetime | None:
-    """When the source is next due to be listed (None: only on a spec change)."""
-    last = status.source_checked_at
-    if last is None:
-        return None
-    due: list[datetime] = []
-    failure = status.last_failure
-    if failure is not None and failure.stage == "source" and failure.retry_at is not None:
-        due.append(failure.retry_at)
-    if spec.retraining.on_source_change:
-        due.append(last + timedelta(seconds=duration_seconds(spec.retraining.poll_interval)))
-    if spec.retraining.schedule:
-        due.append(croniter(spec.retraining.schedule, last).get_next(datetime))
-    return min(due) if due else None
-
-
-def source_check_due(
-    spec: DocModelSpec, status: DocModelStatus, generation: int | None, now: datetime
-) -> bool:
-    """Whether the source must be listed now: never listed, a new generation of the spec, the
-    poll interval elapsed, the cron schedule fired, or a failed listing is due for a retry."""
-    if status.source_checked_at is None or status.source_digest is None:
-        return True
-    if generation is not None and generation != status.observed_generation:
-        return True
-    due = next_source_check(spec, status)
-    return due is not None and due <= now
-
-
-def target_revision(
-    spec: DocModelSpec, status: DocModelStatus, check: SourceCheck | None
-) -> str | None:
-    """The revision to work on: the listing's, else the last known digest under today's spec."""
-    if check is not None and check.resolved is not None:
-        return check.resolved.revision
-    if status.source_digest is None:
-        return None
-    return revision_id(spec, status.source_digest)
-
-
-def judgement_key(spec: DocModelSpec) -> str:
-    """What a verdict depends on besides the revision: evaluation settings and gate policy."""
-    gate = spec.evaluation.model_dump(
-        mode="json",
-        by_alias=True,
-        include={"metric", "min_improvement", "must_beat_serving", "confidence", "min_questions"},
-    )
-    combined = canonical_json([evaluation_digest(spec), gate])
-    return hashlib.sha256(combined.encode()).hexdigest()[:12]
-
-
-def _format(metrics: Metrics | None, metric: str) -> str | None:
-    value = None if metrics is None else getattr(metrics, metric)
-    return None if value is None else f"{value:.4f}"
-
-
-def _metrics(scores: Scores | None) -> Metrics | None:
-    if scores is None:
-        return None
-    return Metrics(exact_match=scores.exact_match, token_f1=scores.token_f1, rouge_l=scores.rouge_l)
-
-
-# --------------------------------------------------------------------------------------------
-# The planner
-# --------------------------------------------------------------------------------------------
-
 STEP_PHASE: dict[Step, Phase] = {
     "ingest": "Ingesting",
     "train": "Training",
     "evaluate": "Evaluating",
 }
+
+
 STEP_CONDITION = {"ingest": DATA_READY, "train": TRAINED, "evaluate": EVALUATED}
+
+
 STEP_DONE = {
     "ingest": ("DatasetPublished", "the dataset of revision {r} is published"),
     "train": ("AdapterTrained", "the adapter of revision {r} is trained"),
@@ -451,18 +233,7 @@ class _Planner:
         for step in STEPS:
             reason, message = STEP_DONE[step]
             self.cond(STEP_CONDITION[step], "True", reason, message.format(r=entry.revision))
-        metric = self.spec.evaluation.metric
-        self.status.candidate = CandidateStatus(
-            revision=entry.revision,
-            adapter_uri=entry.adapter_uri,
-            metrics=entry.metrics,
-            baseline_metrics=entry.baseline_metrics,
-            score=_format(entry.metrics, metric),
-            baseline_score=_format(entry.baseline_metrics, metric),
-            verdict=entry.verdict,
-            reason=entry.reason,
-            report_uri=entry.report_uri,
-        )
+        self.status.candidate = restored_candidate(entry, self.spec.evaluation.metric)
         promoted = entry.verdict == "Promoted"
         self.cond(
             PROMOTED,
@@ -628,18 +399,13 @@ class _Planner:
 
     def record_verdict(self, revision: str, report: EvalReport) -> None:
         verdict = decide_report(report, self.spec.evaluation)
-        metric = self.spec.evaluation.metric
-        candidate, baseline = report.aggregate["candidate"], report.aggregate["baseline"]
         layout = self.layout(revision)
-        self.status.candidate = CandidateStatus(
-            revision=revision,
+        self.status.candidate = judged_candidate(
+            revision,
+            report,
+            verdict,
+            self.spec.evaluation.metric,
             adapter_uri=layout.uri(self.store_uri, "adapter"),
-            metrics=_metrics(candidate),
-            baseline_metrics=_metrics(baseline),
-            score=f"{candidate.get(metric):.4f}",
-            baseline_score=f"{baseline.get(metric):.4f}",
-            verdict=verdict.name,
-            reason=verdict.message,
             report_uri=layout.uri(self.store_uri, "eval", "report.json"),
         )
         self.status.history = record_history(
