@@ -19,7 +19,7 @@ from docmodel.api import DocModelStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-DOCMODEL = [sys.executable, "-m", "docmodel.cli"]
+DOCMODEL = [sys.executable, "-m", "docmodel_local.cli"]
 
 
 def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:

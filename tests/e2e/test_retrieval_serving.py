@@ -34,7 +34,7 @@ from testkit.server_factory import free_port, is_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-DOCMODEL = [sys.executable, "-m", "docmodel.cli"]
+DOCMODEL = [sys.executable, "-m", "docmodel_local.cli"]
 NS, NAME = "docs", "handbook"
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from docmodel.cli import main
+from docmodel_local.cli import main
 
 from testkit.invalid_specs import ROOT, load_cases
 
@@ -56,6 +56,6 @@ def test_tiny_model_cache_key_follows_the_builder_settings_and_corpus(tmp_path) 
     assert first != key("--corpus", str(corpus), "--hidden-size", "128")
     (corpus / "a.md").write_text("# A\n\nOther text.\n")
     assert first != key("--corpus", str(corpus))
-    from docmodel import local
+    from docmodel_local import commands as local
 
     assert "trainer-image" not in Path(local.__file__).read_text()

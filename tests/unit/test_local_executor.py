@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import yaml
 
-from docmodel import localexec
 from docmodel.api import parse_docmodel
 from docmodel.builders import STEPS, Owner, StoreConfig, build_job, server_env
-from docmodel.cli import main
-from docmodel.localexec import LocalExecutor, local_server_env, read_status, state_key
 from docmodel.plan import StartStep
 from docmodel.storage import LocalStore, write_json
+from docmodel_local import executor as localexec
+from docmodel_local.cli import main
+from docmodel_local.executor import LocalExecutor, local_server_env, read_status, state_key
 
 from testkit.invalid_specs import ROOT
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from docmodel.cli import main
 from docmodel.logs import JsonFormatter, setup_logging
+from docmodel_local.cli import main
 
 from testkit.invalid_specs import ROOT
 

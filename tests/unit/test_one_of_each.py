@@ -14,6 +14,7 @@ from testkit.invalid_specs import ROOT
 
 PACKAGES = [
     ROOT / "core" / "docmodel",
+    ROOT / "local" / "docmodel_local",
     ROOT / "operator" / "docmodel_operator",
     ROOT / "trainer-image" / "docmodel_trainer",
     ROOT / "server-image" / "docmodel_server",

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("crd", help="render the CRD from the API models")
     render.add_argument("--check", action="store_true")
     render.add_argument("--output", type=Path, default=crd.default_path())
-    from docmodel import local
+    from docmodel_local import commands as local
 
     local.add_parser(sub)
     return parser

@@ -9,7 +9,7 @@
 
 Local mode is the operator's lifecycle with processes for Jobs and Deployments: the planner in
 `docmodel.plan` decides every step, the builders in `docmodel.builders` give each step's command
-and environment, and `docmodel.localexec` carries them out (`docmodel-trainer ingest|train|
+and environment, and `docmodel_local.executor` carries them out (`docmodel-trainer ingest|train|
 evaluate` against an artifact store directory or S3, `docmodel-server` on localhost with the
 OpenAI-compatible API the cluster serves). The DocModel's status is recorded in
 `<store>/<namespace>/<name>/local-state.json`, so a second run compares its candidate with the
@@ -47,7 +47,10 @@ import yaml
 from docmodel.api import DocModel, DocModelStatus, SpecError, parse_docmodel
 from docmodel.artifacts import RevisionLayout, read_manifest
 from docmodel.dataset import EVAL, QAPair
-from docmodel.localexec import (
+from docmodel.report import EvalReport
+from docmodel.settings import LocalSettings
+from docmodel.storage import ObjectStore, StorageError, open_store
+from docmodel_local.executor import (
     LocalExecutor,
     LocalRunError,
     LocalServer,
@@ -57,9 +60,6 @@ from docmodel.localexec import (
     start_server,
     state_key,
 )
-from docmodel.report import EvalReport
-from docmodel.settings import LocalSettings
-from docmodel.storage import ObjectStore, StorageError, open_store
 
 log = logging.getLogger("docmodel.local")
 
