@@ -29,6 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,13 +53,12 @@ from docmodel.plan import (
     Deploy,
     JobState,
     Observed,
-    Plan,
+    Policy,
     RemoveServer,
     ServerState,
     StartStep,
     SwitchTraffic,
-    plan,
-    source_check_due,
+    reconcile_pass,
     target_revision,
 )
 from docmodel.revision import (
@@ -246,40 +246,47 @@ class LocalExecutor:
     # -- the loop -----------------------------------------------------------------------------
 
     def reconcile(self) -> DocModelStatus:
-        """Plan and act until the plan has nothing to do now; the final status is recorded."""
+        """Pass after pass (`docmodel.plan.reconcile_pass`, this executor acting) until a plan
+        has nothing to do now; each pass's status is recorded after its actions."""
         status = read_status(self.store, self.state_key)
-        force_check = True
+        list_source = True  # a run is a check the user asked for
         for _ in range(MAX_PASSES):
-            observed = self.observe(status, force_check)
-            force_check = False
-            result = plan(self.dm, None, status, observed, self.store.uri)
-            status = result.status
+            result = reconcile_pass(self.dm, None, status, self, now(), list_source=list_source)
+            list_source = False
+            status = result.plan.status
             write_status(self.store, self.state_key, status)
-            for event in result.events:
+            for event in result.plan.events:
                 level = logging.WARNING if event.type == "Warning" else logging.INFO
                 log.log(level, "Event reason=%s: %s", event.reason, event.message)
-            if not result.actions:
+            if not result.plan.actions:
                 return status
-            for action in self.ordered(result):
-                self.carry_out(action)
         raise LocalRunError(f"the lifecycle did not settle within {MAX_PASSES} passes")
 
-    @staticmethod
-    def ordered(result: Plan) -> list[Action]:
+    # -- the executor's part of a pass ----------------------------------------------------------
+
+    @property
+    def store_uri(self) -> str:
+        return self.store.uri
+
+    @property
+    def policy(self) -> Policy:
+        return Policy()
+
+    def order(self, actions: Sequence[Action]) -> Sequence[Action]:
         """Steps before servers: with a step to run, servers wait for a later pass."""
-        actions = list(result.actions)
         if any(isinstance(a, StartStep) for a in actions):
             return [a for a in actions if isinstance(a, (StartStep, DeleteJobs))]
         return actions
 
+    def act(self, dm: DocModel, action: Action, observed: Observed) -> None:
+        self.carry_out(action)
+
     # -- observing ----------------------------------------------------------------------------
 
-    def observe(self, status: DocModelStatus, force_check: bool) -> Observed:
-        spec = self.dm.spec
-        at = now()
-        check = None
-        if force_check or source_check_due(spec, status, None, at):
-            check = self.check_source()
+    def observe(
+        self, dm: DocModel, status: DocModelStatus, check: SourceCheck | None, at: datetime
+    ) -> Observed:
+        spec = dm.spec
         target = target_revision(spec, status, check)
         serving = status.serving.revision if status.serving else None
         artifacts = RevisionArtifacts()
@@ -315,8 +322,8 @@ class LocalExecutor:
             traffic=self.traffic,
         )
 
-    def check_source(self) -> SourceCheck:
-        spec = self.dm.spec
+    def list_source(self, dm: DocModel) -> SourceCheck:
+        spec = dm.spec
         source = open_source(spec, None if self.source_dir is None else str(self.source_dir))
         check = check_source(spec, source)
         if check.resolved is not None:

@@ -12,7 +12,8 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,13 +42,14 @@ from docmodel.plan import (
     Deploy,
     Observed,
     Plan,
+    Policy,
     Refusal,
+    Refused,
     RemoveServer,
     StartStep,
     SwitchTraffic,
-    plan,
+    reconcile_pass,
     refusal_key,
-    source_check_due,
     target_revision,
 )
 from docmodel.revision import (
@@ -183,69 +185,19 @@ class Reconciler:
         except SpecError as exc:
             self._invalid(body, status, generation, exc)
             return None
-        owner = Owner(name, namespace, meta["uid"])
-        secrets = self._secrets(dm)
-        at = now()
-        check = None
-        if source_check_due(dm.spec, status, generation, at):
-            check = self._list_source(dm, secrets)
-        observed = self._observe(dm, status, check, secrets, at)
-        result = self._plan_and_act(dm, owner, generation, status, observed, secrets)
-        self._record(body, status, result, at)
-        return result.requeue_after
-
-    def _plan_and_act(
-        self,
-        dm: DocModel,
-        owner: Owner,
-        generation: int,
-        status: DocModelStatus,
-        observed: Observed,
-        secrets: Secrets,
-    ) -> Plan:
-        """Plan, then carry the actions out. Act first, record second: the status never
-        claims what has not happened (traffic moved, a Job started); if an action fails, the
-        next reconcile plans it again. When the API server refuses a child (an admission
-        check, a quota, a field it does not accept), the pass plans again knowing it, so the
-        refusal is on the DocModel at once with the API server's reason, and the child is
-        tried again only after the policy's `refusal_retry_seconds`."""
-        key = (dm.metadata.namespace, dm.metadata.name)
+        key = (namespace, name)
+        children = Children(self, Owner(name, namespace, meta["uid"]), self._secrets(dm))
         held = self._refused.get(key)
         # A new generation (a changed spec) tries every child again at once.
-        refused = dict(held[1]) if held is not None and held[0] == generation else {}
-        observed = replace(observed, refused=dict(refused))
-        done: list[Action] = []
-        for _ in range(8):  # each pass refuses a new key (never tried again in it), or is the last
-            result = plan(dm, generation, status, observed, self.store.uri, self.settings.policy)
-            refusal = None
-            for action in result.actions:
-                if action in done:
-                    continue
-                try:
-                    self._act(dm, owner, action, observed)
-                except ApiException as exc:
-                    if exc.status not in REFUSED_STATUSES:
-                        raise
-                    refusal = (refusal_key(action), api_refusal(exc, observed.now, secrets))
-                    break
-                done.append(action)
-                refused.pop(refusal_key(action), None)
-            if refusal is None:
-                break
-            refused[refusal[0]] = refusal[1]
-            observed = replace(observed, refused=dict(refused))
-            log.warning(
-                "Refused child docmodel=%s/%s for=%s reason=%s",
-                key[0],
-                key[1],
-                refusal[0],
-                refusal[1].reason,
-            )
-        if refused:
-            self._refused[key] = (generation, refused)
+        refused = held[1] if held is not None and held[0] == generation else {}
+        at = now()
+        done = reconcile_pass(dm, generation, status, children, at, refused=refused)
+        if done.refused:
+            self._refused[key] = (generation, done.refused)
         else:
             self._refused.pop(key, None)
-        return result
+        self._record(body, status, done.plan, at)
+        return done.plan.requeue_after
 
     def _invalid(
         self, body: dict[str, Any], status: DocModelStatus, generation: int, exc: SpecError
@@ -453,6 +405,52 @@ class Reconciler:
                 where,
                 action.reason,
             )
+
+
+@dataclass(frozen=True)
+class Children:
+    """The operator as one DocModel's executor in a pass (`docmodel.plan.reconcile_pass`): it
+    observes the DocModel's children in the cache and the store, and acts by creating,
+    applying and deleting them; a child the API server refuses is a `Refused`."""
+
+    reconciler: Reconciler
+    owner: Owner
+    secrets: Secrets
+
+    @property
+    def store_uri(self) -> str:
+        return self.reconciler.store.uri
+
+    @property
+    def policy(self) -> Policy:
+        return self.reconciler.settings.policy
+
+    def list_source(self, dm: DocModel) -> SourceCheck:
+        return self.reconciler._list_source(dm, self.secrets)
+
+    def observe(
+        self, dm: DocModel, status: DocModelStatus, check: SourceCheck | None, now: datetime
+    ) -> Observed:
+        return self.reconciler._observe(dm, status, check, self.secrets, now)
+
+    def order(self, actions: Sequence[Action]) -> Sequence[Action]:
+        return actions  # the cluster runs them side by side
+
+    def act(self, dm: DocModel, action: Action, observed: Observed) -> None:
+        try:
+            self.reconciler._act(dm, self.owner, action, observed)
+        except ApiException as exc:
+            if exc.status not in REFUSED_STATUSES:
+                raise
+            refusal = api_refusal(exc, observed.now, self.secrets)
+            log.warning(
+                "Refused child docmodel=%s/%s for=%s reason=%s",
+                dm.metadata.namespace,
+                dm.metadata.name,
+                refusal_key(action),
+                refusal.reason,
+            )
+            raise Refused(refusal) from None
 
 
 # What the API server answers when it will not take an object as it is: a bad request, a

@@ -1,17 +1,16 @@
 """The lifecycle planner: (spec, status, what was observed) -> (new status, next actions).
 
 One pure function decides every step of a DocModel's lifecycle; the operator executes its
-actions as Kubernetes objects, local mode as local processes, so the two cannot drift. An
-executor goes round this loop until the plan has no actions left (local mode) or the next event
-or requeue (the operator):
+actions as Kubernetes objects, local mode as local processes, so the two cannot drift. Both go
+through the same pass (`reconcile_pass`, given the executor), until the plan has no actions
+left (local mode) or until the next event or requeue (the operator):
 
     due = source_check_due(dm.spec, status, generation, now)
-    check = revision.check_source(dm.spec, <the source>) if due else None
-    target = target_revision(dm.spec, status, check)
-    observed = Observed(now, check, <revision.observe_revision(target)>, <the target's Jobs>,
-                        <servers by revision>, <the revision traffic goes to>)
-    result = plan(dm, generation, status, observed, store_uri)
-    <carry out result.actions, then write result.status and emit result.events>
+    check = executor.list_source(dm) if due else None
+    observed = executor.observe(dm, status, check, now)    # the target's artifacts and Jobs,
+    result = plan(dm, generation, status, observed, ...)   #   the servers, where traffic goes
+    <executor.act on result.actions; plan again if the platform refused one>
+    <the executor writes result.status and emits result.events>
 
 The stages of one revision: ingest -> train -> evaluate (each a step whose artifact's manifest
 marks it done) -> the gate (docmodel.gate, on the report) -> rollout (blue-green: a server per
@@ -22,7 +21,8 @@ again unless the evaluation settings or the gate's policy change.
 
 One module per part: `observed` (what an executor hands in), `actions` (what it is asked to do,
 and the plan), `schedule` (source checks, the target revision), `verdicts` (a candidate's status from
-its report or its history) and `planner` (the pass itself).
+its report or its history), `planner` (the decisions) and `reconcile` (one pass, given the
+executor).
 Import from `docmodel.plan`: every public name is here.
 """
 
@@ -39,6 +39,7 @@ from docmodel.plan.actions import (
 )
 from docmodel.plan.observed import POD_LOOK_AGAIN_SECONDS, JobState, Observed, Refusal, ServerState
 from docmodel.plan.planner import STEP_CONDITION, STEP_DONE, STEP_PHASE, plan
+from docmodel.plan.reconcile import MAX_PLANS, Executor, Pass, Refused, reconcile_pass
 from docmodel.plan.schedule import (
     judgement_key,
     next_source_check,
@@ -47,6 +48,7 @@ from docmodel.plan.schedule import (
 )
 
 __all__ = [
+    "MAX_PLANS",
     "POD_LOOK_AGAIN_SECONDS",
     "STEP_CONDITION",
     "STEP_DONE",
@@ -54,11 +56,14 @@ __all__ = [
     "Action",
     "DeleteJobs",
     "Deploy",
+    "Executor",
     "JobState",
     "Observed",
+    "Pass",
     "Plan",
     "Policy",
     "Refusal",
+    "Refused",
     "RemoveServer",
     "ServerState",
     "StartStep",
@@ -66,6 +71,7 @@ __all__ = [
     "judgement_key",
     "next_source_check",
     "plan",
+    "reconcile_pass",
     "refusal_key",
     "source_check_due",
     "target_revision",
