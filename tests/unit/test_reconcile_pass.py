@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from test_plan import DM, GEN, R1, STORE, T0, in_flight, listing
+
 from docmodel.api import DocModel, DocModelStatus
 from docmodel.plan import (
     Action,
@@ -20,8 +22,6 @@ from docmodel.plan import (
 )
 from docmodel.revision import SourceCheck
 from docmodel.status import get_condition
-
-from test_plan import DM, GEN, R1, STORE, T0, in_flight, listing
 
 QUOTA = 'jobs.batch "handbook-x-ingest" is forbidden: exceeded quota: jobs, requested: 1'
 
@@ -95,9 +95,7 @@ def test_a_refusal_is_kept_until_its_retry_and_cleared_when_the_child_is_taken()
     first = reconcile_pass(DM, GEN, DocModelStatus(), StandIn(refuse={"ingest"}), T0)
     status = first.plan.status
     soon = StandIn()
-    held = reconcile_pass(
-        DM, GEN, status, soon, T0 + timedelta(seconds=10), refused=first.refused
-    )
+    held = reconcile_pass(DM, GEN, status, soon, T0 + timedelta(seconds=10), refused=first.refused)
     assert soon.acted == [] and set(held.refused) == {"ingest"}
     later = StandIn()
     retried = reconcile_pass(
