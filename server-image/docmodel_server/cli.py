@@ -63,7 +63,7 @@ def local_base_model(name: str) -> str:
     """The base model as the trainer resolved it (`docmodel.basemodel.locate`): a directory,
     the model cache, else the Hub id. A packaged model the trainer has not converted yet is an
     error that says how to convert it (the server never converts: the trainer did, to train)."""
-    from docmodel_server.fetch import FetchError
+    from docmodel_server.model_files import FetchError
 
     found = basemodel.locate(BaseModelSpec(name=name))
     if found.kind == "package":
@@ -79,7 +79,7 @@ def local_base_model(name: str) -> str:
 
 def serve(args: argparse.Namespace) -> int:
     from docmodel.modelfacts import adapter_facts
-    from docmodel_server.fetch import fetch_adapter, fetch_base_model
+    from docmodel_server.model_files import fetch_adapter, fetch_base_model
     from docmodel_server.vllm_engine import build_vllm_argv, build_vllm_env, exec_vllm
 
     settings = ServerSettings.from_env(engine=args.engine, host=args.host, port=args.port)
@@ -194,9 +194,9 @@ def front(args: argparse.Namespace) -> int:
 def serve_local(settings: ServerSettings, model: str, adapter_dir: Path) -> int:
     import uvicorn
 
+    from docmodel_server.app import create_app
     from docmodel_server.context import RequestContext
     from docmodel_server.engine import LocalEngine
-    from docmodel_server.local import create_app
 
     try:
         engine = LocalEngine.load(
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{exc}\n")
             return EXIT_BAD_INPUT
     from docmodel.storage import StorageError
-    from docmodel_server.fetch import FetchError
+    from docmodel_server.model_files import FetchError
 
     setup_logging()
     try:

@@ -8,7 +8,7 @@ import pytest
 
 from docmodel.storage import open_store
 from docmodel_server.engine import Finished, Job, LocalEngine, SamplingParams, TextDelta
-from docmodel_server.fetch import fetch_adapter
+from docmodel_server.model_files import fetch_adapter
 
 from testkit.server_factory import build_model_and_adapter
 

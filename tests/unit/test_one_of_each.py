@@ -83,10 +83,10 @@ def test_exactly_one_definition(name: str) -> None:
 
 def test_the_images_use_the_cores_definitions() -> None:
     from docmodel import artifacts, failures, modelfacts
-    from docmodel_server import engine, fetch, vllm_engine
+    from docmodel_server import engine, model_files, vllm_engine
     from docmodel_trainer import common, generation, modeling
 
-    assert fetch.fetch_adapter is artifacts.fetch_adapter
+    assert model_files.fetch_adapter is artifacts.fetch_adapter
     assert modeling.peft_compat is modelfacts.peft_compat
     assert engine.peft_compat is modelfacts.peft_compat
     assert engine.stop_token_ids is modelfacts.stop_token_ids

@@ -25,9 +25,9 @@ from docmodel.modelfacts import adapter_facts, vllm_max_lora_rank
 from docmodel.retrieval import SYSTEM_PROMPT
 from docmodel.storage import LocalStore
 from docmodel_server import cli
+from docmodel_server.app import create_app
 from docmodel_server.engine import Finished, Job, SamplingParams, TextDelta, _held_back
-from docmodel_server.fetch import fetch_adapter
-from docmodel_server.local import create_app
+from docmodel_server.model_files import fetch_adapter
 from docmodel_server.probe import check_live, check_ready
 from docmodel_server.settings import ServerSettings, SettingsError
 from docmodel_server.vllm_engine import build_vllm_argv, build_vllm_env
@@ -282,10 +282,10 @@ def publish_adapter(root: Path, config: dict[str, object], revision: str = "r1")
 
 def test_the_server_fetches_adapters_with_the_cores_one_rule() -> None:
     from docmodel import artifacts
-    from docmodel_server import fetch
+    from docmodel_server import model_files
     from docmodel_trainer import fetch as trainer_fetch
 
-    assert fetch.fetch_adapter is artifacts.fetch_adapter
+    assert model_files.fetch_adapter is artifacts.fetch_adapter
     # The trainer's is a thin wrapper that maps the same function's errors to exit codes.
     assert "artifacts.fetch_adapter(" in inspect.getsource(trainer_fetch.fetch_adapter)
 

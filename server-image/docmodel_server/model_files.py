@@ -1,6 +1,6 @@
-"""Fetch what a revision serves: its LoRA adapter (`docmodel.artifacts.fetch_adapter`, the same
-fetch and manifest rule training and evaluation use: an adapter without its manifest, or with a
-file that does not match it, is refused) and, when mirrored, the base model."""
+"""The files a server loads: a revision's LoRA adapter (`docmodel.artifacts.fetch_adapter`,
+the same fetch and manifest rule training and evaluation use: an adapter without its manifest,
+or with a file that does not match it, is refused) and, when mirrored, the base model."""
 
 from __future__ import annotations
 

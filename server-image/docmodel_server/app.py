@@ -35,9 +35,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from docmodel_server.app_metrics import (
+    ASGIApp,
+    MetricsMiddleware,
+    Receive,
+    Scope,
+    Send,
+    ServerMetrics,
+)
 from docmodel_server.context import RequestContext
 from docmodel_server.engine import Event, Finished, Job, SamplingParams, TextDelta
-from docmodel_server.metrics import ASGIApp, MetricsMiddleware, Receive, Scope, Send, ServerMetrics
 
 log = logging.getLogger("docmodel.server")
 
