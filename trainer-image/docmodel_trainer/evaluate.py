@@ -46,8 +46,11 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from docmodel.api import CandidateKind, DocModelSpec, EvaluationSpec
 from docmodel.artifacts import (
@@ -61,15 +64,7 @@ from docmodel.artifacts import (
 from docmodel.dataset import CHUNKS, EVAL, Chunk, QAPair, read_jsonl
 from docmodel.gate import Decision, decide_report
 from docmodel.modelfacts import PEFT_DEFAULT_RANK, adapter_facts, vllm_max_lora_rank
-from docmodel.report import (
-    DecodingSettings,
-    Diagnostics,
-    EvalReport,
-    GateMetric,
-    QuestionResult,
-    Scores,
-    SystemName,
-)
+from docmodel.report import DecodingSettings, EvalReport, SystemName
 from docmodel.retrieval import (
     ChatTemplateTokens,
     RetrievalIndex,
@@ -89,7 +84,7 @@ from docmodel.search import (
     recall_at,
 )
 from docmodel.stats import DEFAULT_RESAMPLES
-from docmodel_trainer import fetch, generation, metrics, modeling, passage_index, report_html
+from docmodel_trainer import fetch, generation, modeling, passage_index, report_html
 from docmodel_trainer.common import (
     EXIT_BAD_INPUT,
     EXIT_NO_DATA,
@@ -99,6 +94,7 @@ from docmodel_trainer.common import (
     add_job_arguments,
     job_context,
 )
+from docmodel_trainer.scoring import build_report, verdict_line
 
 log = logging.getLogger("docmodel.trainer.evaluate")
 
@@ -151,8 +147,44 @@ def resolve_policy(args: argparse.Namespace, spec: DocModelSpec) -> EvaluationSp
     return policy
 
 
+@dataclass(frozen=True)
+class EvaluationInputs:
+    """The revision's held-out questions and passages, and the adapters to score."""
+
+    dataset_uri: str
+    dataset_manifest: Manifest
+    dataset_digest: str
+    pairs: list[QAPair]  # the held-out questions, capped by spec.evaluation.maxQuestions
+    chunks: list[Chunk]
+    index: PassageIndex
+    vectors: np.ndarray | None
+    baseline_retriever: Any
+    adapters: dict[str, Path]  # system -> adapter directory: the candidate's, the serving one's
+    kinds: dict[SystemName, CandidateKind]
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """The passages the prompts are built from, and the recall diagnostics."""
+
+    baseline: list[list[Chunk]]  # per question: the baseline's (and a retrieval candidate's)
+    serving: list[list[Chunk]] | None  # a retrieval serving revision's own
+    recall: dict[str, dict[str, float | None]]  # retriever -> recall@1/3/5
+
+
+@dataclass(frozen=True)
+class Answered:
+    """Every system's answers, with what producing them took."""
+
+    answers: dict[SystemName, list[str]]
+    stats: dict[SystemName, list[generation.AnswerStats]]
+    trimmed: dict[SystemName, int]  # prompts whose passages were trimmed to fit
+    context_tokens: int
+    decoding: DecodingSettings
+    timings: dict[str, float]  # load_s, then answer_<system>_s per system
+
+
 def run(args: argparse.Namespace) -> int:
-    # -- setup: settings, rejected up front when they cannot work ------------------------------
     ctx = job_context(args)
     spec = ctx.docmodel.spec
     policy = resolve_policy(args, spec)
@@ -166,10 +198,45 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.force and _report_stands(ctx, layout, adapter_uri, serving_uri, policy):
         return EXIT_OK
-    timings: dict[str, float] = {}
     started = time.monotonic()
+    inputs = read_inputs(ctx, layout, policy, adapter_uri, serving_uri)
+    timings = {"fetch_s": time.monotonic() - started}
+    t0 = time.monotonic()
+    retrieved = retrieve_passages(ctx, inputs, policy)
+    timings["retrieve_s"] = time.monotonic() - t0
+    answered = answer_questions(
+        ctx, inputs, retrieved, policy, engine=args.engine, batch_size=args.batch_size
+    )
+    timings.update(answered.timings)
+    report = assemble_report(
+        ctx,
+        layout,
+        policy,
+        inputs,
+        retrieved,
+        answered,
+        adapter_uri=adapter_uri,
+        serving_uri=serving_uri,
+        resamples=args.bootstrap_resamples,
+        seed=args.seed,
+    )
+    timings["total_s"] = time.monotonic() - started
+    report.timings = {k: round(v, 3) for k, v in timings.items()}
+    verdict = decide_report(report, policy)
+    _publish(ctx, layout, report, verdict, policy, inputs.dataset_digest, adapter_uri, serving_uri)
+    return EXIT_OK
 
-    # -- inputs --------------------------------------------------------------------------------
+
+def read_inputs(
+    ctx: JobContext,
+    layout: RevisionLayout,
+    policy: EvaluationSpec,
+    adapter_uri: str,
+    serving_uri: str | None,
+) -> EvaluationInputs:
+    """Fetch the revision's dataset and the adapters to score; a dataset without held-out
+    questions or passages is an error, and so is one not indexed for the baseline's retriever."""
+    spec = ctx.docmodel.spec
     data_dir, dataset_manifest, dataset_digest = fetch.fetch_dataset(
         ctx.store, layout, ctx.workdir / "dataset"
     )
@@ -188,23 +255,53 @@ def run(args: argparse.Namespace) -> int:
     adapters = {"candidate": fetch.fetch_adapter(adapter_uri, ctx.workdir / "candidate")[0]}
     if serving_uri:
         adapters["serving"] = fetch.fetch_adapter(serving_uri, ctx.workdir / "serving")[0]
-    timings["fetch_s"] = time.monotonic() - started
-
     kinds: dict[SystemName, CandidateKind] = {"candidate": adapter_kind(adapters["candidate"])}
     if "serving" in adapters:
         kinds["serving"] = adapter_kind(adapters["serving"])
+    return EvaluationInputs(
+        dataset_uri,
+        dataset_manifest,
+        dataset_digest,
+        pairs,
+        chunks,
+        index,
+        vectors,
+        baseline_retriever,
+        adapters,
+        kinds,
+    )
 
-    # -- retrieval: the baseline's (and a retrieval candidate's), a retrieval serving revision's
-    t0 = time.monotonic()
-    questions = [p.question for p in pairs]
-    retrieved = baseline_retriever.retrieve(questions, policy.baseline.top_k)
-    recall = retriever_recall(spec, ctx, chunks, index, vectors, pairs, dataset_uri)
+
+def retrieve_passages(
+    ctx: JobContext, inputs: EvaluationInputs, policy: EvaluationSpec
+) -> Retrieved:
+    """The baseline's passages (a retrieval candidate's too), a retrieval serving revision's,
+    and every retriever's recall of the gold passage."""
+    spec = ctx.docmodel.spec
+    questions = [p.question for p in inputs.pairs]
+    retrieved = inputs.baseline_retriever.retrieve(questions, policy.baseline.top_k)
+    recall = retriever_recall(
+        spec, ctx, inputs.chunks, inputs.index, inputs.vectors, inputs.pairs, inputs.dataset_uri
+    )
     serving_retrieved = None
-    if kinds.get("serving") == "Retrieval":
-        serving_retrieved = serving_retrieval(spec, ctx, adapters["serving"], questions)
-    timings["retrieve_s"] = time.monotonic() - t0
+    if inputs.kinds.get("serving") == "Retrieval":
+        serving_retrieved = serving_retrieval(spec, ctx, inputs.adapters["serving"], questions)
+    return Retrieved(retrieved, serving_retrieved, recall)
 
-    # -- answers: one base model, adapters switched per system ---------------------------------
+
+def answer_questions(
+    ctx: JobContext,
+    inputs: EvaluationInputs,
+    retrieved: Retrieved,
+    policy: EvaluationSpec,
+    *,
+    engine: str,
+    batch_size: int | None,
+) -> Answered:
+    """Every system's answers: one base model, adapters switched per system, every prompt
+    fitted to the model's context."""
+    spec = ctx.docmodel.spec
+    adapters = inputs.adapters
     t0 = time.monotonic()
     base_path = modeling.resolve_base_model(spec.base_model, ctx.workdir, spec.source.endpoint)
     answerer = generation.open_answerer(
@@ -212,17 +309,18 @@ def run(args: argparse.Namespace) -> int:
         adapters,
         max_new_tokens=policy.max_new_tokens,
         quantize_4bit=spec.training.method == "qlora" and modeling.has_cuda(),
-        engine=args.engine,
-        batch_size=args.batch_size,
+        engine=engine,
+        batch_size=batch_size,
         max_lora_rank=vllm_max_lora_rank(
             max((adapter_facts(d).rank for d in adapters.values()), default=PEFT_DEFAULT_RANK)
         ),
     )
-    timings["load_s"] = time.monotonic() - t0
+    timings = {"load_s": time.monotonic() - t0}
     context = context_tokens(base_path, spec.serving.max_model_len)
     budget = context - policy.max_new_tokens
+    questions = [p.question for p in inputs.pairs]
     prompts = system_prompts(
-        answerer.tokenizer, questions, retrieved, budget, kinds, serving_retrieved
+        answerer.tokenizer, questions, retrieved.baseline, budget, inputs.kinds, retrieved.serving
     )
     # One untimed answer first, so no system's latency carries the engine's warm-up.
     answerer.answer(None, prompts["base"][1][:1], label="warm-up")
@@ -233,8 +331,32 @@ def run(args: argparse.Namespace) -> int:
         answers[system] = answerer.answer(adapter, messages, label=system)
         stats[system] = answerer.stats
         timings[f"answer_{system}_s"] = time.monotonic() - t0
+    decoding = DecodingSettings(
+        max_new_tokens=policy.max_new_tokens,
+        engine=answerer.engine,
+        batch_size=answerer.batch_size,
+        adapter_weights="vllm-lora" if answerer.engine == "vllm" else "merged",
+    )
+    trimmed = {s: sum(t) for s, (_, _, t) in prompts.items()}
+    return Answered(answers, stats, trimmed, context, decoding, timings)
 
-    # -- scores, report, verdict ---------------------------------------------------------------
+
+def assemble_report(
+    ctx: JobContext,
+    layout: RevisionLayout,
+    policy: EvaluationSpec,
+    inputs: EvaluationInputs,
+    retrieved: Retrieved,
+    answered: Answered,
+    *,
+    adapter_uri: str,
+    serving_uri: str | None,
+    resamples: int,
+    seed: int,
+) -> EvalReport:
+    """Score every answer (`build_report`) and add the diagnostics: the context prompts were
+    fitted to, every retriever's recall and the dataset's leakage figures."""
+    spec = ctx.docmodel.spec
     report = build_report(
         revision=layout.revision,
         base_model=spec.base_model.name,
@@ -242,31 +364,22 @@ def run(args: argparse.Namespace) -> int:
         serving_adapter_uri=serving_uri,
         retriever=policy.baseline.retriever,
         top_k=policy.baseline.top_k,
-        kinds=kinds,
-        decoding=DecodingSettings(
-            max_new_tokens=policy.max_new_tokens,
-            engine=answerer.engine,
-            batch_size=answerer.batch_size,
-            adapter_weights="vllm-lora" if answerer.engine == "vllm" else "merged",
-        ),
-        pairs=pairs,
-        answers=answers,
-        retrieved=retrieved,
+        kinds=inputs.kinds,
+        decoding=answered.decoding,
+        pairs=inputs.pairs,
+        answers=answered.answers,
+        retrieved=retrieved.baseline,
         gate_metric=policy.metric,
-        resamples=args.bootstrap_resamples,
-        seed=args.seed,
+        resamples=resamples,
+        seed=seed,
         confidence=policy.confidence,
-        stats=stats,
-        trimmed={s: sum(t) for s, (_, _, t) in prompts.items()},
+        stats=answered.stats,
+        trimmed=answered.trimmed,
     )
-    report.diagnostics.context_tokens = context
-    report.diagnostics.recall_by_retriever = recall
-    report.leakage = dict(dataset_manifest.details.get("leakage") or {})
-    timings["total_s"] = time.monotonic() - started
-    report.timings = {k: round(v, 3) for k, v in timings.items()}
-    verdict = decide_report(report, policy)
-    _publish(ctx, layout, report, verdict, policy, dataset_digest, adapter_uri, serving_uri)
-    return EXIT_OK
+    report.diagnostics.context_tokens = answered.context_tokens
+    report.diagnostics.recall_by_retriever = retrieved.recall
+    report.leakage = dict(inputs.dataset_manifest.details.get("leakage") or {})
+    return report
 
 
 RECALL_AT = (1, 3, 5)
@@ -470,104 +583,3 @@ def _publish(
     )
     uri = publish_dir(out, ctx.store, layout, manifest)
     log.info("%s uri=%s", verdict_line(report, verdict, policy.metric), uri)
-
-
-def verdict_line(report: EvalReport, verdict: Decision, metric: GateMetric) -> str:
-    """The verdict as evaluate logs it: the gate's metric per system and the interval of
-    candidate - baseline on it, then gold recall and answer words (candidate/baseline), which
-    tell a win on substance from one on answer style."""
-    diff = report.differences.get("candidate-baseline", {}).get(metric)
-    scores = " ".join(f"{s}={report.aggregate[s].get(metric):.4f}" for s in report.aggregate)
-    recall = "/".join(
-        "n/a" if (r := report.aggregate[s].gold_recall) is None else f"{r:.4f}"
-        for s in ("candidate", "baseline")
-    )
-    words = "/".join(
-        f"{report.mean_answer_words[s]:.1f}" if s in report.mean_answer_words else "n/a"
-        for s in ("candidate", "baseline")
-    )
-    return (
-        f"Evaluated revision={report.revision} questions={len(report.questions)} "
-        f"gate_metric={metric} {scores} "
-        f"difference={diff.mean if diff else 0.0:+.4f} "
-        f"ci=[{diff.ci_low if diff else 0.0:+.4f},{diff.ci_high if diff else 0.0:+.4f}] "
-        f"verdict={verdict.name} reason={verdict.reason} "
-        f"gold_recall(candidate/baseline)={recall} answer_words(candidate/baseline)={words}"
-    )
-
-
-def build_report(
-    *,
-    revision: str,
-    base_model: str,
-    adapter_uri: str,
-    serving_adapter_uri: str | None,
-    retriever: str,
-    top_k: int,
-    decoding: DecodingSettings,
-    kinds: dict[SystemName, CandidateKind] | None = None,
-    pairs: list[QAPair],
-    answers: dict[SystemName, list[str]],
-    retrieved: list[list[Chunk]],
-    gate_metric: GateMetric,
-    resamples: int,
-    seed: int,
-    confidence: float = 0.95,
-    stats: dict[SystemName, list[generation.AnswerStats]] | None = None,
-    trimmed: dict[SystemName, int] | None = None,
-) -> EvalReport:
-    """Score every answer and assemble the report (pure: no I/O, no model); `gate_metric` is
-    the metric the verdict is decided on (spec.evaluation.metric), recorded in the report."""
-    stats = stats or {}
-    per_system: dict[SystemName, list[Scores]] = {
-        system: [metrics.score(a, p.answer) for a, p in zip(texts, pairs, strict=True)]
-        for system, texts in answers.items()
-    }
-    questions = [
-        QuestionResult(
-            id=p.id,
-            question=p.question,
-            reference=p.answer,
-            source=p.source,
-            chunk_id=p.chunk_id,
-            answers={s: answers[s][i] for s in answers},
-            scores={s: per_system[s][i] for s in per_system},
-            retrieved=[c.source for c in retrieved[i]],
-            retrieved_chunks=[c.id for c in retrieved[i]],
-            prompt_tokens={s: v[i].prompt_tokens for s, v in stats.items()},
-            answer_tokens={s: v[i].answer_tokens for s, v in stats.items()},
-            answer_words={s: metrics.answer_words(answers[s][i]) for s in answers},
-            document_trained=p.document_trained,
-        )
-        for i, p in enumerate(pairs)
-    ]
-    differences = {
-        f"candidate-{other}": metrics.compare(
-            per_system["candidate"],
-            per_system[other],
-            resamples=resamples,
-            seed=seed,
-            confidence=confidence,
-        )
-        for other in ("baseline", "serving", "base")
-        if other in per_system
-    }
-    return EvalReport(
-        revision=revision,
-        base_model=base_model,
-        adapter_uri=adapter_uri,
-        serving_adapter_uri=serving_adapter_uri,
-        retriever=retriever,
-        top_k=top_k,
-        kinds=kinds or {},
-        decoding=decoding,
-        questions=questions,
-        gate_metric=gate_metric,
-        aggregate={s: metrics.aggregate(v) for s, v in per_system.items()},
-        mean_answer_words={s: metrics.mean_answer_words(v) for s, v in answers.items()},
-        differences=differences,
-        bootstrap_seed=seed,
-        confidence=confidence,
-        costs={s: metrics.cost(v, (trimmed or {}).get(s, 0)) for s, v in stats.items() if v},
-        diagnostics=Diagnostics(**metrics.retrieval_recall(pairs, retrieved)),
-    )

@@ -26,7 +26,11 @@ import argparse
 import logging
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from docmodel.api import DocModelSpec
 from docmodel.artifacts import Manifest, RevisionLayout, publish_dir, software_versions
@@ -35,21 +39,25 @@ from docmodel.dataset import (
     EVAL,
     REWRITES,
     TRAIN,
+    Chunk,
     DatasetStats,
+    QAPair,
+    Rewrite,
     SkippedFile,
     write_jsonl,
 )
 from docmodel.revision import open_source, provided_store
-from docmodel.search import write_passage_index
+from docmodel.search import PassageIndex, write_passage_index
 from docmodel.storage import ObjectStore, S3Store, StorageError
 from docmodel_trainer import common, leakage, passage_index
 from docmodel_trainer.chunking import Passage, chunk_document, deduplicate
 from docmodel_trainer.common import JobError
+from docmodel_trainer.leakage import LeakageResult
 from docmodel_trainer.parsing import ParsedDocument
-from docmodel_trainer.qa.generate import generate
+from docmodel_trainer.qa.generate import Generated, generate
 from docmodel_trainer.qa.teacher import TeacherError
-from docmodel_trainer.sources import Fetcher, list_sources
-from docmodel_trainer.split import cap_pairs, split_pairs
+from docmodel_trainer.sources import Fetched, Fetcher, Listing, list_sources
+from docmodel_trainer.split import Split, cap_pairs, split_pairs
 
 log = logging.getLogger("docmodel.trainer.ingest")
 
@@ -69,13 +77,95 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@dataclass(frozen=True)
+class SourceDocuments:
+    """The documents of the source, listed and fetched, and the revision they make."""
+
+    where: str  # the source as messages name it: its bucket and prefix, or its directory
+    revision: str
+    listing: Listing
+    fetched: Fetched
+    skipped: list[SkippedFile]  # by the listing or the fetch, in key order
+
+
+@dataclass(frozen=True)
+class Passages:
+    """Every document cut into passages, each identical passage kept once."""
+
+    passages: list[Passage]
+    deduplicated: int  # identical passages dropped
+
+
+@dataclass(frozen=True)
+class SplitDataset:
+    """The dataset's passages and pairs, and how the pairs were capped, split and checked."""
+
+    chunks: list[Chunk]  # every passage; those of documents kept out of training "untrained"
+    train: list[QAPair]
+    evals: list[QAPair]
+    untrained: set[str]  # the documents kept out of training
+    capped: dict[str, int]  # document -> pairs over dataset.maxPairsPerDocument
+    split: Split
+    leak: LeakageResult
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = common.job_context(args)
     spec = ctx.docmodel.spec
-    source = _source_store(args.source_dir, spec)
+    source = read_source(ctx, args.source_dir, use_cache=not args.no_cache, workers=args.workers)
+    passages = cut_passages(source.fetched.documents.values(), spec)
+    generated = generate_pairs(source, passages, spec)
+    dataset = split_dataset(source, passages, generated, spec)
+    stats = dataset_stats(source, passages, generated, dataset)
+    index, vectors, index_details = passage_index.build(ctx, spec, dataset.chunks)
+    manifest = dataset_manifest(spec, source, passages, generated, dataset, stats, index_details)
+    layout = RevisionLayout(ctx.namespace, ctx.name, source.revision)
+    uri = publish_dataset(ctx, layout, manifest, dataset, generated.rewrites, index, vectors)
+    if args.revision_file:
+        args.revision_file.parent.mkdir(parents=True, exist_ok=True)
+        args.revision_file.write_text(source.revision + "\n")
+    _log_published(source, stats, uri)
+    return common.EXIT_OK
+
+
+def read_source(
+    ctx: common.JobContext, source_dir: Path | None, *, use_cache: bool, workers: int
+) -> SourceDocuments:
+    """List the source (spec.source, or `source_dir`), choose the revision, fetch and parse
+    what is usable; a source with nothing usable is an error naming it."""
+    spec = ctx.docmodel.spec
+    source = _source_store(source_dir, spec)
     qa_store = provided_store(source, spec)
     where = _describe(source)
+    listing = _list(source, spec, qa_store, where)
+    revision = _resolve_revision(ctx.revision, listing)
+    fetcher = Fetcher(
+        source,
+        ctx.store if use_cache else None,
+        f"{ctx.namespace}/{ctx.name}/cache/parsed",
+        max_file_bytes=spec.source.max_file_bytes,
+        workers=max(1, workers),
+    )
+    try:
+        fetched = fetcher.fetch(listing.documents, listing.qa_files, qa_store or source)
+    except StorageError as exc:
+        raise JobError(f"cannot read {where}: {exc}", exc.reason, common.EXIT_STORAGE) from None
+    skipped = sorted([*listing.skipped, *fetched.skipped], key=lambda s: s.key)
+    for item in skipped:
+        log.warning("Skipped document key=%s reason=%s", item.key, item.reason)
+    if not fetched.documents:
+        raise JobError(
+            f"no usable documents under {where}: {len(skipped)} skipped ({_reasons(skipped)})",
+            "NoUsableDocuments",
+            common.EXIT_NO_DATA,
+        )
+    return SourceDocuments(where, revision, listing, fetched, skipped)
 
+
+def _list(
+    source: ObjectStore, spec: DocModelSpec, qa_store: ObjectStore | None, where: str
+) -> Listing:
+    """The source's listing; none of its documents matching the spec is an error."""
     try:
         listing = list_sources(source, spec, qa_store)
     except StorageError as exc:
@@ -94,11 +184,17 @@ def run(args: argparse.Namespace) -> int:
             "NoDocuments",
             common.EXIT_NO_DATA,
         )
+    return listing
 
-    digest = listing.resolved.digest
-    revision = ctx.revision or listing.resolved.revision
+
+def _resolve_revision(given: str | None, listing: Listing) -> str:
+    """The given revision, else the one the listing gives."""
+    revision = given or listing.resolved.revision
     log.info(
-        "Resolved revision=%s source_digest=%s computed=%s", revision, digest, not ctx.revision
+        "Resolved revision=%s source_digest=%s computed=%s",
+        revision,
+        listing.resolved.digest,
+        not given,
     )
     if revision != listing.resolved.revision:
         # The documents changed after the revision was chosen (or a caller named its own
@@ -108,42 +204,45 @@ def run(args: argparse.Namespace) -> int:
             listing.resolved.revision,
             revision,
         )
-    layout = RevisionLayout(ctx.namespace, ctx.name, revision)
+    return revision
 
-    fetcher = Fetcher(
-        source,
-        None if args.no_cache else ctx.store,
-        f"{ctx.namespace}/{ctx.name}/cache/parsed",
-        max_file_bytes=spec.source.max_file_bytes,
-        workers=max(1, args.workers),
-    )
-    try:
-        fetched = fetcher.fetch(listing.documents, listing.qa_files, qa_store or source)
-    except StorageError as exc:
-        raise JobError(f"cannot read {where}: {exc}", exc.reason, common.EXIT_STORAGE) from None
-    skipped = sorted([*listing.skipped, *fetched.skipped], key=lambda s: s.key)
-    for item in skipped:
-        log.warning("Skipped document key=%s reason=%s", item.key, item.reason)
-    if not fetched.documents:
-        raise JobError(
-            f"no usable documents under {where}: {len(skipped)} skipped ({_reasons(skipped)})",
-            "NoUsableDocuments",
-            common.EXIT_NO_DATA,
+
+def cut_passages(documents: Iterable[ParsedDocument], spec: DocModelSpec) -> Passages:
+    """Every document cut into passages (spec.dataset.chunking), identical passages kept once."""
+    chunking = spec.dataset.chunking
+    seen: set[str] = set()
+    passages: list[Passage] = []
+    dropped = 0
+    for doc in documents:
+        kept, gone = deduplicate(
+            chunk_document(doc, chunking.max_tokens, chunking.overlap_tokens), seen
         )
+        passages.extend(kept)
+        dropped += gone
+    return Passages(passages, dropped)
 
-    passages, passages_dropped = _passages(fetched.documents.values(), spec)
+
+def generate_pairs(source: SourceDocuments, passages: Passages, spec: DocModelSpec) -> Generated:
+    """The question/answer pairs (and rewrites) of spec.dataset.generator; none is an error."""
     try:
-        generated = generate(spec.dataset, passages, fetched.qa_files)
+        generated = generate(spec.dataset, passages.passages, source.fetched.qa_files)
     except TeacherError as exc:
         raise JobError(str(exc), "TeacherFailed", common.EXIT_UPSTREAM) from None
     if not generated.pairs:
         raise JobError(
-            f"no question/answer pairs could be made from {len(fetched.documents)} documents "
-            f"under {where} with generator={spec.dataset.generator}",
+            f"no question/answer pairs could be made from {len(source.fetched.documents)} "
+            f"documents under {source.where} with generator={spec.dataset.generator}",
             "NoQuestions",
             common.EXIT_NO_DATA,
         )
+    return generated
 
+
+def split_dataset(
+    source: SourceDocuments, passages: Passages, generated: Generated, spec: DocModelSpec
+) -> SplitDataset:
+    """Cap the pairs per document, split them into train and eval (a retrieval candidate also
+    keeps documents out of training) and drop the eval items that leak."""
     pairs, capped = cap_pairs(
         generated.pairs, spec.dataset.max_pairs_per_document, spec.dataset.seed
     )
@@ -157,11 +256,11 @@ def run(args: argparse.Namespace) -> int:
             sum(capped.values()),
             spec.dataset.max_pairs_per_document,
         )
-    chunks = [p.chunk() for p in passages]
+    chunks = [p.chunk() for p in passages.passages]
     split = split_pairs(
         pairs,
         chunks,
-        fetched.documents,
+        source.fetched.documents,
         spec.dataset.eval_fraction,
         spec.dataset.seed,
         keep_documents_out=spec.training.candidate.kind == "Retrieval",
@@ -178,7 +277,6 @@ def run(args: argparse.Namespace) -> int:
             ",".join(sorted(untrained)),
         )
     leak = leakage.check(split.train, split.eval)
-    train, evals = split.train, leak.kept
     for drop in leak.dropped:
         log.info(
             "Dropped eval item id=%s check=%s similarity=%.3f ngram_overlap=%.3f nearest_train=%s",
@@ -188,80 +286,110 @@ def run(args: argparse.Namespace) -> int:
             drop["ngram_overlap"],
             drop["nearest_train_id"],
         )
-    stats = DatasetStats(
-        documents_listed=len(listing.matched),
-        documents_parsed=len(fetched.documents),
-        documents_skipped=skipped,
-        chunks=len(passages),
-        train_pairs=len(train),
-        eval_pairs=len(evals),
-        train_documents=len({c.source for c in chunks} - untrained),
-        eval_documents=len({p.source for p in evals}),
-        eval_grouping=split.grouping,
-        train_groups=split.train_groups,
-        eval_groups=split.eval_groups,
-        duplicates_removed=split.duplicates_removed,
-        train_pairs_dropped_same_passage=split.train_dropped_same_passage,
-        eval_items_dropped_for_leakage=len(leak.dropped),
-        documents_not_trained=sorted(untrained),
+    return SplitDataset(chunks, split.train, leak.kept, untrained, capped, split, leak)
+
+
+def dataset_stats(
+    source: SourceDocuments, passages: Passages, generated: Generated, dataset: SplitDataset
+) -> DatasetStats:
+    """The figures of the dataset's manifest."""
+    return DatasetStats(
+        documents_listed=len(source.listing.matched),
+        documents_parsed=len(source.fetched.documents),
+        documents_skipped=source.skipped,
+        chunks=len(passages.passages),
+        train_pairs=len(dataset.train),
+        eval_pairs=len(dataset.evals),
+        train_documents=len({c.source for c in dataset.chunks} - dataset.untrained),
+        eval_documents=len({p.source for p in dataset.evals}),
+        eval_grouping=dataset.split.grouping,
+        train_groups=dataset.split.train_groups,
+        eval_groups=dataset.split.eval_groups,
+        duplicates_removed=dataset.split.duplicates_removed,
+        train_pairs_dropped_same_passage=dataset.split.train_dropped_same_passage,
+        eval_items_dropped_for_leakage=len(dataset.leak.dropped),
+        documents_not_trained=sorted(dataset.untrained),
         rewrites=len(generated.rewrites),
-        bytes_downloaded=fetched.bytes_downloaded,
+        bytes_downloaded=source.fetched.bytes_downloaded,
     )
+
+
+def dataset_manifest(
+    spec: DocModelSpec,
+    source: SourceDocuments,
+    passages: Passages,
+    generated: Generated,
+    dataset: SplitDataset,
+    stats: DatasetStats,
+    index_details: dict[str, Any],
+) -> Manifest:
+    """The dataset's manifest: its inputs, the spec, and every figure of how it was made."""
+    fetched = source.fetched
     details = stats.model_dump(mode="json") | {
-        "source": where,
-        "source_digest": digest,
+        "source": source.where,
+        "source_digest": source.listing.resolved.digest,
         "generator": spec.dataset.generator,
         "cache_hits": fetched.cache_hits,
-        "passages_deduplicated": passages_dropped,
+        "passages_deduplicated": passages.deduplicated,
         "malformed_qa_lines": generated.malformed_lines,
         "teacher_failed_passages": generated.failed_passages,
         "teacher_requests": generated.teacher_requests,
         "unattributed_pairs": generated.unattributed,
         "pairs_generated": len(generated.pairs),
-        "pairs_dropped_by_cap": capped,  # document -> pairs over dataset.maxPairsPerDocument
-        "leakage": leak.figures(),
+        "pairs_dropped_by_cap": dataset.capped,  # document -> pairs over maxPairsPerDocument
+        "leakage": dataset.leak.figures(),
         "decoded_with_fallback": sorted(
             k for k, d in fetched.documents.items() if d.encoding not in ("utf-8", "pdf")
         ),
+        "passage_index": index_details,
     }
-    index, vectors, index_details = passage_index.build(ctx, spec, chunks)
-    details["passage_index"] = index_details
-    manifest = Manifest(
+    return Manifest(
         kind="dataset",
-        revision=revision,
-        inputs={"source": digest},
+        revision=source.revision,
+        inputs={"source": source.listing.resolved.digest},
         spec=spec.model_dump(mode="json", by_alias=True),
         versions=software_versions(
             ["pypdf", "markdown-it-py", "selectolax", "httpx", "bm25s", "torch", "transformers"]
         ),
         metrics={
-            "train_pairs": len(train),
-            "eval_pairs": len(evals),
-            "chunks": len(passages),
-            "eval_items_dropped_for_leakage": len(leak.dropped),
+            "train_pairs": len(dataset.train),
+            "eval_pairs": len(dataset.evals),
+            "chunks": len(passages.passages),
+            "eval_items_dropped_for_leakage": len(dataset.leak.dropped),
         },
         details=details,
     )
+
+
+def publish_dataset(
+    ctx: common.JobContext,
+    layout: RevisionLayout,
+    manifest: Manifest,
+    dataset: SplitDataset,
+    rewrites: list[Rewrite],
+    index: PassageIndex,
+    vectors: np.ndarray | None,
+) -> str:
+    """Write the dataset's files and publish them with `manifest`; the dataset's URI."""
     with tempfile.TemporaryDirectory(dir=ctx.workdir, prefix="dataset-") as tmp:
         out = Path(tmp)
-        write_jsonl(out / CHUNKS, chunks)
-        write_jsonl(out / REWRITES, generated.rewrites)
-        write_jsonl(out / TRAIN, train)
-        write_jsonl(out / EVAL, evals)
+        write_jsonl(out / CHUNKS, dataset.chunks)
+        write_jsonl(out / REWRITES, rewrites)
+        write_jsonl(out / TRAIN, dataset.train)
+        write_jsonl(out / EVAL, dataset.evals)
         write_passage_index(out, index, vectors)
-        uri = publish_dir(out, ctx.store, layout, manifest)
+        return publish_dir(out, ctx.store, layout, manifest)
 
-    if args.revision_file:
-        args.revision_file.parent.mkdir(parents=True, exist_ok=True)
-        args.revision_file.write_text(revision + "\n")
+
+def _log_published(source: SourceDocuments, stats: DatasetStats, uri: str) -> None:
     log.info(
         "Published dataset revision=%s uri=%s documents=%d skipped=%d chunks=%d train_pairs=%d "
         "eval_pairs=%d eval_documents=%d grouping=%s leakage_dropped=%d rewrites=%d "
         "bytes_downloaded=%d",
-        revision,
+        source.revision,
         uri,
         stats.documents_parsed,
-        len(skipped),
+        len(source.skipped),
         stats.chunks,
         stats.train_pairs,
         stats.eval_pairs,
@@ -271,21 +399,6 @@ def run(args: argparse.Namespace) -> int:
         stats.rewrites,
         stats.bytes_downloaded,
     )
-    return common.EXIT_OK
-
-
-def _passages(documents: Iterable[ParsedDocument], spec: DocModelSpec) -> tuple[list[Passage], int]:
-    chunking = spec.dataset.chunking
-    seen: set[str] = set()
-    passages: list[Passage] = []
-    dropped = 0
-    for doc in documents:
-        kept, gone = deduplicate(
-            chunk_document(doc, chunking.max_tokens, chunking.overlap_tokens), seen
-        )
-        passages.extend(kept)
-        dropped += gone
-    return passages, dropped
 
 
 def _source_store(source_dir: Path | None, spec: DocModelSpec) -> ObjectStore:

@@ -101,12 +101,72 @@ def _num(value: float | None, form: str) -> str:
 
 
 def render(report: EvalReport, verdict: Decision) -> str:
+    """The whole page: header and verdict, then scores, differences, costs, diagnostics and
+    answers."""
     systems = systems_of(report)
+    header = "".join(f"<th>{s}</th>" for s in systems)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>DocModel evaluation · revision {escape(report.revision)}</title>
+<style>{STYLE}</style></head><body>
+<h1>Evaluation of revision {escape(report.revision)}</h1>
+<p class="meta">Base model <code>{escape(report.base_model)}</code> · adapter
+<code>{escape(report.adapter_uri)}</code>{_serving_note(report)} · baseline {escape(report.retriever)} top-{report.top_k}
+· greedy, max {report.decoding.max_new_tokens} new tokens ({escape(report.decoding.engine)}, adapters {escape(report.decoding.adapter_weights)})
+· {len(report.questions)} questions · {report.created_at:%Y-%m-%d %H:%M} UTC</p>
+<p class="verdict {verdict.name}">{verdict.name} ({escape(verdict.reason)}): {escape(verdict.message)}</p>
+{_gate_note(report)}
+<h2>Scores</h2>
+{score_chart(report)}
+<table><tr><th>system</th>{"".join(f"<th>{label(report, m)}</th>" for m in METRICS)}
+<th>mean answer words</th></tr>{_score_rows(report, systems)}</table>
+<p class="meta">Gold recall (the share of the reference's words in the answer) never gates; extra
+words never lower it. Read with the answers' length: a token-F1 lead from shorter answers shows as
+no gold-recall lead, a gold-recall lead from longer answers as more words.</p>
+<h2>Differences (paired bootstrap, {report.confidence:.0%} interval, seed {report.bootstrap_seed})</h2>
+<table><tr><th>comparison</th><th>metric</th><th>mean</th><th>interval</th></tr>{_difference_rows(report)}</table>
+<h2>Cost and latency (same batch settings for every system)</h2>
+<table><tr><th>system</th><th>mean prompt tokens</th><th>mean answer tokens</th>
+<th>p50 ms</th><th>p99 ms</th><th>prompts trimmed</th></tr>{_cost_rows(report)}</table>
+<h2>Diagnostics (never gating)</h2>
+<ul>{_diagnostics(report)}</ul>
+<h2>Answers</h2>
+<table><tr><th>question</th><th>reference</th>{header}</tr>{_answer_rows(report, systems)}</table>
+</body></html>
+"""
+
+
+def _serving_note(report: EvalReport) -> str:
+    """The serving adapter, in the header line; "" when none was scored."""
+    return (
+        f" · serving adapter <code>{escape(report.serving_adapter_uri)}</code>"
+        if report.serving_adapter_uri
+        else ""
+    )
+
+
+def _gate_note(report: EvalReport) -> str:
+    """The metric the verdict was decided on; "" for a report that names none."""
+    return (
+        f'<p class="meta">Decided on <strong>{LABELS[report.gate_metric]}</strong> '
+        f"(<code>spec.evaluation.metric: {report.gate_metric}</code>).</p>"
+        if report.gate_metric
+        else ""
+    )
+
+
+def _score_rows(report: EvalReport, systems: list[SystemName]) -> str:
+    """One row per system: every metric, then the mean answer words."""
     rows = []
     for s in systems:
         cells = "".join(_num(getattr(report.aggregate[s], m), ".4f") for m in METRICS)
         words = _num(report.mean_answer_words.get(s), ".1f")
         rows.append(f"<tr><th>{s}</th>{cells}{words}</tr>")
+    return "".join(rows)
+
+
+def _difference_rows(report: EvalReport) -> str:
+    """One row per comparison and metric: the mean difference and its interval."""
     diffs = []
     for name, per_metric in report.differences.items():
         for metric, d in per_metric.items():
@@ -115,7 +175,12 @@ def render(report: EvalReport, verdict: Decision) -> str:
                 f'<td class="num">{d.mean:+.4f}</td>'
                 f'<td class="num">[{d.ci_low:+.4f}, {d.ci_high:+.4f}]</td></tr>'
             )
-    costs = "".join(
+    return "".join(diffs)
+
+
+def _cost_rows(report: EvalReport) -> str:
+    """One row per system: prompt and answer tokens, latency, trimmed prompts."""
+    return "".join(
         f"<tr><th>{s}</th><td class='num'>{c.mean_prompt_tokens:.0f}</td>"
         f"<td class='num'>{c.mean_answer_tokens:.1f}</td>"
         f"<td class='num'>{c.latency_p50_s * 1000:.0f}</td>"
@@ -123,12 +188,17 @@ def render(report: EvalReport, verdict: Decision) -> str:
         f"<td class='num'>{c.prompts_trimmed}</td></tr>"
         for s, c in report.costs.items()
     )
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _diagnostics(report: EvalReport) -> str:
+    """The list items of the diagnostics: the base model closed-book, retrieval recall, the
+    context, and the leakage checks when the dataset recorded them."""
     diag = report.diagnostics
     leak = report.leakage
-
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.1%}"
-
     diagnostics = (
         f"<li>Base model closed-book (no adapter, no passages) scores "
         f"{report.aggregate['base'].token_f1:.4f} token F1: how far the questions can be "
@@ -137,8 +207,8 @@ def render(report: EvalReport, verdict: Decision) -> str:
         else ""
     ) + (
         f"<li>Retrieval recall@{report.top_k}: the baseline was given the passage the answer came "
-        f"from for {pct(diag.retrieval_recall_at_k)} of {diag.questions_with_passage} questions, and a "
-        f"passage of the right document for {pct(diag.retrieval_document_recall_at_k)}.</li>"
+        f"from for {_percent(diag.retrieval_recall_at_k)} of {diag.questions_with_passage} questions, and a "
+        f"passage of the right document for {_percent(diag.retrieval_document_recall_at_k)}.</li>"
         f"<li>Context: prompts fitted to {diag.context_tokens or 'n/a'} tokens with room for the "
         "answer; trimmed prompts are counted per system below.</li>"
     )
@@ -151,20 +221,26 @@ def render(report: EvalReport, verdict: Decision) -> str:
             f"cosine at or over {leak.get('similarity_threshold')}; largest similarity kept "
             f"{leak.get('kept_max_similarity', 0):.3f}.</li>"
         )
+    return diagnostics
 
-    def answer_note(q: QuestionResult, s: SystemName) -> str:
-        sc = q.scores[s]
-        recall = "" if sc.gold_recall is None else f" · recall {sc.gold_recall:.2f}"
-        words = f" · {q.answer_words[s]} words" if s in q.answer_words else ""
-        return (
-            f"F1 {sc.token_f1:.2f} · EM {sc.exact_match:.0f} · ROUGE-L {sc.rouge_l:.2f}"
-            f"{recall}{words}"
-        )
 
+def _answer_note(q: QuestionResult, s: SystemName) -> str:
+    """The scores under one system's answer to one question."""
+    sc = q.scores[s]
+    recall = "" if sc.gold_recall is None else f" · recall {sc.gold_recall:.2f}"
+    words = f" · {q.answer_words[s]} words" if s in q.answer_words else ""
+    return (
+        f"F1 {sc.token_f1:.2f} · EM {sc.exact_match:.0f} · ROUGE-L {sc.rouge_l:.2f}{recall}{words}"
+    )
+
+
+def _answer_rows(report: EvalReport, systems: list[SystemName]) -> str:
+    """One row per question: the question (its source and what was retrieved), the reference,
+    then every system's answer."""
     questions = []
     for q in report.questions:
         answers = "".join(
-            f'<td>{escape(q.answers.get(s, ""))}<span class="score">{answer_note(q, s)}</span></td>'
+            f'<td>{escape(q.answers.get(s, ""))}<span class="score">{_answer_note(q, s)}</span></td>'
             if s in q.scores
             else "<td></td>"
             for s in systems
@@ -174,44 +250,4 @@ def render(report: EvalReport, verdict: Decision) -> str:
             f"<tr><td>{escape(q.question)}<span class='score'>{escape(q.source)}"
             f" · retrieved: {retrieved}</span></td><td>{escape(q.reference)}</td>{answers}</tr>"
         )
-    header = "".join(f"<th>{s}</th>" for s in systems)
-    gate = (
-        f'<p class="meta">Decided on <strong>{LABELS[report.gate_metric]}</strong> '
-        f"(<code>spec.evaluation.metric: {report.gate_metric}</code>).</p>"
-        if report.gate_metric
-        else ""
-    )
-    serving = (
-        f" · serving adapter <code>{escape(report.serving_adapter_uri)}</code>"
-        if report.serving_adapter_uri
-        else ""
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>DocModel evaluation · revision {escape(report.revision)}</title>
-<style>{STYLE}</style></head><body>
-<h1>Evaluation of revision {escape(report.revision)}</h1>
-<p class="meta">Base model <code>{escape(report.base_model)}</code> · adapter
-<code>{escape(report.adapter_uri)}</code>{serving} · baseline {escape(report.retriever)} top-{report.top_k}
-· greedy, max {report.decoding.max_new_tokens} new tokens ({escape(report.decoding.engine)}, adapters {escape(report.decoding.adapter_weights)})
-· {len(report.questions)} questions · {report.created_at:%Y-%m-%d %H:%M} UTC</p>
-<p class="verdict {verdict.name}">{verdict.name} ({escape(verdict.reason)}): {escape(verdict.message)}</p>
-{gate}
-<h2>Scores</h2>
-{score_chart(report)}
-<table><tr><th>system</th>{"".join(f"<th>{label(report, m)}</th>" for m in METRICS)}
-<th>mean answer words</th></tr>{"".join(rows)}</table>
-<p class="meta">Gold recall (the share of the reference's words in the answer) never gates; extra
-words never lower it. Read with the answers' length: a token-F1 lead from shorter answers shows as
-no gold-recall lead, a gold-recall lead from longer answers as more words.</p>
-<h2>Differences (paired bootstrap, {report.confidence:.0%} interval, seed {report.bootstrap_seed})</h2>
-<table><tr><th>comparison</th><th>metric</th><th>mean</th><th>interval</th></tr>{"".join(diffs)}</table>
-<h2>Cost and latency (same batch settings for every system)</h2>
-<table><tr><th>system</th><th>mean prompt tokens</th><th>mean answer tokens</th>
-<th>p50 ms</th><th>p99 ms</th><th>prompts trimmed</th></tr>{costs}</table>
-<h2>Diagnostics (never gating)</h2>
-<ul>{diagnostics}</ul>
-<h2>Answers</h2>
-<table><tr><th>question</th><th>reference</th>{header}</tr>{"".join(questions)}</table>
-</body></html>
-"""
+    return "".join(questions)

@@ -27,10 +27,19 @@ import hashlib
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docmodel.artifacts import Manifest, publish_dir, read_manifest, software_versions
+import numpy as np
+
+from docmodel.artifacts import (
+    Manifest,
+    RevisionLayout,
+    publish_dir,
+    read_manifest,
+    software_versions,
+)
 from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN, Chunk, QAPair, Rewrite, read_jsonl
 from docmodel.retrieval import RetrievalIndex, write_index
 from docmodel_trainer import fetch, modeling, passage_index, raft, sft, trainset
@@ -155,17 +164,76 @@ def _claim_output_dir(output_dir: Path, run_id: str) -> None:
     marker.write_text(run_id)
 
 
+@dataclass(frozen=True)
+class TrainingInputs:
+    """The revision's dataset, as training reads it."""
+
+    data_dir: Path
+    digest: str  # of the dataset's manifest
+    pairs: list[QAPair]
+    chunks: list[Chunk]
+    rewrites: list[Rewrite]
+    eval_questions: list[str]  # only to check that none is trained on
+
+
+@dataclass(frozen=True)
+class RetrievalTraining:
+    """A retrieval candidate's passage index and retrieval examples; none for a closed-book
+    candidate."""
+
+    index: RetrievalIndex | None
+    vectors: np.ndarray | None
+    contexts: list[raft.RaftContext]
+
+
+@dataclass(frozen=True)
+class PreparedTraining:
+    """The trainer, ready to run, and what it runs on."""
+
+    trainer: Any
+    tokenizer: Any
+    data: trainset.TrainingData
+    resume: str | Path | None  # the checkpoint to resume from
+    cuda: bool
+
+
+@dataclass(frozen=True)
+class SavedAdapter:
+    """The adapter's directory, with the figures its manifest records."""
+
+    directory: Path
+    metrics: dict[str, Any]
+    mix: dict[str, Any]  # what the training data is made of (`TrainingData.mix`)
+    seen: dict[str, Any]  # what the trainer's batches held (`TrainingData.seen_report`)
+
+
 def run(args: argparse.Namespace) -> int:
-    # -- setup ---------------------------------------------------------------------------------
     ctx = job_context(args)
     cfg = resolve_config(args, ctx)
     modeling.quiet_progress_bars()
     layout = ctx.layout()
-    adapter_uri = layout.uri(ctx.store_uri, "adapter")
-    if not args.force and read_manifest(ctx.store, layout, "adapter") is not None:
-        log.info("Found adapter uri=%s; skipped training (use --force to retrain)", adapter_uri)
+    if not args.force and _adapter_published(ctx, layout):
         return EXIT_OK
+    inputs = read_dataset(ctx, layout)
+    retrieval = retrieval_training(ctx, layout, inputs, cfg)
+    prepared = prepare_training(ctx, layout, cfg, inputs, retrieval)
+    result = train_adapter(prepared)
+    saved = save_adapter(ctx.workdir / "adapter", prepared, result, cfg, inputs, retrieval)
+    publish_adapter(ctx, layout, cfg, inputs, saved)
+    return EXIT_OK
 
+
+def _adapter_published(ctx: JobContext, layout: RevisionLayout) -> bool:
+    """Whether the revision's adapter is in the store already (then training is skipped)."""
+    if read_manifest(ctx.store, layout, "adapter") is None:
+        return False
+    adapter_uri = layout.uri(ctx.store_uri, "adapter")
+    log.info("Found adapter uri=%s; skipped training (use --force to retrain)", adapter_uri)
+    return True
+
+
+def read_dataset(ctx: JobContext, layout: RevisionLayout) -> TrainingInputs:
+    """Fetch the revision's dataset and read it; a dataset without training pairs is an error."""
     data_dir, _, dataset_digest = fetch.fetch_dataset(ctx.store, layout, ctx.workdir / "dataset")
     pairs = list(read_jsonl(data_dir / TRAIN, QAPair))
     if not pairs:
@@ -174,73 +242,72 @@ def run(args: argparse.Namespace) -> int:
             "NoTrainingData",
             EXIT_NO_DATA,
         )
-
     chunks = list(read_jsonl(data_dir / CHUNKS, Chunk))
     rewrites_path = data_dir / REWRITES
     rewrites = list(read_jsonl(rewrites_path, Rewrite)) if rewrites_path.exists() else []
     eval_questions = [p.question for p in read_jsonl(data_dir / EVAL, QAPair)]
+    return TrainingInputs(data_dir, dataset_digest, pairs, chunks, rewrites, eval_questions)
 
+
+def retrieval_training(
+    ctx: JobContext, layout: RevisionLayout, inputs: TrainingInputs, cfg: sft.TrainConfig
+) -> RetrievalTraining:
+    """For a retrieval candidate, the passage index it serves from and every training question
+    with the passages the production retriever gives it (`raft`)."""
     spec = ctx.docmodel.spec
     candidate = spec.training.candidate
-    index: RetrievalIndex | None = None
-    vectors = None
+    if candidate.kind != "Retrieval":
+        return RetrievalTraining(None, None, [])
+    chunks = inputs.chunks
+    where = layout.uri(ctx.store_uri, "dataset")
+    passages, vectors = passage_index.read(inputs.data_dir, chunks, where)
+    index = RetrievalIndex(
+        retriever=spec.evaluation.baseline.retriever,
+        top_k=spec.evaluation.baseline.top_k,
+        passages=len(chunks),
+        documents_not_trained=sorted({c.source for c in chunks if c.split == "untrained"}),
+        embedding=passages.embedding,
+    )
+    # The distractors: the production retriever's own ranking over the passages training
+    # may show (a retrieval candidate's untrained documents are left out).
+    trainable = [i for i, c in enumerate(chunks) if c.split != "untrained"]
     contexts: list[raft.RaftContext] = []
-    if candidate.kind == "Retrieval":
-        where = layout.uri(ctx.store_uri, "dataset")
-        passages, vectors = passage_index.read(data_dir, chunks, where)
-        index = RetrievalIndex(
-            retriever=spec.evaluation.baseline.retriever,
-            top_k=spec.evaluation.baseline.top_k,
-            passages=len(chunks),
-            documents_not_trained=sorted({c.source for c in chunks if c.split == "untrained"}),
-            embedding=passages.embedding,
+    if trainable:
+        retriever = passage_index.retriever(
+            index.retriever, spec, ctx.workdir, chunks, passages, vectors, where, trainable
         )
-        # The distractors: the production retriever's own ranking over the passages training
-        # may show (a retrieval candidate's untrained documents are left out).
-        trainable = [i for i, c in enumerate(chunks) if c.split != "untrained"]
-        if trainable:
-            retriever = passage_index.retriever(
-                index.retriever, spec, ctx.workdir, chunks, passages, vectors, where, trainable
-            )
-            contexts = raft.build_contexts(
-                pairs,
-                retriever,
-                top_k=index.top_k,
-                gold_probability=candidate.gold_passage_probability,
-                seed=cfg.seed,
-            )
-        log.info(
-            "Built retrieval examples count=%d with_gold=%d gold_ranked_by_retriever=%d top_k=%d "
-            "retriever=%s",
-            len(contexts),
-            sum(1 for c in contexts if c.gold_included),
-            sum(1 for c in contexts if c.gold_retrieved),
-            index.top_k,
-            index.retriever,
+        contexts = raft.build_contexts(
+            inputs.pairs,
+            retriever,
+            top_k=index.top_k,
+            gold_probability=candidate.gold_passage_probability,
+            seed=cfg.seed,
         )
+    log.info(
+        "Built retrieval examples count=%d with_gold=%d gold_ranked_by_retriever=%d top_k=%d "
+        "retriever=%s",
+        len(contexts),
+        sum(1 for c in contexts if c.gold_included),
+        sum(1 for c in contexts if c.gold_retrieved),
+        index.top_k,
+        index.retriever,
+    )
+    return RetrievalTraining(index, vectors, contexts)
 
+
+def prepare_training(
+    ctx: JobContext,
+    layout: RevisionLayout,
+    cfg: sft.TrainConfig,
+    inputs: TrainingInputs,
+    retrieval: RetrievalTraining,
+) -> PreparedTraining:
+    """Load the base model and its tokenizer, lay out the training data (`trainset`), claim
+    the checkpoints for this run and find the one to resume from."""
+    spec = ctx.docmodel.spec
     base_path = modeling.resolve_base_model(spec.base_model, ctx.workdir, spec.source.endpoint)
     tokenizer = modeling.load_tokenizer(base_path)
-    data = trainset.build(
-        tokenizer,
-        pairs,
-        chunks,
-        rewrites,
-        max_seq_length=cfg.training.max_seq_length,
-        epochs=int(cfg.training.epochs),
-        qa_first_epochs=cfg.training.qa_first_epochs,
-        train_on_documents=cfg.training.train_on_documents,
-        packing=cfg.training.packing,
-        seed=cfg.seed,
-        contexts=contexts,
-    )
-    log.info(
-        "Built training data rows=%d order=%s phases=%s passages_split=%d",
-        len(data.rows),
-        data.mix["order"],
-        ",".join(f"{p['name']}x{p['passes']}:{p['examples_per_pass']}" for p in data.mix["phases"]),
-        data.mix["passages_split_into_windows"],
-    )
+    data = training_data(tokenizer, cfg, inputs, retrieval)
     from datasets import Dataset
 
     train_dataset = Dataset.from_list(data.rows)
@@ -274,53 +341,108 @@ def run(args: argparse.Namespace) -> int:
         "Started training revision=%s method=%s pairs=%d epochs=%s max_steps=%d resume=%s",
         layout.revision,
         cfg.training.method,
-        len(pairs),
+        len(inputs.pairs),
         cfg.training.epochs,
         cfg.max_steps,
         resume or "none",
     )
+    return PreparedTraining(trainer, tokenizer, data, resume, cuda)
 
-    # -- train ---------------------------------------------------------------------------------
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
-    # -- save ----------------------------------------------------------------------------------
-    adapter_dir = ctx.workdir / "adapter"
+def training_data(
+    tokenizer: Any, cfg: sft.TrainConfig, inputs: TrainingInputs, retrieval: RetrievalTraining
+) -> trainset.TrainingData:
+    """The rows the trainer reads, in order (`trainset.build`)."""
+    data = trainset.build(
+        tokenizer,
+        inputs.pairs,
+        inputs.chunks,
+        inputs.rewrites,
+        max_seq_length=cfg.training.max_seq_length,
+        epochs=int(cfg.training.epochs),
+        qa_first_epochs=cfg.training.qa_first_epochs,
+        train_on_documents=cfg.training.train_on_documents,
+        packing=cfg.training.packing,
+        seed=cfg.seed,
+        contexts=retrieval.contexts,
+    )
+    log.info(
+        "Built training data rows=%d order=%s phases=%s passages_split=%d",
+        len(data.rows),
+        data.mix["order"],
+        ",".join(f"{p['name']}x{p['passes']}:{p['examples_per_pass']}" for p in data.mix["phases"]),
+        data.mix["passages_split_into_windows"],
+    )
+    return data
+
+
+def train_adapter(prepared: PreparedTraining) -> Any:
+    """Run the trainer, from the checkpoint to resume from if there is one; its result."""
+    resume = prepared.resume
+    return prepared.trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+
+def save_adapter(
+    adapter_dir: Path,
+    prepared: PreparedTraining,
+    result: Any,
+    cfg: sft.TrainConfig,
+    inputs: TrainingInputs,
+    retrieval: RetrievalTraining,
+) -> SavedAdapter:
+    """Write the trained adapter, its tokenizer, settings, metrics and the record of what it
+    was trained on (and a retrieval candidate's passage index) to `adapter_dir`."""
+    trainer, tokenizer = prepared.trainer, prepared.tokenizer
     trainer.model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
-    metrics = training_metrics(trainer, result, cuda=cuda)
-    seen = data.seen_report(trainer.seen, tokenizer, eval_questions)
-    seen["resumed"] = resume is not None  # a resumed run saw only the batches after the resume
+    metrics = training_metrics(trainer, result, cuda=prepared.cuda)
+    seen = prepared.data.seen_report(trainer.seen, tokenizer, inputs.eval_questions)
+    seen["resumed"] = prepared.resume is not None  # a resumed run saw only the later batches
     metrics.update(
         documents_trained_fraction=seen["documents_trained_fraction"],
         eval_questions_seen_in_training=seen["eval_questions_seen_in_training"],
     )
     (adapter_dir / "training_data.json").write_text(
-        json.dumps({"mix": data.mix, "seen": seen}, indent=2) + "\n"
+        json.dumps({"mix": prepared.data.mix, "seen": seen}, indent=2) + "\n"
     )
     (adapter_dir / "train_config.json").write_text(json.dumps(cfg.record(), indent=2) + "\n")
     (adapter_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if index is not None:
-        write_index(adapter_dir, index, chunks, vectors)
+    if retrieval.index is not None:
+        write_index(adapter_dir, retrieval.index, inputs.chunks, retrieval.vectors)
+    return SavedAdapter(adapter_dir, metrics, prepared.data.mix, seen)
+
+
+def publish_adapter(
+    ctx: JobContext,
+    layout: RevisionLayout,
+    cfg: sft.TrainConfig,
+    inputs: TrainingInputs,
+    saved: SavedAdapter,
+) -> None:
+    """Publish the saved adapter with its manifest."""
     manifest = Manifest(
         kind="adapter",
         revision=layout.revision,
-        inputs={"dataset": dataset_digest, "base_model": cfg.base_model},
+        inputs={"dataset": inputs.digest, "base_model": cfg.base_model},
         spec={"training": cfg.record()},
         versions=software_versions(PACKAGES),
-        metrics=metrics,
-        details={"mix": data.mix, "seen": seen, "candidate": candidate.kind},
+        metrics=saved.metrics,
+        details={
+            "mix": saved.mix,
+            "seen": saved.seen,
+            "candidate": ctx.docmodel.spec.training.candidate.kind,
+        },
     )
-    uri = publish_dir(adapter_dir, ctx.store, layout, manifest)
+    uri = publish_dir(saved.directory, ctx.store, layout, manifest)
     log.info(
         "Published adapter uri=%s final_loss=%.4f tokens_per_s=%.0f documents_trained_fraction=%.3f "
         "eval_questions_seen_in_training=%d",
         uri,
-        metrics["final_loss"],
-        metrics["tokens_per_s"],
-        seen["documents_trained_fraction"],
-        seen["eval_questions_seen_in_training"],
+        saved.metrics["final_loss"],
+        saved.metrics["tokens_per_s"],
+        saved.seen["documents_trained_fraction"],
+        saved.seen["eval_questions_seen_in_training"],
     )
-    return EXIT_OK
 
 
 def training_metrics(trainer: Any, result: Any, *, cuda: bool) -> dict[str, Any]:

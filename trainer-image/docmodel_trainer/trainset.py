@@ -230,40 +230,92 @@ def build(
     """Tokenize every example and lay out the passes (see the module docstring)."""
     kept_out = sorted({c.source for c in chunks if c.split == "untrained"})
     chunks = [c for c in chunks if c.split != "untrained"]
-    trainable = {c.id for c in chunks}
-    rewrites = [rw for rw in rewrites if rw.chunk_id in trainable]
-    qa = [qa_example(tokenizer, p) for p in pairs]
-    qa += [context_example(tokenizer, c, max_seq_length) for c in contexts]
-    too_long = [e.key for e in qa if len(e.input_ids) > max_seq_length]
-    qa = [e for e in qa if len(e.input_ids) <= max_seq_length]
+    qa, too_long = _chat_examples(tokenizer, pairs, contexts, max_seq_length)
     documents: dict[str, list[str]] = {}
-    windows: dict[str, list[str]] = {}
-    texts: list[Example] = []
     for chunk in chunks:  # every passage counts, trained or not (the record says which)
         documents.setdefault(chunk.source, []).append(chunk.id)
-        windows[chunk.id] = []
+    windows: dict[str, list[str]] = {c.id: [] for c in chunks}
+    texts: list[Example] = []
     if train_on_documents:
-        for chunk in chunks:
-            header = passage_header(chunk.title, chunk.heading_path)
-            made = text_examples(
-                tokenizer, "passage", chunk.id, chunk.source, header, chunk.text, max_seq_length
-            )
-            windows[chunk.id] = [e.key for e in made]
-            texts.extend(made)
-        headers = {c.id: passage_header(c.title, c.heading_path) for c in chunks}
-        for rw in rewrites:
-            texts.extend(
-                text_examples(
-                    tokenizer,
-                    "rewrite",
-                    f"{rw.chunk_id}~{rw.index}",
-                    rw.source,
-                    headers.get(rw.chunk_id, ""),
-                    rw.text,
-                    max_seq_length,
-                )
-            )
+        texts, windows = _document_examples(tokenizer, chunks, rewrites, max_seq_length)
     phases = [("qa", qa, qa_first_epochs), ("mixed", qa + texts, epochs)]
+    rows, mix_phases = _lay_out_passes(phases, max_seq_length, packing, seed)
+    examples = qa + texts
+    by_ids: dict[str, list[str]] = {}
+    for e in examples:
+        by_ids.setdefault(ids_key(e.input_ids), []).append(e.key)
+    mix = {
+        "order": "qa-first-then-mixed" if qa_first_epochs > 0 else "mixed",
+        "phases": mix_phases,
+        "packing": packing,
+        "max_seq_length": max_seq_length,
+        "passages_split_into_windows": sum(1 for ws in windows.values() if len(ws) > 1),
+        "qa_dropped_too_long": too_long,
+        "train_on_documents": train_on_documents,
+        "documents_kept_out": kept_out,
+        "retrieval_examples": {
+            "count": len(contexts),
+            "with_gold_passage": sum(1 for c in contexts if c.gold_included),
+            "gold_ranked_by_retriever": sum(1 for c in contexts if c.gold_retrieved),
+        },
+    }
+    return TrainingData(rows, examples, windows, documents, mix, by_ids)
+
+
+def _chat_examples(
+    tokenizer: Any,
+    pairs: Sequence[QAPair],
+    contexts: Sequence[RaftContext],
+    max_seq_length: int,
+) -> tuple[list[Example], list[str]]:
+    """The question/answer and retrieval examples that fit `max_seq_length`, and the keys of
+    those that do not."""
+    made = [qa_example(tokenizer, p) for p in pairs]
+    made += [context_example(tokenizer, c, max_seq_length) for c in contexts]
+    too_long = [e.key for e in made if len(e.input_ids) > max_seq_length]
+    return [e for e in made if len(e.input_ids) <= max_seq_length], too_long
+
+
+def _document_examples(
+    tokenizer: Any, chunks: Sequence[Chunk], rewrites: Sequence[Rewrite], max_seq_length: int
+) -> tuple[list[Example], dict[str, list[str]]]:
+    """Every passage, then every rewrite of one, as text examples; and each passage's example
+    keys (one per window)."""
+    windows: dict[str, list[str]] = {}
+    texts: list[Example] = []
+    for chunk in chunks:
+        header = passage_header(chunk.title, chunk.heading_path)
+        made = text_examples(
+            tokenizer, "passage", chunk.id, chunk.source, header, chunk.text, max_seq_length
+        )
+        windows[chunk.id] = [e.key for e in made]
+        texts.extend(made)
+    headers = {c.id: passage_header(c.title, c.heading_path) for c in chunks}
+    for rw in rewrites:
+        if rw.chunk_id not in headers:  # only rewrites of the passages trained on
+            continue
+        texts.extend(
+            text_examples(
+                tokenizer,
+                "rewrite",
+                f"{rw.chunk_id}~{rw.index}",
+                rw.source,
+                headers[rw.chunk_id],
+                rw.text,
+                max_seq_length,
+            )
+        )
+    return texts, windows
+
+
+def _lay_out_passes(
+    phases: Sequence[tuple[str, list[Example], int]],
+    max_seq_length: int,
+    packing: bool,
+    seed: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of every pass of every phase, in order (each pass shuffled with the seed and,
+    with packing, packed on its own); and each phase's record for the mix."""
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
     mix_phases = []
@@ -286,26 +338,7 @@ def build(
                 "tokens_per_pass": _tokens(examples),
             }
         )
-    examples = qa + texts
-    by_ids: dict[str, list[str]] = {}
-    for e in examples:
-        by_ids.setdefault(ids_key(e.input_ids), []).append(e.key)
-    mix = {
-        "order": "qa-first-then-mixed" if qa_first_epochs > 0 else "mixed",
-        "phases": mix_phases,
-        "packing": packing,
-        "max_seq_length": max_seq_length,
-        "passages_split_into_windows": sum(1 for ws in windows.values() if len(ws) > 1),
-        "qa_dropped_too_long": too_long,
-        "train_on_documents": train_on_documents,
-        "documents_kept_out": kept_out,
-        "retrieval_examples": {
-            "count": len(contexts),
-            "with_gold_passage": sum(1 for c in contexts if c.gold_included),
-            "gold_ranked_by_retriever": sum(1 for c in contexts if c.gold_retrieved),
-        },
-    }
-    return TrainingData(rows, examples, windows, documents, mix, by_ids)
+    return rows, mix_phases
 
 
 def _count(examples: Sequence[Example]) -> dict[str, int]:

@@ -39,6 +39,7 @@ General Counsel"), later capitalised words of a sentence-case label ("United Kin
 diem"), and a first word that picks out one instance of a term the passage uses on its own
 ("London hotel limit" beside "Hotel limit: ..."). A capitalised first word with no such
 evidence is read as a common noun ("Rotterdam endpoint" becomes "the rotterdam endpoint").
+These rules, and the articles, plurals and verb forms of the questions, are in `english`.
 
 Left out on purpose, as fewer clean pairs beat more awkward ones: labels that are modal,
 negated or end in a bare participle ("Must be resolved", "Not allowed in ...", "Review
@@ -56,6 +57,7 @@ from collections.abc import Iterator
 
 from docmodel_trainer.chunking import Passage
 from docmodel_trainer.parsing import Block
+from docmodel_trainer.qa import english
 
 MAX_ANSWER_WORDS = 25
 MAX_CELL_WORDS = 12
@@ -113,23 +115,6 @@ _ROUTED = {"requests", "questions", "alerts", "issues", "tickets", "reports"}
 _VERB_LABELS = {"grants", "covers", "includes", "contains", "requires", "allows", "needs"}
 _VERB_NOUNS = {"refresh": "refreshed", "review": "reviewed", "update": "updated"}
 _NOUN_VERBS = {"review": "reviews", "approval": "approves"}
-_QUALIFIERS = {  # capitalised first words of labels that are not names
-    *("default", "maximum", "minimum", "max", "min", "standard", "primary", "secondary"),
-    *("annual", "daily", "weekly", "monthly", "new", "first", "last", "public", "internal"),
-    *("external", "total", "average", "base", "other", "main", "temporary", "permanent"),
-}
-_NOT_PLURAL = {"status", "series", "news", "access", "analysis", "bus", "alias", "lens", "its"}
-_IRREGULAR = {
-    *("run:run", "set:set", "kept:keep", "paid:pay", "sent:send", "done:do", "given:give"),
-    *("held:hold", "led:lead", "built:build", "chosen:choose", "made:make", "taken:take"),
-    *("written:write", "bought:buy", "known:know", "shown:show", "stored:store"),
-    *("deleted:delete", "completed:complete", "synced:sync", "controlled:control"),
-}
-_BASE_OF = dict(pair.split(":") for pair in _IRREGULAR)
-# Stems that lost an "e" before "-ed": approv(e)d, handl(e)d, rotat(e)d, us(e)d, defin(e)d, ...
-_E_DROPPED = re.compile(
-    r"(?:[cgvzu]|[^aeioul]l|ul|at|ut|uir|[^aeiou][aiou][dkmn]|[^aeiou][aiu]r|[^s]s)$"
-)
 
 # Values.
 _NOT_VALUES = {"required", "optional", "mandatory", "recommended", "allowed", "forbidden", "not"}
@@ -147,14 +132,9 @@ _DURATION = re.compile(
     r"(?:business |working |calendar )?(?:second|minute|hour|day|night|week|month|year)s?\b",
     re.I,
 )
-_DAYS_MONTHS = {
-    *("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-    *("January", "February", "March", "April", "May", "June", "July", "August"),
-    *("September", "October", "November", "December"),
-}
 _WHEN = re.compile(
     r"\b\d{1,2}:\d{2}\b|^(?:within|before|after)\b|^\d+ \w+ (?:before|after)\b"
-    r"|\b(?:" + "|".join(sorted(_DAYS_MONTHS)) + r")\b"
+    r"|\b(?:" + "|".join(sorted(english.DAYS_MONTHS)) + r")\b"
 )
 _OFTEN = re.compile(
     r"^(?:every|each|once|twice|daily|nightly|weekly|monthly|quarterly|yearly|annually|hourly)\b",
@@ -278,7 +258,7 @@ def _clause(clause: str, context: str) -> Iterator[tuple[str, str]]:
         term = default.group("term").strip()
         value = default.group("value").strip()
         if len(value.split()) <= 8:
-            yield f"What is the default {_soft_lower(term, context)}?", value
+            yield f"What is the default {english.soft_lower(term, context)}?", value
         return
     if not any(verb in lowered for verb in (" is ", " are ", " means ", " refers to ")):
         return
@@ -293,7 +273,7 @@ def _clause(clause: str, context: str) -> Iterator[tuple[str, str]]:
         return
     lower_elsewhere = rf"(?<![\w./#-]){re.escape(term.lower())}(?![\w-]|\.\w)"
     if article or " " in term or verb != "is" or re.search(lower_elsewhere, context):
-        phrase = _soft_lower(term, context)
+        phrase = english.soft_lower(term, context)
     else:
         phrase = term  # "Depot is the analytics warehouse": a bare capitalised word, a name
     phrase = f"{article} {phrase}" if article else phrase
@@ -308,7 +288,7 @@ def _clause(clause: str, context: str) -> Iterator[tuple[str, str]]:
         return
     if article == "the" and len(rest.split()) <= 6 and not _PASSIVE.match(rest.lower()):
         # "The default branch is main", "The CEO is Ingrid Vos": a fact.
-        question = _ask(_soft_lower(term, context), rest, ("none", ""), context)
+        question = _ask(english.soft_lower(term, context), rest, ("none", ""), context)
         if question and _PERSON.match(rest):
             question = re.sub(r"^What (is|are)", r"Who \1", question)
         if question:
@@ -331,7 +311,7 @@ def _table(block: Block, passage: Passage) -> Iterator[tuple[str, str]]:
     if len(rows) < 2 or len(rows[0]) < 2:
         return
     header = rows[0]
-    entity = _singular(_soft_lower(header[0]))
+    entity = english.singular(english.soft_lower(header[0]))
     for row in rows[1:]:
         if len(row) != len(header) or not row[0].strip():
             continue
@@ -351,23 +331,15 @@ def _row_name(row: str, entity: str) -> str:
     """How a question names a table row: "the dev environment", "a purchase amount above EUR
     50,000", "a monthly volume of 100 to 499 pallets", or the row's own text."""
     if entity and re.match(r"(?:up to|above|below|over|under|less than|more than)\b", row, re.I):
-        return f"{_article(entity)} {entity} {row[0].lower()}{row[1:]}"
+        return f"{english.article(entity)} {entity} {row[0].lower()}{row[1:]}"
     if entity and len(row.split()) > 1 and re.match(r"(?:[A-Z]{3} )?\d", row):
-        return f"{_article(entity)} {entity} of {row}"
+        return f"{english.article(entity)} {entity} of {row}"
     if entity and entity.lower() not in row.lower() and len(row.split()) <= 4:
         last, first, *rest = [*row.split()[-1:], *entity.split()]
         if last.lower() == first.lower():  # "Values interview" + "interview stage"
             return " ".join(["the", row, *rest])
         return f"the {row} {entity}"
     return row
-
-
-def _singular(word: str) -> str:
-    if word.endswith("ies"):
-        return word[:-3] + "y"
-    if word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
 
 
 def _heading(passage: Passage) -> tuple[str, str] | None:
@@ -381,7 +353,7 @@ def _heading(passage: Passage) -> tuple[str, str] | None:
     kind, noun = _subject(passage)
     title = passage.title or noun
     if kind == "document" or title.lower().endswith(" page"):
-        return f"What {_do(title)} the {title} cover?", first
+        return f"What {english.do(title)} the {title} cover?", first
     return f"What does the {title} page cover?", first
 
 
@@ -400,7 +372,7 @@ def _subject(passage: Passage) -> Subject:
         return "document", f"the {title}"
     if last in _THING_NOUNS and not gerund_phrase:
         return "thing", f"the {title}"
-    return "topic", _soft_lower(title)
+    return "topic", english.soft_lower(title)
 
 
 def _about(subject: Subject, head: str = "", routed: bool = False, owner: bool = False) -> str:
@@ -424,8 +396,8 @@ def _ask(label: str, value: str, subject: Subject, context: str = "") -> str | N
     """The question a "label: value" pair about `subject` answers; None when there is no
     natural one. `context` (the passage) tells names from common nouns."""
     others = re.sub(rf"{re.escape(label)}\s*[:|]", "", context)  # the passage less this label
-    lab = _soft_lower(label, others)
-    if _names_an_instance(label, others):  # "London hotel limit" beside "Hotel limit: ..."
+    lab = english.soft_lower(label, others)
+    if english.names_an_instance(label, others):  # "London hotel limit" beside "Hotel limit: ..."
         lab = f"{label.split()[0]} {lab.split(maxsplit=1)[1]}"
     lab = re.sub(r"\b[Mm]ax\b", "maximum", re.sub(r"\b[Mm]in\b", "minimum", lab))
     low = lab.lower().split()
@@ -440,7 +412,7 @@ def _ask(label: str, value: str, subject: Subject, context: str = "") -> str | N
     verb = _verb_label(low, value, subject)
     if verb is not None:
         return verb or None
-    if _participle_base(low[-1]) or low[-1] in ("required", "allowed", "needed"):
+    if english.participle_base(low[-1]) or low[-1] in ("required", "allowed", "needed"):
         return None  # "Review required": a condition, not a thing with a value
     return _noun_label(lab, value, subject)
 
@@ -452,30 +424,34 @@ def _verb_label(low: list[str], value: str, subject: Subject) -> str | None:
     if low[-1] == "due":
         if len(low) == 1:  # Due: 15 April -> When is the quarterly report due?
             noun = f"the {noun}" if subject[0] == "topic" else noun
-            return f"When {_be(noun)} {noun} due?" if subject[1] else ""
+            return f"When {english.be(noun)} {noun} due?" if subject[1] else ""
         return f"When is the {' '.join(low[:-1])} due{_about(subject, 'due')}?"
     if len(low) > 2 and low[0] in _NOUN_VERBS and low[1] in ("of", "for"):
         return f"Who {_NOUN_VERBS[low[0]]} {' '.join(low[2:])}{_about(subject)}?"
     if len(low) == 1 and low[0] in _VERB_LABELS:
-        return f"What {_do(noun)} {noun} {_verb_of_third_person(low[0])}?" if noun else ""
+        return (
+            f"What {english.do(noun)} {noun} {english.verb_of_third_person(low[0])}?"
+            if noun
+            else ""
+        )
     if len(low) != 2 or low[1] not in _PREPOSITIONS:
         return None
     word, prep = low
-    base = _participle_base(word)
+    base = english.participle_base(word)
     if base:
         if not noun:
             return ""
         if prep == "by":  # Requested by: Customer Support -> Who requests X?
-            return f"Who {_third_person(base)} {noun}?"
+            return f"Who {english.third_person(base)} {noun}?"
         if prep == "for" and _DURATION.match(value):  # Sustained for: 5 minutes
-            return f"How long {_be(noun)} {noun} {word}?"
-        return f"What {_be(noun)} {noun} {word} {prep}?"  # Used for -> What is X used for?
-    verb = _verb_of_third_person(word)
+            return f"How long {english.be(noun)} {noun} {word}?"
+        return f"What {english.be(noun)} {noun} {word} {prep}?"  # Used for -> What is X used for?
+    verb = english.verb_of_third_person(word)
     if verb and prep in ("to", "on", "in", "with", "for"):  # Applies to, Runs on
         if not noun:
             return ""
         wh = "Who" if _PEOPLE.search(value) else "What"
-        return f"{wh} {_do(noun)} {noun} {verb} {prep}?"
+        return f"{wh} {english.do(noun)} {noun} {verb} {prep}?"
     return None
 
 
@@ -492,7 +468,7 @@ def _noun_label(lab: str, value: str, subject: Subject) -> str:
         subject = (subject[0], "")  # "the port range for application pods", "purchasing tool"
     elif cut < len(low) and subject[0] == "thing":
         subject = ("topic", noun)  # "publisher during incidents for the Status Page"
-    be = "are" if _plural(head) else "is"
+    be = "are" if english.is_plural(head) else "is"
     limit = bool({"maximum", "minimum", "limit"} & set(low))
     about = _about(subject, head)
     if head in _WHO_HEADS and not (head in ("contact", "manager") and re.search(r"[@#/\d]", value)):
@@ -501,23 +477,23 @@ def _noun_label(lab: str, value: str, subject: Subject) -> str:
         return f"Where are {lab} sent{_about(subject, routed=True)}?"
     if len(low) == 1 and low[0] in _VERB_NOUNS and noun:  # Refresh: nightly
         often = "often " if _OFTEN.match(value) else ""
-        return f"How {often}{_be(noun)} {noun} {_VERB_NOUNS[low[0]]}?"
+        return f"How {often}{english.be(noun)} {noun} {_VERB_NOUNS[low[0]]}?"
     if _OFTEN.match(value):
         return f"How often {be} the {lab}{about}?"
     if head in _DURATION_HEADS | {"retention"} and _DURATION.match(value) and not limit:
         if low in (["length"], ["duration"], ["retention"]) and noun:  # Length: 30 minutes
-            return f"How long {_be(noun)} {noun}{' kept' if head == 'retention' else ''}?"
+            return f"How long {english.be(noun)} {noun}{' kept' if head == 'retention' else ''}?"
         short = " ".join(words[:-1]) if head in ("length", "duration") else lab
         return f"How long is the {short}{about}?"
     if _WHEN.search(value) and head not in _NO_WHEN_HEADS and not limit:
         when = words[:-1] if head in ("time", "date", "day") and len(low) > 1 else words
         return f"When {be} the {' '.join(when)}{about}?"
-    if re.fullmatch(r"\d+", value) and noun and _plural(head):
+    if re.fullmatch(r"\d+", value) and noun and english.is_plural(head):
         if cut == len(low):  # Partitions: 48
-            return f"How many {lab} {_do(noun)} {noun} have?"
+            return f"How many {lab} {english.do(noun)} {noun} have?"
         return f"What is the number of {lab}{about}?"
     if re.fullmatch(r"\d+", value) and noun and len(low) > 1 and low[-1] == "count":
-        return f"How many {_pluralise(' '.join(words[:-1]))} {_do(noun)} {noun} have?"
+        return f"How many {english.pluralise(' '.join(words[:-1]))} {english.do(noun)} {noun} have?"
     if low == ["meaning"] and noun:
         return f"What does {noun} mean?"
     if low == ["description"] and noun:
@@ -533,111 +509,3 @@ def _covers(label: list[str], subject: str) -> bool:
     """Whether the label already names the subject ("purchasing tool" and "purchasing")."""
     wanted = [w[:5] for w in subject.lower().split() if len(w) > 3 and w != "the"]
     return bool(wanted) and all(any(w.startswith(s) for w in label) for s in wanted)
-
-
-# --------------------------------------------------------------------------------------------
-# Words
-
-
-def _soft_lower(text: str, context: str = "") -> str:
-    """Lower-case ordinary capitalised words ("Carry-over", "Multi-Factor"); keep acronyms, code,
-    day and month names, names `context` capitalises after a lower-case word ("the General
-    Counsel"), and in a sentence-case label its later capitalised words ("United Kingdom per
-    diem")."""
-    words = text.split()
-    plain = [bool(re.fullmatch(r"[A-Z][a-z']*(?:-[A-Za-z][a-z']*)*", w)) for w in words]
-    sentence_case = any(w.islower() and len(w) > 3 for w in words)
-    keep = [w in _DAYS_MONTHS for w in words]
-    start = 0
-    while start < len(words):  # each run of capitalised words: "General Counsel", "Kingdom"
-        end = start
-        while end < len(words) and plain[end]:
-            end += 1
-        if end > start:
-            run = " ".join(words[start:end])
-            named = _named(run, context) or (sentence_case and (start > 0 or end - start > 1))
-            for i in range(start, end):
-                keep[i] = keep[i] or named
-        start = end + 1
-    kept = zip(words, plain, keep, strict=True)
-    return " ".join(w if k or not p else w.lower() for w, p, k in kept)
-
-
-def _names_an_instance(label: str, context: str) -> bool:
-    """Whether a sentence-case label's capitalised first word picks out one instance of a term
-    the passage uses on its own: "Netherlands per diem" where "A per diem is ...", "London
-    hotel limit" beside "Hotel limit: ..." (so the word is a name, not a common noun)."""
-    first, *rest = label.split()
-    term = " ".join(rest)
-    if len(rest) < 2 or not term.islower() or first.lower() in _QUALIFIERS:
-        return False
-    if not re.fullmatch(r"[A-Z][a-z]+", first):
-        return False
-    return (
-        re.search(rf"(?:^|\b(?:a|an|the|no) ){re.escape(term)}\b", context, re.I | re.M) is not None
-    )
-
-
-def _named(name: str, context: str) -> bool:
-    """Whether `context` writes `name` capitalised after a lower-case word (so, as a name)."""
-    return bool(context) and re.search(rf"\b[a-z]+[,;]? {re.escape(name)}\b", context) is not None
-
-
-def _article(noun: str) -> str:
-    return "an" if noun[:1].lower() in "aeiou" else "a"
-
-
-def _plural(word: str) -> bool:
-    word = word.strip("()")
-    return (
-        word.endswith("s")
-        and not word.endswith(("ss", "us", "is", "ous"))
-        and not word[:-1].isupper()
-        and word.lower() not in _NOT_PLURAL
-    )
-
-
-def _be(phrase: str) -> str:
-    return "are" if phrase and _plural(phrase.split()[-1]) else "is"
-
-
-def _do(phrase: str) -> str:
-    return "do" if phrase and _plural(phrase.split()[-1]) else "does"
-
-
-def _pluralise(noun: str) -> str:
-    if re.search(r"[^aeiou]y$", noun):
-        return noun[:-1] + "ies"
-    return noun + ("es" if noun.endswith(("s", "sh", "ch", "x", "z")) else "s")
-
-
-def _participle_base(word: str) -> str | None:
-    """The verb of a past participle ("requested" -> "request", "approved" -> "approve")."""
-    word = word.lower()
-    if word in _BASE_OF:
-        return _BASE_OF[word]
-    if len(word) < 4 or not word.endswith("ed") or word in ("speed", "need", "feed", "seed"):
-        return None
-    stem = word[:-2]
-    if stem.endswith("i"):
-        return stem[:-1] + "y"
-    if (stem[-1] == stem[-2] and stem[-1] in "bdgmnprt") or stem.endswith("ell"):
-        return stem[:-1]
-    return stem + "e" if _E_DROPPED.search(stem) else stem
-
-
-def _third_person(verb: str) -> str:
-    if re.search(r"[^aeiou]y$", verb):
-        return verb[:-1] + "ies"
-    return verb + ("es" if verb.endswith(("s", "sh", "ch", "x", "z", "o")) else "s")
-
-
-def _verb_of_third_person(word: str) -> str | None:
-    """The verb of a third-person form ("runs" -> "run", "applies" -> "apply"), or None."""
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    if word.endswith("es") and word[:-2].endswith(("sh", "ch", "x", "o")):
-        return word[:-2]
-    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
-        return word[:-1]
-    return None
