@@ -9,7 +9,7 @@ import pytest
 from docmodel.api import TrainingSpec
 from docmodel.artifacts import RevisionLayout
 from docmodel.storage import LocalStore
-from docmodel_trainer import fetch, train
+from docmodel_trainer import checkpoints, train
 from docmodel_trainer.sft import TrainConfig
 
 LAYOUT = RevisionLayout("ns", "dm", "abc123")
@@ -19,19 +19,19 @@ def _checkpoint(store: LocalStore, tmp_path: Path, step: int) -> None:
     local = tmp_path / f"local-{step}"
     local.mkdir()
     (local / "adapter_model.safetensors").write_bytes(b"weights %d" % step)
-    fetch.upload_checkpoint(store, LAYOUT, local, step)
+    checkpoints.upload_checkpoint(store, LAYOUT, local, step)
 
 
 def _restored(store: LocalStore, tmp_path: Path) -> Path | None:
-    return fetch.restore_checkpoint(store, LAYOUT, tmp_path / "out")
+    return checkpoints.restore_checkpoint(store, LAYOUT, tmp_path / "out")
 
 
 def test_the_same_run_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
-    fetch.claim_checkpoints(store, LAYOUT, "run-a")
+    checkpoints.claim_checkpoints(store, LAYOUT, "run-a")
     _checkpoint(store, tmp_path, 2)
     _checkpoint(store, tmp_path, 4)
-    fetch.claim_checkpoints(store, LAYOUT, "run-a")  # a restarted pod of the same run
+    checkpoints.claim_checkpoints(store, LAYOUT, "run-a")  # a restarted pod of the same run
     restored = _restored(store, tmp_path)
     assert restored is not None and restored.name == "checkpoint-4"
     assert (restored / "adapter_model.safetensors").read_bytes() == b"weights 4"
@@ -39,12 +39,12 @@ def test_the_same_run_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None
 
 def test_another_run_of_the_revision_starts_afresh(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
-    fetch.claim_checkpoints(store, LAYOUT, "run-a")
+    checkpoints.claim_checkpoints(store, LAYOUT, "run-a")
     _checkpoint(store, tmp_path, 4)
-    fetch.claim_checkpoints(store, LAYOUT, "run-b")
+    checkpoints.claim_checkpoints(store, LAYOUT, "run-b")
     assert _restored(store, tmp_path) is None
-    keys = [o.key for o in store.list(fetch.checkpoint_prefix(LAYOUT))]
-    assert keys == [f"{fetch.checkpoint_prefix(LAYOUT)}/{fetch.RUN_FILE}"]
+    keys = [o.key for o in store.list(checkpoints.checkpoint_prefix(LAYOUT))]
+    assert keys == [f"{checkpoints.checkpoint_prefix(LAYOUT)}/{checkpoints.RUN_FILE}"]
     assert store.get_bytes(keys[0]) == b"run-b"
 
 

@@ -12,7 +12,7 @@ from docmodel.dataset import Chunk, QAPair
 from docmodel.gate import decide_report
 from docmodel.report import GATE_METRICS, METRICS, DecodingSettings, EvalReport, GateMetric
 from docmodel_trainer.report_html import render, score_chart
-from docmodel_trainer.scoring import build_report, verdict_line
+from docmodel_trainer.report_json import build_report, verdict_line
 
 CHUNK = Chunk(id="c1", source="ops.md", text="The port is 8101.")
 PAIRS = [

@@ -94,7 +94,7 @@ from docmodel_trainer.common import (
     add_job_arguments,
     job_context,
 )
-from docmodel_trainer.scoring import build_report, verdict_line
+from docmodel_trainer.report_json import build_report, verdict_line
 
 log = logging.getLogger("docmodel.trainer.evaluate")
 

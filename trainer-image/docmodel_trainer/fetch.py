@@ -1,4 +1,5 @@
-"""Fetching the artifacts a workload reads: the dataset, an adapter, training checkpoints.
+"""Fetching the artifacts a workload reads: the dataset and an adapter (training checkpoints:
+`docmodel_trainer.checkpoints`).
 
 Every error names the URI that was looked at. An artifact without its manifest is incomplete
 (its writer died mid-upload) and counts as missing. Every downloaded file is checked against the
@@ -15,14 +16,10 @@ from docmodel import artifacts
 from docmodel.artifacts import MANIFEST, Manifest, RevisionLayout
 from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN
 from docmodel.search import EMBEDDINGS_FILE, INDEX_FILE
-from docmodel.storage import NotFound, ObjectStore, StorageError, download_tree
+from docmodel.storage import NotFound, ObjectStore, StorageError
 from docmodel_trainer.common import EXIT_NO_DATA, EXIT_STORAGE, JobError
 
 log = logging.getLogger("docmodel.trainer.fetch")
-
-CHECKPOINTS = "checkpoints"
-COMPLETE = "COMPLETE"
-RUN_FILE = "run-id"  # the training run the checkpoints belong to
 
 
 def manifest_digest(data: bytes) -> str:
@@ -84,63 +81,3 @@ def verify_files(
         artifacts.verify_files(local, manifest, uri, only)
     except artifacts.IntegrityError as exc:
         raise JobError(str(exc), exc.reason, EXIT_STORAGE) from None
-
-
-def checkpoint_prefix(layout: RevisionLayout) -> str:
-    return f"{layout.root}/{CHECKPOINTS}"
-
-
-def upload_checkpoint(store: ObjectStore, layout: RevisionLayout, local: Path, step: int) -> None:
-    """Copy a checkpoint directory to the store; the completion marker goes last."""
-    prefix = f"{checkpoint_prefix(layout)}/checkpoint-{step}"
-    for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        store.upload_file(path, f"{prefix}/{path.relative_to(local).as_posix()}")
-    store.put_bytes(f"{prefix}/{COMPLETE}", b"")
-    log.info("Saved checkpoint step=%d uri=%s/%s", step, store.uri, prefix)
-
-
-def claim_checkpoints(store: ObjectStore, layout: RevisionLayout, run_id: str) -> None:
-    """Make the revision's stored checkpoints this training run's (`run_id`: a digest of its
-    rows, settings and base model). Checkpoints another run left (other data, settings or base
-    model, such as a `--force` retrain with other flags) are deleted, never resumed from; then
-    `run_id` is recorded."""
-    prefix = checkpoint_prefix(layout)
-    marker = f"{prefix}/{RUN_FILE}"
-    try:
-        recorded: str | None = store.get_bytes(marker).decode()
-    except NotFound:
-        recorded = None
-    if recorded == run_id:
-        return
-    stale = [o.key for o in store.list(prefix) if o.key != marker]
-    for key in stale:
-        store.delete(key)
-    if stale:
-        log.info(
-            "Discarded checkpoints objects=%d reason=another training run (data or settings "
-            "differ) uri=%s/%s",
-            len(stale),
-            store.uri,
-            prefix,
-        )
-    store.put_bytes(marker, run_id.encode())
-
-
-def restore_checkpoint(store: ObjectStore, layout: RevisionLayout, output_dir: Path) -> Path | None:
-    """Download the newest complete checkpoint of the revision into `output_dir`, if any."""
-    prefix = checkpoint_prefix(layout)
-    steps = sorted(
-        {
-            int(obj.key.split("/")[-2].removeprefix("checkpoint-"))
-            for obj in store.list(prefix)
-            if obj.key.endswith(f"/{COMPLETE}")
-        }
-    )
-    if not steps:
-        return None
-    name = f"checkpoint-{steps[-1]}"
-    local = output_dir / name
-    download_tree(store, f"{prefix}/{name}", local)
-    (local / COMPLETE).unlink(missing_ok=True)
-    log.info("Restored checkpoint step=%d uri=%s/%s/%s", steps[-1], store.uri, prefix, name)
-    return local

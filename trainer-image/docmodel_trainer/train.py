@@ -42,7 +42,7 @@ from docmodel.artifacts import (
 )
 from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN, Chunk, QAPair, Rewrite, read_jsonl
 from docmodel.retrieval import RetrievalIndex, write_index
-from docmodel_trainer import fetch, modeling, passage_index, raft, sft, trainset
+from docmodel_trainer import checkpoints, fetch, modeling, passage_index, raft, sft, trainset
 from docmodel_trainer.common import (
     EXIT_BAD_INPUT,
     EXIT_NO_DATA,
@@ -156,7 +156,7 @@ def training_run_id(rows: list[dict[str, Any]], cfg: sft.TrainConfig, base_model
 def _claim_output_dir(output_dir: Path, run_id: str) -> None:
     """The workdir's checkpoints, like the store's: another run's are removed before
     training."""
-    marker = output_dir / fetch.RUN_FILE
+    marker = output_dir / checkpoints.RUN_FILE
     owned = marker.is_file() and marker.read_text() == run_id
     if output_dir.exists() and not owned:
         shutil.rmtree(output_dir)
@@ -317,7 +317,7 @@ def prepare_training(
     output_dir = ctx.workdir / "output"
     run_id = training_run_id(data.rows, cfg, spec.base_model.name)
     _claim_output_dir(output_dir, run_id)
-    fetch.claim_checkpoints(ctx.store, layout, run_id)
+    checkpoints.claim_checkpoints(ctx.store, layout, run_id)
     trainer = sft.build_trainer(
         model,
         tokenizer,
@@ -328,7 +328,7 @@ def prepare_training(
         prepared=True,
         callbacks=[
             sft.CheckpointSync(
-                lambda local, step: fetch.upload_checkpoint(ctx.store, layout, local, step)
+                lambda local, step: checkpoints.upload_checkpoint(ctx.store, layout, local, step)
             )
         ],
     )
@@ -336,7 +336,7 @@ def prepare_training(
 
     resume = (
         get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    ) or fetch.restore_checkpoint(ctx.store, layout, output_dir)
+    ) or checkpoints.restore_checkpoint(ctx.store, layout, output_dir)
     log.info(
         "Started training revision=%s method=%s pairs=%d epochs=%s max_steps=%d resume=%s",
         layout.revision,

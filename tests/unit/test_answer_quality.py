@@ -6,7 +6,7 @@ import pytest
 
 from docmodel.report import METRICS, Scores
 from docmodel.stats import paired_bootstrap
-from docmodel_trainer import metrics
+from docmodel_trainer import answer_quality
 
 NORMALISED = [
     ("The Cat", "cat"),
@@ -19,7 +19,7 @@ NORMALISED = [
 
 @pytest.mark.parametrize(("text", "expected"), NORMALISED)
 def test_normalize_answer(text: str, expected: str) -> None:
-    assert metrics.normalize_answer(text) == expected
+    assert answer_quality.normalize_answer(text) == expected
 
 
 # prediction, reference, exact_match, token_f1, rouge_l
@@ -39,10 +39,10 @@ KNOWN = [
 
 @pytest.mark.parametrize(("prediction", "reference", "em", "f1", "rl"), KNOWN)
 def test_known_values(prediction: str, reference: str, em: float, f1: float, rl: float) -> None:
-    assert metrics.exact_match(prediction, reference) == em
-    assert metrics.token_f1(prediction, reference) == pytest.approx(f1)
-    assert metrics.rouge_l(prediction, reference) == pytest.approx(rl)
-    s = metrics.score(prediction, reference)
+    assert answer_quality.exact_match(prediction, reference) == em
+    assert answer_quality.token_f1(prediction, reference) == pytest.approx(f1)
+    assert answer_quality.rouge_l(prediction, reference) == pytest.approx(rl)
+    s = answer_quality.score(prediction, reference)
     assert (s.exact_match, s.token_f1, s.rouge_l) == pytest.approx((em, f1, rl))
 
 
@@ -68,30 +68,34 @@ RECALL = [
 def test_gold_recall_and_answer_words(
     prediction: str, reference: str, recall: float, words: int
 ) -> None:
-    assert metrics.gold_recall(prediction, reference) == pytest.approx(recall)
-    assert metrics.score(prediction, reference).gold_recall == pytest.approx(recall)
-    assert metrics.answer_words(prediction) == words
+    assert answer_quality.gold_recall(prediction, reference) == pytest.approx(recall)
+    assert answer_quality.score(prediction, reference).gold_recall == pytest.approx(recall)
+    assert answer_quality.answer_words(prediction) == words
 
 
 def test_shorter_answer_wins_f1_not_gold_recall() -> None:
     """Answer style moves token F1; gold recall shows it."""
     reference = "the account manager approves refunds"
     short, long = "account manager", "the account manager, after checking the ticket history"
-    assert metrics.token_f1(short, reference) > metrics.token_f1(long, reference)
-    assert metrics.gold_recall(short, reference) == metrics.gold_recall(long, reference) == 0.5
-    assert metrics.mean_answer_words([short, long]) == pytest.approx((2 + 6) / 2)
+    assert answer_quality.token_f1(short, reference) > answer_quality.token_f1(long, reference)
+    assert (
+        answer_quality.gold_recall(short, reference)
+        == answer_quality.gold_recall(long, reference)
+        == 0.5
+    )
+    assert answer_quality.mean_answer_words([short, long]) == pytest.approx((2 + 6) / 2)
     with pytest.raises(ValueError, match="no answers"):
-        metrics.mean_answer_words([])
+        answer_quality.mean_answer_words([])
 
 
 def test_lcs_is_symmetric_and_bounded() -> None:
     a, b = ["a", "b", "c", "d", "e", "f"], ["x", "b", "y", "d", "z", "f"]
-    assert metrics._lcs_length(a, b) == metrics._lcs_length(b, a) == 3
-    assert metrics._lcs_length(a, []) == 0
+    assert answer_quality._lcs_length(a, b) == answer_quality._lcs_length(b, a) == 3
+    assert answer_quality._lcs_length(a, []) == 0
 
 
 def test_aggregate_is_the_mean() -> None:
-    agg = metrics.aggregate(
+    agg = answer_quality.aggregate(
         [
             Scores(exact_match=1, token_f1=1, rouge_l=0.5, gold_recall=1),
             Scores(exact_match=0, token_f1=0.5, rouge_l=0, gold_recall=0.5),
@@ -101,7 +105,7 @@ def test_aggregate_is_the_mean() -> None:
         (0.5, 0.75, 0.25, 0.75)
     )
     with pytest.raises(ValueError, match="no scores"):
-        metrics.aggregate([])
+        answer_quality.aggregate([])
 
 
 def test_scores_without_gold_recall_aggregate_and_compare_without_it() -> None:
@@ -110,9 +114,13 @@ def test_scores_without_gold_recall_aggregate_and_compare_without_it() -> None:
         Scores(exact_match=1, token_f1=1, rouge_l=1),
         Scores(exact_match=0, token_f1=0, rouge_l=0),
     ]
-    assert metrics.aggregate(old).gold_recall is None
-    assert metrics.aggregate([*old, metrics.score("x", "x")]).gold_recall is None
-    assert set(metrics.compare(old, old, resamples=50)) == {"exact_match", "token_f1", "rouge_l"}
+    assert answer_quality.aggregate(old).gold_recall is None
+    assert answer_quality.aggregate([*old, answer_quality.score("x", "x")]).gold_recall is None
+    assert set(answer_quality.compare(old, old, resamples=50)) == {
+        "exact_match",
+        "token_f1",
+        "rouge_l",
+    }
     with pytest.raises(ValueError, match="no gold_recall"):
         old[0].get("gold_recall")
 
@@ -138,9 +146,9 @@ def test_bootstrap_rejects_unpaired_input() -> None:
 
 
 def test_compare_is_the_gates_bootstrap_per_metric() -> None:
-    a = [metrics.score("Port 8105", "port 8105"), metrics.score("x", "y")] * 10
-    b = [metrics.score("8105", "port 8105"), metrics.score("x", "y")] * 10
-    diff = metrics.compare(a, b, resamples=300, seed=4, confidence=0.9)["exact_match"]
+    a = [answer_quality.score("Port 8105", "port 8105"), answer_quality.score("x", "y")] * 10
+    b = [answer_quality.score("8105", "port 8105"), answer_quality.score("x", "y")] * 10
+    diff = answer_quality.compare(a, b, resamples=300, seed=4, confidence=0.9)["exact_match"]
     iv = paired_bootstrap(
         [s.exact_match for s in a],
         [s.exact_match for s in b],
@@ -157,9 +165,9 @@ def test_compare_is_the_gates_bootstrap_per_metric() -> None:
 
 
 def test_compare_covers_every_metric() -> None:
-    a = [metrics.score("Port 8105", "port 8105"), metrics.score("x", "y")]
-    b = [metrics.score("8105", "port 8105"), metrics.score("x", "y")]
-    diffs = metrics.compare(a, b, resamples=100)
+    a = [answer_quality.score("Port 8105", "port 8105"), answer_quality.score("x", "y")]
+    b = [answer_quality.score("8105", "port 8105"), answer_quality.score("x", "y")]
+    diffs = answer_quality.compare(a, b, resamples=100)
     assert set(diffs) == {"exact_match", "token_f1", "rouge_l", "gold_recall"} == set(METRICS)
     assert diffs["exact_match"].mean == pytest.approx(0.5)
     assert diffs["gold_recall"].mean == pytest.approx(0.25)  # (1 - 0.5) on one of two questions

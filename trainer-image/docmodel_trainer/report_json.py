@@ -15,7 +15,7 @@ from docmodel.report import (
     Scores,
     SystemName,
 )
-from docmodel_trainer import generation, metrics
+from docmodel_trainer import answer_quality, generation
 
 
 def build_report(
@@ -42,7 +42,7 @@ def build_report(
     the metric the verdict is decided on (spec.evaluation.metric), recorded in the report."""
     stats = stats or {}
     per_system: dict[SystemName, list[Scores]] = {
-        system: [metrics.score(a, p.answer) for a, p in zip(texts, pairs, strict=True)]
+        system: [answer_quality.score(a, p.answer) for a, p in zip(texts, pairs, strict=True)]
         for system, texts in answers.items()
     }
     questions = [
@@ -58,13 +58,13 @@ def build_report(
             retrieved_chunks=[c.id for c in retrieved[i]],
             prompt_tokens={s: v[i].prompt_tokens for s, v in stats.items()},
             answer_tokens={s: v[i].answer_tokens for s, v in stats.items()},
-            answer_words={s: metrics.answer_words(answers[s][i]) for s in answers},
+            answer_words={s: answer_quality.answer_words(answers[s][i]) for s in answers},
             document_trained=p.document_trained,
         )
         for i, p in enumerate(pairs)
     ]
     differences = {
-        f"candidate-{other}": metrics.compare(
+        f"candidate-{other}": answer_quality.compare(
             per_system["candidate"],
             per_system[other],
             resamples=resamples,
@@ -85,13 +85,13 @@ def build_report(
         decoding=decoding,
         questions=questions,
         gate_metric=gate_metric,
-        aggregate={s: metrics.aggregate(v) for s, v in per_system.items()},
-        mean_answer_words={s: metrics.mean_answer_words(v) for s, v in answers.items()},
+        aggregate={s: answer_quality.aggregate(v) for s, v in per_system.items()},
+        mean_answer_words={s: answer_quality.mean_answer_words(v) for s, v in answers.items()},
         differences=differences,
         bootstrap_seed=seed,
         confidence=confidence,
-        costs={s: metrics.cost(v, (trimmed or {}).get(s, 0)) for s, v in stats.items() if v},
-        diagnostics=Diagnostics(**metrics.retrieval_recall(pairs, retrieved)),
+        costs={s: answer_quality.cost(v, (trimmed or {}).get(s, 0)) for s, v in stats.items() if v},
+        diagnostics=Diagnostics(**answer_quality.retrieval_recall(pairs, retrieved)),
     )
 
 
