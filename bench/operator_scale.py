@@ -47,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testkit
 
 from docmodel.api import GROUP, PLURAL, VERSION, duration_seconds, parse_docmodel
-from docmodel.artifacts import Manifest, RevisionLayout, evaluation_digest
+from docmodel.artifacts import Manifest, RevisionLayout
+from docmodel.digests import evaluation_digest
 from docmodel.revision import list_source
 from docmodel.storage import S3Store
 from docmodel_devenv.stack import DevEnv

@@ -1,4 +1,5 @@
-"""Artifact layout, revision ids and manifests.
+"""The artifact store: where each revision's artifacts live, their manifests, and how they are
+published, verified and fetched.
 
 One artifact store (an S3 URI, or a directory in local mode) holds every revision of every
 DocModel:
@@ -9,245 +10,38 @@ DocModel:
     <store>/<namespace>/<name>/rev-<revision>/checkpoints/   training checkpoints (for resuming)
     <store>/<namespace>/<name>/cache/parsed/   parsed documents by ETag (ingest re-runs)
 
-A revision id is a digest of the spec fields that change what is trained plus the source digest, so the same
-docs and settings always give the same revision (and the same child object names), and a
-replayed event never starts a second training run.
+Every artifact carries its manifest (kind, revision, inputs, files with their sha256); an
+artifact without one is incomplete and counts as missing. Revision ids: `docmodel.digests`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from docmodel import basemodel
-from docmodel.api import DocModelSpec, EvaluationSpec
-from docmodel.dataset import SkippedFile
+from docmodel.digests import package_version
 from docmodel.modelfacts import ADAPTER_CONFIG
 from docmodel.settings import StoreSettings
 from docmodel.storage import (
     NotFound,
-    ObjectInfo,
     ObjectStore,
     S3Credentials,
     StorageError,
     download_tree,
-    matches,
     open_store,
     sha256_file,
 )
 
 ArtifactKind = Literal["dataset", "adapter", "eval"]
+
+
 MANIFEST = "manifest.json"
-
-# The version of the data protocol: how documents become training data and held-out
-# questions. It is part of every revision id, so an adapter trained under an older protocol
-# (version 1 held out whole documents; version 2 had no passage index) is never reused under a
-# newer one.
-DATA_PROTOCOL = 3
-
-# The spec fields whose change means a new model must be trained, as
-# (section, field names on the wire). Everything else (credentials references, resources,
-# scheduling, deadlines, image overrides, teacher concurrency, evaluation and gate settings,
-# serving, retraining) changes how a revision is run, judged or served, not what it is. An
-# explicit list also keeps revision ids stable when a release adds a defaulted field.
-TRAINING_FIELDS: dict[str, tuple[str, ...]] = {
-    "source": ("bucket", "prefix", "endpoint", "include", "exclude", "maxFileBytes"),
-    "base_model": ("name", "mirror"),
-    "dataset": (
-        "generator",
-        "providedPrefix",
-        "teacher",
-        "evalFraction",
-        "seed",
-        "maxPairsPerDocument",
-        "rewritesPerPassage",
-        "chunking",
-    ),
-    "training": (
-        "method",
-        "lora",
-        "candidate",
-        "epochs",
-        "qaFirstEpochs",
-        "trainOnDocuments",
-        "learningRate",
-        "maxSeqLength",
-        "packing",
-        "batchSize",
-        "gradientAccumulationSteps",
-    ),
-}
-# The dataset and training fields that do not change what is trained (a test fails when a
-# field of either section is on neither list).
-NOT_TRAINING_FIELDS: dict[str, tuple[str, ...]] = {
-    "dataset": (),
-    "training": (
-        "resources",
-        "nodeSelector",
-        "tolerations",
-        "priorityClassName",
-        "backoffLimit",
-        "activeDeadlineSeconds",
-        "image",
-    ),
-}
-# Inside dataset.teacher, only what shapes the questions counts.
-TEACHER_FIELDS = ("endpoint", "model", "questionsPerChunk")
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-QA_SUFFIX = ".qa.jsonl"
-
-
-def is_qa_file(key: str) -> bool:
-    """Provided question/answer files (`*.qa.jsonl`) are inputs, never documents."""
-    return key.lower().endswith(QA_SUFFIX)
-
-
-@dataclass(frozen=True)
-class SourceSelection:
-    """Which listed objects are a revision's inputs (shared by ingest and the operator)."""
-
-    documents: list[ObjectInfo]  # every document the globs match, skipped ones included
-    qa_files: list[ObjectInfo]  # provided QA files that are read
-    unsafe: list[SkippedFile] = field(default_factory=list)  # keys never read (`unsafe_key`)
-
-    @property
-    def digest(self) -> str:
-        return source_digest([*self.documents, *self.qa_files])
-
-
-def select_sources(
-    spec: DocModelSpec,
-    listed: Iterable[ObjectInfo],
-    provided: Iterable[ObjectInfo] | None = None,
-) -> SourceSelection:
-    """Pick a revision's inputs from the source listing.
-
-    `provided` is the listing under `dataset.providedPrefix`, when set; otherwise, with the
-    `provided` generator, QA files beside the documents count. A document that ingest will skip
-    (empty, too large) still counts: fixing it is a change that deserves a new revision. A key
-    that could name a path outside the work directory (`unsafe_key`) never counts and is never
-    read: it is returned in `unsafe` with the reason.
-    """
-    src = spec.source
-    documents: list[ObjectInfo] = []
-    qa_files: list[ObjectInfo] = []
-    unsafe: list[SkippedFile] = []
-    beside = spec.dataset.generator == "provided" and provided is None
-
-    def safe(obj: ObjectInfo) -> bool:
-        reason = unsafe_key(obj.key)
-        if reason is not None:
-            unsafe.append(SkippedFile(key=obj.key, reason=reason))
-        return reason is None
-
-    for obj in listed:
-        if not safe(obj):
-            continue
-        if is_qa_file(obj.key):
-            if beside:
-                qa_files.append(obj)
-        elif matches(obj.key, src.include, src.exclude):
-            documents.append(obj)
-    if provided is not None:
-        qa_files.extend(obj for obj in provided if safe(obj) and is_qa_file(obj.key))
-    return SourceSelection(documents, qa_files, unsafe)
-
-
-def unsafe_key(key: str) -> str | None:
-    """Why an object key (relative to the listed prefix) must never be read, or None. S3
-    allows any key; a leading `/`, an empty component or a `.`/`..` component could name a
-    path outside (or beside) the file it is copied to. MinIO refuses such keys; AWS does not."""
-    if not key:
-        return "empty object key"
-    if key.startswith("/"):
-        return "object key starts with '/' (it would name an absolute path)"
-    parts = key.split("/")
-    if any(p in (".", "..") for p in parts):
-        return "object key has a '.' or '..' component (it could name a path outside the work directory)"
-    if "" in parts:
-        return "object key has an empty component ('//' or a trailing '/')"
-    if "\x00" in key:
-        return "object key holds a NUL character"
-    return None
-
-
-def source_digest(objects: Iterable[ObjectInfo]) -> str:
-    """Digest of the sorted (key, ETag, size) list: changes exactly when the documents do."""
-    rows = sorted((o.key, o.etag, o.size) for o in objects)
-    return "sha256:" + hashlib.sha256(canonical_json(rows).encode()).hexdigest()
-
-
-def spec_digest(spec: DocModelSpec) -> str:
-    """Digest of the fields of the spec that change what is trained (`TRAINING_FIELDS`)."""
-    relevant: dict[str, dict[str, Any]] = {}
-    for section, fields in TRAINING_FIELDS.items():
-        wire = getattr(spec, section).model_dump(mode="json", by_alias=True)
-        relevant[section] = {name: wire.get(name) for name in fields}
-    teacher = relevant["dataset"]["teacher"]
-    if teacher is not None:
-        relevant["dataset"]["teacher"] = {name: teacher.get(name) for name in TEACHER_FIELDS}
-    # The ingest step indexes the passages for the baseline's retriever (embedding them for
-    # Dense and Hybrid), so the retriever and the embedding model are part of every revision;
-    # a retrieval candidate is also trained on the retriever's own top-k.
-    baseline = spec.evaluation.baseline
-    relevant["retrieval"] = {"retriever": baseline.retriever}
-    if baseline.retriever != "BM25":
-        relevant["retrieval"]["embeddingModel"] = {
-            "name": basemodel.identity(baseline.embedding_model),
-            "mirror": baseline.embedding_model.mirror,
-        }
-    if spec.training.candidate.kind == "Retrieval":
-        relevant["retrieval"]["topK"] = baseline.top_k
-    else:
-        del relevant["training"]["candidate"]
-    # The base model by what it is (its files' digest where this machine has them), not by a
-    # path that differs between machines; and the software that trains it.
-    relevant["base_model"]["name"] = basemodel.identity(spec.base_model)
-    versioned = {
-        "dataProtocol": DATA_PROTOCOL,
-        "trainer": _version("docmodel"),
-        "fields": relevant,
-    }
-    return "sha256:" + hashlib.sha256(canonical_json(versioned).encode()).hexdigest()
-
-
-# Evaluation settings that change what a report holds (the gate's metric, margin, confidence,
-# minimum questions and must-beat-serving only change the verdict, which is recomputed from the
-# report's per-question scores).
-REPORT_FIELDS = ("baseline", "maxQuestions", "maxNewTokens")
-# The version of the report's contents (systems, diagnostics); part of the digest, so a report
-# of an older version is scored again.
-REPORT_PROTOCOL = 4
-
-
-def evaluation_digest(settings: DocModelSpec | EvaluationSpec) -> str:
-    """Digest of the evaluation settings a report was scored under: a spec's, or the
-    settings an evaluation actually used (after command-line overrides)."""
-    evaluation = settings.evaluation if isinstance(settings, DocModelSpec) else settings
-    wire = evaluation.model_dump(mode="json", by_alias=True)
-    relevant = {name: wire.get(name) for name in REPORT_FIELDS}
-    versioned = {"reportProtocol": REPORT_PROTOCOL, "fields": relevant}
-    return "sha256:" + hashlib.sha256(canonical_json(versioned).encode()).hexdigest()
-
-
-def revision_id(spec: DocModelSpec, src_digest: str) -> str:
-    """Short, deterministic revision id (10 hex characters)."""
-    combined = f"{spec_digest(spec)}|{src_digest}"
-    return hashlib.sha256(combined.encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)
@@ -297,19 +91,12 @@ class Manifest(BaseModel):
 
 def software_versions(packages: Iterable[str] = ()) -> dict[str, str]:
     """Versions of Python and of the named packages that are installed."""
-    out = {"python": platform.python_version(), "docmodel": _version("docmodel")}
+    out = {"python": platform.python_version(), "docmodel": package_version("docmodel")}
     for name in packages:
-        version = _version(name)
+        version = package_version(name)
         if version != "not-installed":
             out[name] = version
     return out
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not-installed"
 
 
 def file_entries(directory: Path) -> list[FileEntry]:

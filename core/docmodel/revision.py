@@ -15,16 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from docmodel.api import DocModelSpec
-from docmodel.artifacts import (
-    Manifest,
-    RevisionLayout,
-    SourceSelection,
-    evaluation_digest,
-    read_manifest,
-    revision_id,
-    select_sources,
-)
+from docmodel.artifacts import Manifest, RevisionLayout, read_manifest
+from docmodel.digests import evaluation_digest, revision_id
 from docmodel.report import EvalReport
+from docmodel.selection import SourceSelection, select_sources
 from docmodel.storage import (
     LocalStore,
     ObjectInfo,

@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from docmodel import gate
 from docmodel.api import DocModel, DocModelStatus, SpecError, parse_docmodel
-from docmodel.artifacts import canonical_json, evaluation_digest, open_artifact_store
+from docmodel.artifacts import open_artifact_store
 from docmodel.builders import (
     Owner,
     StoreConfig,
@@ -36,6 +36,7 @@ from docmodel.builders import (
     service_endpoint,
     service_name,
 )
+from docmodel.digests import canonical_json, evaluation_digest
 from docmodel.plan import (
     Action,
     DeleteJobs,

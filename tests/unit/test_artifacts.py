@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 
 from docmodel import api
-from docmodel.artifacts import (
-    Manifest,
-    RevisionLayout,
-    publish_dir,
-    read_manifest,
-    revision_id,
-    source_digest,
-)
+from docmodel.artifacts import Manifest, RevisionLayout, publish_dir, read_manifest
+from docmodel.digests import revision_id, source_digest
 from docmodel.storage import LocalStore, NotFound, ObjectInfo, download_tree, matches
 
 SPEC = {"source": {"bucket": "docs", "secretRef": {"name": "s3"}}}
@@ -175,7 +169,7 @@ def test_local_store_delete_is_idempotent(tmp_path: Path) -> None:
 
 
 def test_select_sources_is_what_the_revision_digest_covers() -> None:
-    from docmodel.artifacts import select_sources
+    from docmodel.selection import select_sources
 
     listed = [
         ObjectInfo("guide.md", "e1", 10),
@@ -198,7 +192,7 @@ def test_select_sources_is_what_the_revision_digest_covers() -> None:
 def test_every_dataset_and_training_field_is_on_exactly_one_list() -> None:
     """A new field must say whether it changes what is trained (and so the revision id)."""
     from docmodel.api import DatasetSpec, TrainingSpec
-    from docmodel.artifacts import NOT_TRAINING_FIELDS, TRAINING_FIELDS
+    from docmodel.digests import NOT_TRAINING_FIELDS, TRAINING_FIELDS
 
     for section, model in (("dataset", DatasetSpec), ("training", TrainingSpec)):
         wire = {f.alias or n for n, f in model.model_fields.items()}
@@ -208,10 +202,10 @@ def test_every_dataset_and_training_field_is_on_exactly_one_list() -> None:
 
 
 def test_the_data_protocol_version_is_part_of_the_revision(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from docmodel import artifacts
+    from docmodel import digests
     from docmodel.api import parse_spec
 
     spec = parse_spec({"source": {"bucket": "docs"}})
-    now = artifacts.revision_id(spec, "sha256:x")
-    monkeypatch.setattr(artifacts, "DATA_PROTOCOL", artifacts.DATA_PROTOCOL - 1)
-    assert artifacts.revision_id(spec, "sha256:x") != now
+    now = digests.revision_id(spec, "sha256:x")
+    monkeypatch.setattr(digests, "DATA_PROTOCOL", digests.DATA_PROTOCOL - 1)
+    assert digests.revision_id(spec, "sha256:x") != now

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from docmodel import api, artifacts, basemodel
+from docmodel import api, basemodel, digests
 from docmodel.api import BaseModelSpec
 from docmodel.basemodel import PackagedModel
 
@@ -130,7 +130,7 @@ def test_the_same_model_under_two_homes_gives_one_revision(tmp_path: Path) -> No
 
     def revision(model: Path) -> str:
         spec = api.parse_spec({"source": {"bucket": "docs"}, "baseModel": {"name": str(model)}})
-        return artifacts.revision_id(spec, "sha256:1")
+        return digests.revision_id(spec, "sha256:1")
 
     assert revision(one) == revision(two)
     (two / "model.safetensors").write_bytes(b"other weights")
@@ -139,9 +139,9 @@ def test_the_same_model_under_two_homes_gives_one_revision(tmp_path: Path) -> No
 
 def test_the_trainer_version_is_part_of_the_revision(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = api.parse_spec({"source": {"bucket": "docs"}})
-    before = artifacts.revision_id(spec, "sha256:1")
-    monkeypatch.setattr(artifacts, "_version", lambda name: "9.9.9")
-    assert artifacts.revision_id(spec, "sha256:1") != before
+    before = digests.revision_id(spec, "sha256:1")
+    monkeypatch.setattr(digests, "package_version", lambda name: "9.9.9")
+    assert digests.revision_id(spec, "sha256:1") != before
 
 
 def test_a_corrupt_packaged_file_is_a_clear_error_and_leaves_no_model(

@@ -14,8 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from docmodel.artifacts import RevisionLayout, read_manifest, revision_id, source_digest
+from docmodel.artifacts import RevisionLayout, read_manifest
 from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN, Chunk, QAPair, Rewrite, read_jsonl
+from docmodel.digests import revision_id, source_digest
 from docmodel.storage import LocalStore
 from docmodel_trainer import common, ingest
 from docmodel_trainer.qa import generate as generate_module
@@ -368,11 +369,12 @@ def test_no_cache_reads_and_parses_everything(tmp_path, corpus):
 
 
 def test_ingest_revision_comes_from_the_shared_source_selection(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The operator computes revisions with `docmodel.artifacts.select_sources`; ingest agrees."""
+    """The operator computes revisions with `docmodel.selection.select_sources`; ingest agrees."""
     import yaml
 
     from docmodel.api import parse_docmodel
-    from docmodel.artifacts import revision_id, select_sources
+    from docmodel.digests import revision_id
+    from docmodel.selection import select_sources
     from docmodel.storage import LocalStore
     from docmodel_trainer import ingest
     from docmodel_trainer.cli import build_parser

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from docmodel.artifacts import is_qa_file
+from docmodel.selection import is_qa_file
 from docmodel_trainer.qa.provided import parse_qa_file
 
 

@@ -235,7 +235,7 @@ def test_report_covers(inputs, adapter, serving, covers) -> None:  # type: ignor
 
 def test_report_under_other_evaluation_settings_is_redone() -> None:
     from docmodel import api
-    from docmodel.artifacts import evaluation_digest
+    from docmodel.digests import evaluation_digest
 
     spec = api.parse_spec({"source": {"bucket": "docs"}})
     more = api.parse_spec({"source": {"bucket": "docs"}, "evaluation": {"maxQuestions": 500}})
@@ -260,7 +260,7 @@ def test_evaluate_redoes_a_report_without_the_serving_scores(job, tmp_path, caps
     report.mkdir()
     (report / "report.json").write_text("{}")
     adapter_uri = f"{local.uri}/{LAYOUT.dir('adapter')}"
-    from docmodel.artifacts import evaluation_digest
+    from docmodel.digests import evaluation_digest
     from docmodel_trainer.common import load_docmodel
 
     scored_under = evaluation_digest(load_docmodel(dm).spec)

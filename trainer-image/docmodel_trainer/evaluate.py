@@ -56,12 +56,12 @@ from docmodel.api import CandidateKind, DocModelSpec, EvaluationSpec
 from docmodel.artifacts import (
     Manifest,
     RevisionLayout,
-    evaluation_digest,
     publish_dir,
     read_manifest,
     software_versions,
 )
 from docmodel.dataset import CHUNKS, EVAL, Chunk, QAPair, read_jsonl
+from docmodel.digests import evaluation_digest
 from docmodel.gate import Decision, decide_report
 from docmodel.modelfacts import PEFT_DEFAULT_RANK, adapter_facts, vllm_max_lora_rank
 from docmodel.report import DecodingSettings, EvalReport, SystemName

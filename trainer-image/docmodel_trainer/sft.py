@@ -32,7 +32,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from docmodel.api import TrainingSpec
-from docmodel.artifacts import TRAINING_FIELDS
+from docmodel.digests import TRAINING_FIELDS
 from docmodel_trainer import (
     modeling,  # before peft loads: quiets bitsandbytes on CPU
     trainset,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from docmodel.api import API_VERSION, KIND, DocModel
-from docmodel.artifacts import canonical_json, evaluation_digest
+from docmodel.digests import canonical_json, evaluation_digest
 
 Step = Literal["ingest", "train", "evaluate"]
 

@@ -13,7 +13,7 @@ from docmodel.api import (
     DocModelStatus,
     duration_seconds,
 )
-from docmodel.artifacts import canonical_json, evaluation_digest, revision_id
+from docmodel.digests import canonical_json, evaluation_digest, revision_id
 from docmodel.revision import SourceCheck
 
 

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field
 
-from docmodel.artifacts import QA_SUFFIX
+from docmodel.selection import QA_SUFFIX
 
 MAX_QUESTION_CHARS = 2000
 MAX_ANSWER_CHARS = 4000
