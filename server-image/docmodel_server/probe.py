@@ -37,16 +37,22 @@ def _get(url: str, api_key: str | None, timeout: float) -> tuple[int, bytes]:
             return int(exc.code), exc.read()
 
 
-def check_live(base_url: str, timeout: float = 2.0) -> ProbeResult:
-    """`/health` answers 200."""
-    url = base_url.rstrip("/") + "/health"
+def _answered(url: str, api_key: str | None, timeout: float) -> ProbeResult | bytes:
+    """The body of a 200 answer, or why there was none."""
     try:
-        status, _ = _get(url, None, timeout)
+        status, body = _get(url, api_key, timeout)
     except (OSError, urllib.error.URLError) as exc:
         return ProbeResult(False, f"{url} unreachable: {exc}")
     if status != 200:
         return ProbeResult(False, f"{url} answered {status}")
-    return ProbeResult(True, f"{url} answered 200")
+    return body
+
+
+def check_live(base_url: str, timeout: float = 2.0) -> ProbeResult:
+    """`/health` answers 200."""
+    url = base_url.rstrip("/") + "/health"
+    answer = _answered(url, None, timeout)
+    return answer if isinstance(answer, ProbeResult) else ProbeResult(True, f"{url} answered 200")
 
 
 def check_ready(
@@ -57,12 +63,9 @@ def check_ready(
     if not live.ok:
         return live
     url = base_url.rstrip("/") + "/v1/models"
-    try:
-        status, body = _get(url, api_key, timeout)
-    except (OSError, urllib.error.URLError) as exc:
-        return ProbeResult(False, f"{url} unreachable: {exc}")
-    if status != 200:
-        return ProbeResult(False, f"{url} answered {status}")
+    body = _answered(url, api_key, timeout)
+    if isinstance(body, ProbeResult):
+        return body
     try:
         names = [entry["id"] for entry in json.loads(body)["data"]]
     except (ValueError, KeyError, TypeError):
