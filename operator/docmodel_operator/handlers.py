@@ -153,18 +153,18 @@ class Runtime:
         return True
 
 
-RUNTIME: Runtime | None = None
-
-
-def runtime() -> Runtime:
-    if RUNTIME is None:
+def runtime(memo: kopf.Memo) -> Runtime:
+    """The handlers' shared runtime: `docmodel_operator.main` hands it to Kopf as the operator's
+    memo (`kopf.run(memo=...)`), and Kopf passes it, shallow-copied, to every handler."""
+    rt = memo.get("runtime")
+    if not isinstance(rt, Runtime):
         raise RuntimeError("the operator's runtime is not set up (start it with docmodel-operator)")
-    return RUNTIME
+    return rt
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    rt = runtime()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
     own = rt.settings
     settings.watching.server_timeout = own.watch_timeout_seconds
     settings.watching.client_timeout = own.watch_timeout_seconds + 30
@@ -180,16 +180,21 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     else:
         settings.peering.standalone = True
     rt.start_workers()
-    asyncio.get_running_loop().create_task(sweep(), name="docmodel-sweep")
+    asyncio.get_running_loop().create_task(sweep(rt), name="docmodel-sweep")
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def docmodel_event(
-    type: str, event: Mapping[str, Any], namespace: str | None, name: str, **_: Any
+    type: str,
+    event: Mapping[str, Any],
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     if namespace is None:
         return
-    rt = runtime()
+    rt = runtime(memo)
     if not rt.new(event):
         return
     if type == "DELETED":
@@ -215,9 +220,13 @@ def handled(body: Mapping[str, Any]) -> bool:
 
 def _child_handler(kind: str) -> Any:
     async def child_event(
-        namespace: str | None, labels: Mapping[str, str], event: Mapping[str, Any], **_: Any
+        namespace: str | None,
+        labels: Mapping[str, str],
+        event: Mapping[str, Any],
+        memo: kopf.Memo,
+        **_: Any,
     ) -> None:
-        rt = runtime()
+        rt = runtime(memo)
         raw = event.get("object")
         if isinstance(raw, dict):
             if event.get("type") == "DELETED":
@@ -244,20 +253,24 @@ for group, version, plural in (
 
 @kopf.on.event("", "v1", "secrets", id="secrets")
 async def secret_event(
-    type: str, event: Mapping[str, Any], namespace: str | None, name: str, **_: Any
+    type: str,
+    event: Mapping[str, Any],
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     """Secrets only feed the cache: a DocModel waiting for one retries on its own timer."""
     raw = event.get("object")
     if type == "DELETED":
-        runtime().cache.drop_secret(namespace or "", name)
+        runtime(memo).cache.drop_secret(namespace or "", name)
     elif isinstance(raw, dict):
-        runtime().cache.put_secret(raw)
+        runtime(memo).cache.put_secret(raw)
 
 
-async def sweep() -> None:
+async def sweep(rt: Runtime) -> None:
     """Reconcile the DocModels whose timers are due, every `resyncSeconds`; list the children
     again every `relistSeconds`."""
-    rt = runtime()
     loop = asyncio.get_running_loop()
     listed, trimmed = time.monotonic(), time.monotonic() - TRIM_SECONDS
     while True:

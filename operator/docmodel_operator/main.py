@@ -72,10 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("Rejected configuration: %s", exc)
         return 2
     identity = f"{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
-    handlers.RUNTIME = handlers.Runtime(
-        settings, kube, Reconciler(settings, kube, Cache()), identity
-    )
-    handlers.RUNTIME.relist()  # before the watches: the first reconciles see every child
+    runtime = handlers.Runtime(settings, kube, Reconciler(settings, kube, Cache()), identity)
+    runtime.relist()  # before the watches: the first reconciles see every child
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     log.info(
@@ -84,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         settings.priority,
         settings.peering or "standalone",
         ",".join(settings.namespaces) or "all",
-        handlers.RUNTIME.reconciler.store.uri,
+        runtime.reconciler.store.uri,
     )
     kopf.run(
+        memo=kopf.Memo(runtime=runtime),  # every handler's `memo`: handlers.runtime(memo)
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         identity=identity,  # type: ignore[arg-type]
