@@ -46,6 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # testkit
 
+from docmodel import labels
 from docmodel.api import GROUP, PLURAL, VERSION, duration_seconds, parse_docmodel
 from docmodel.artifacts import Manifest, RevisionLayout
 from docmodel.digests import evaluation_digest
@@ -234,7 +235,7 @@ def main() -> int:
             ):
                 if event["type"] != "ADDED":
                     continue
-                name = event["object"].metadata.labels["app.kubernetes.io/instance"]
+                name = event["object"].metadata.labels[labels.INSTANCE]
                 if name not in job_seen:
                     job_seen[name] = first_job[event["object"].metadata.name] = time.monotonic()
                     reports.submit(store.seed, bodies[name], revision, ("eval",))
@@ -243,8 +244,8 @@ def main() -> int:
             for event in watch.Watch().stream(
                 core.list_namespaced_pod, NAMESPACE, timeout_seconds=3600
             ):
-                labels = event["object"].metadata.labels or {}
-                job = labels.get("batch.kubernetes.io/job-name")
+                pod_labels = event["object"].metadata.labels or {}
+                job = pod_labels.get("batch.kubernetes.io/job-name")
                 if event["type"] == "ADDED" and job and job not in pod_seen:
                     pod_seen[job] = time.monotonic()
 

@@ -278,9 +278,6 @@ class LocalExecutor:
             return [a for a in actions if isinstance(a, (StartStep, DeleteJobs))]
         return actions
 
-    def act(self, dm: DocModel, action: Action, observed: Observed) -> None:
-        self.carry_out(action)
-
     # -- observing ----------------------------------------------------------------------------
 
     def observe(
@@ -293,10 +290,10 @@ class LocalExecutor:
         jobs: dict[Step, JobState] = {}
         if target is not None:
             artifacts = observe_revision(
-                self.store, spec, self.dm.metadata.namespace, self.dm.metadata.name, target, serving
+                self.store, spec, dm.metadata.namespace, dm.metadata.name, target, serving
             )
             for step in STEPS:
-                name = job_name(self.dm, step, target, serving)
+                name = job_name(dm, step, target, serving)
                 if name in self.jobs:
                     jobs[step] = self.jobs[name]
             if artifacts.adapter and not self.reused_logged and "train" not in jobs:
@@ -337,7 +334,8 @@ class LocalExecutor:
 
     # -- acting -------------------------------------------------------------------------------
 
-    def carry_out(self, action: Action) -> None:
+    def act(self, dm: DocModel, action: Action, observed: Observed) -> None:
+        """Carry one action out (`dm` is this executor's own DocModel)."""
         if isinstance(action, StartStep):
             self.run_step(action)
         elif isinstance(action, DeleteJobs):

@@ -14,7 +14,7 @@ import yaml
 
 from docmodel.api import parse_docmodel
 from docmodel.builders import STEPS, Owner, StoreConfig, build_job, server_env
-from docmodel.plan import StartStep
+from docmodel.plan import Observed, StartStep
 from docmodel.storage import LocalStore, write_json
 from docmodel_local import executor as localexec
 from docmodel_local.cli import main
@@ -76,7 +76,8 @@ def test_local_steps_run_the_builders_commands(
     FakeProcess.calls = []
     monkeypatch.setattr(localexec.subprocess, "Popen", FakeProcess)
     serving = SERVING if step == "evaluate" else None
-    executor.carry_out(StartStep(step, REV, serving))  # type: ignore[arg-type]
+    action = StartStep(step, REV, serving)  # type: ignore[arg-type]
+    executor.act(dm, action, Observed(now=localexec.now()))
 
     ((argv, env),) = FakeProcess.calls
     job = build_job(
