@@ -4,13 +4,13 @@
     python -m docmodel_devenv images trainer --record bench/results/images.json
     scripts/build-images.sh                               # the same, environment first
 
-The images are built from the same Dockerfiles users build (operator/, trainer-image/,
-server-image/), on a base made here from Debian's packages (mmdebstrap, then `podman import`)
-and passed as the Dockerfiles' BASE. The trainer and server are built as their CPU variant
+The images are built from the Dockerfile users build (./Dockerfile, one target per image), on a
+base made here from Debian's packages (mmdebstrap, then `podman import`) and passed as its
+BASE. The trainer and server are built as their CPU variant
 (`VARIANT=cpu`, tag suffix `-cpu`), the one this machine can run; the GPU variant is what users
 build by default. Each image is tagged as the Helm chart names it (`ghcr.io/docmodel/<name>`,
 the chart's appVersion as tag) and labelled with a hash of everything that goes into it (the
-Dockerfile and its ignore file, every file of its build context, the base image, the build
+Dockerfile and its ignore file, every file the image's target copies, the base image, the build
 arguments): an image whose label matches is reused, so a second run takes seconds.
 
 Podman runs with the runc runtime, host networking and lowered ulimits (`PODMAN_RUN` below):
@@ -69,17 +69,25 @@ class ImageError(RuntimeError):
     """An image could not be built, or a tool it needs is missing."""
 
 
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+UV_SCRIPT = REPO_ROOT / "scripts" / "image-uv.sh"  # bound as `uv` by the installing steps
+# What every target uses besides its own package: the lock, the project file, the core and the
+# uv its RUN steps bind.
+SHARED_SOURCES = ("requirements.lock", "pyproject.toml", "README.md", "scripts/image-uv.sh", "core")
+
+
 @dataclass(frozen=True)
 class Image:
-    """One image of the project: its Dockerfile and how the tests build it."""
+    """One image of the project: its Dockerfile target and how the tests build it."""
 
-    name: str
-    directory: str  # holds the Dockerfile and its .dockerignore
-    variant: str | None = None  # the VARIANT build argument; None: the Dockerfile has none
+    name: str  # also the Dockerfile's target
+    package: str  # the directory of the image's own package, which its target copies
+    variant: str | None = None  # the VARIANT build argument; None: the target has none
 
     @property
-    def dockerfile(self) -> Path:
-        return REPO_ROOT / self.directory / "Dockerfile"
+    def sources(self) -> tuple[str, ...]:
+        return (*SHARED_SOURCES, self.package)
 
     @property
     def repository(self) -> str:
@@ -178,17 +186,24 @@ def inspect(reference: str) -> dict[str, Any]:
 # --- inputs -------------------------------------------------------------------------------
 
 
-def context_files(image: Image) -> list[Path]:
-    """The files of `image`'s build context: the ``!path`` lines of its .dockerignore (which
-    starts by ignoring everything), without bytecode."""
-    ignore = image.dockerfile.with_name("Dockerfile.dockerignore")
-    included = [
+def context_entries() -> list[str]:
+    """The ``!path`` lines of .dockerignore (which starts by ignoring everything)."""
+    return [
         line[1:].strip().rstrip("/")
-        for line in ignore.read_text().splitlines()
+        for line in DOCKERIGNORE.read_text().splitlines()
         if line.startswith("!")
     ]
+
+
+def context_files(image: Image) -> list[Path]:
+    """The files of the build context that `image`'s target copies, without bytecode."""
+    missing = sorted(set(image.sources) - set(context_entries()))
+    if missing:
+        raise ImageError(
+            f".dockerignore leaves out {', '.join(missing)}, which {image.name} copies"
+        )
     files: list[Path] = []
-    for entry in included:
+    for entry in image.sources:
         path = REPO_ROOT / entry
         if path.is_file():
             files.append(path)
@@ -203,8 +218,7 @@ def context_files(image: Image) -> list[Path]:
 
 def inputs_hash(image: Image, base_id: str, build_args: dict[str, str]) -> str:
     digest = hashlib.sha256()
-    ignore = image.dockerfile.with_name("Dockerfile.dockerignore")
-    for path in [image.dockerfile, ignore, *context_files(image)]:
+    for path in [DOCKERFILE, DOCKERIGNORE, *context_files(image)]:
         digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     digest.update(base_id.encode())
@@ -247,7 +261,10 @@ def _step(created_by: str) -> str:
     known = (
         ("ADD file:", "the base"),
         ("#(nop) COPY", "copied in: requirements.lock, pyproject.toml or the wheel"),
-        ("import torch", "torch from the lock (shared by the trainer and server images)"),
+        (
+            "requirements.lock torch",
+            "torch from the lock (shared by the trainer and server images)",
+        ),
         ("-r pyproject.toml", "the image's extras from the lock"),
         ("/tmp/dist", "the project's wheel installed, the user and directories"),
     )
@@ -364,6 +381,7 @@ def build_image(
             log.info("Reusing %s (inputs %s)", tag, inputs)
             record = load_records().get(image.name) or {}
             return {**record, "tag": tag, "inputs": inputs, "reused": True, **_describe(tag)}
+    replaced = inspect(tag)["Id"] if image_exists(tag) else None
     argv = [
         "build",
         "--network",
@@ -371,7 +389,9 @@ def build_image(
         *ULIMITS,
         "--layers",
         "-f",
-        str(image.dockerfile),
+        str(DOCKERFILE),
+        "--target",
+        image.name,
         "-t",
         tag,
         "--label",
@@ -383,9 +403,7 @@ def build_image(
     if ca is not None:
         argv += ["-v", f"{ca}:/etc/ssl/certs/ca-certificates.crt:ro"]
     argv.append(str(REPO_ROOT))
-    log.info(
-        "Building %s from %s (inputs %s)", tag, image.dockerfile.relative_to(REPO_ROOT), inputs
-    )
+    log.info("Building %s from the Dockerfile's %s target (inputs %s)", tag, image.name, inputs)
     start = time.monotonic()
     log_path = cache_dir() / "images" / f"{image.name}.build.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -400,15 +418,19 @@ def build_image(
         )
     record = {
         "tag": tag,
-        "dockerfile": str(image.dockerfile.relative_to(REPO_ROOT)),
+        "dockerfile": f"{DOCKERFILE.relative_to(REPO_ROOT)} --target {image.name}",
         "variant": image.variant or "",
         "base": base,
         "inputs": inputs,
+        "uv_script": uv_script_hash(),
         "build_seconds": seconds,
         "built_at": _now(),
         **_describe(tag),
     }
     _save_record(image.name, record)
+    if replaced is not None and not inspect(tag)["Id"].startswith(replaced):
+        # The image this build replaced: gone unless something still uses it (a container).
+        run_podman("rmi", replaced)
     log.info("Built %s in %.0f s (%.0f MB)", tag, seconds, record["size_mb"])
     return {**record, "reused": False}
 
@@ -429,7 +451,44 @@ def build_all(
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         base = build_base()
+        if any(
+            record.get("uv_script") != uv_script_hash()
+            for name, record in load_records().items()
+            if name in IMAGES
+        ):
+            drop_uv_layers()
         return {name: build_image(IMAGES[name], base, ca=bundle, force=force) for name in wanted}
+
+
+def uv_script_hash() -> str:
+    return hashlib.sha256(UV_SCRIPT.read_bytes()).hexdigest()[:16]
+
+
+def drop_uv_layers() -> None:
+    """Remove the project's images and every cached build layer made with another uv script.
+
+    Podman (Buildah) does not count the content of a file a RUN step binds in its layer cache:
+    after the script changed, layers made with the old one would be reused as they are. Without
+    them every installing step runs again (once: the trainer and the server share the new
+    torch layer again)."""
+    tags = [image_tag(name) for name in IMAGES if image_exists(image_tag(name))]
+    if tags:
+        run_podman("rmi", *tags)
+    dropped = 0
+    while True:  # a layer goes once the layers made on top of it are gone
+        listed = podman("images", "--all", "--format", "{{.ID}} {{.Repository}}").splitlines()
+        untagged = [line.split()[0] for line in listed if line.endswith("<none>")]
+        stale = [
+            image
+            for image in untagged
+            if UV_SCRIPT.name
+            in podman("history", "--no-trunc", "--format", "{{.CreatedBy}}", image)
+        ]
+        removed = sum(run_podman("rmi", image).returncode == 0 for image in stale)
+        dropped += removed
+        if not removed:
+            break
+    log.info("The uv script changed: dropped the images and %d cached build layers", dropped)
 
 
 def write_results(path: Path, built: dict[str, dict[str, Any]]) -> None:

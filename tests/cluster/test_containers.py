@@ -165,7 +165,7 @@ def test_image_holds_no_build_tools_caches_or_source_tree(built: dict[str, str],
     found = run_in_image(
         tag,
         "-c",
-        "for p in /src /dist /tmp/dist /opt/uv /opt/docmodel/core /root/.cache/uv "
+        "for p in /src /dist /tmp/dist /opt/uv /opt/docmodel/core /root/.cache/uv /tmp/.cache/uv "
         "/root/.cache/pip /usr/bin/gcc /usr/bin/cc /usr/bin/make /usr/bin/uv; do "
         '[ -e "$p" ] && echo "$p"; done; '
         "command -v gcc cc uv pip3 pip 2>/dev/null; true",

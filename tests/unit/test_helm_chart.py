@@ -404,33 +404,73 @@ def test_metrics_service_and_service_monitor() -> None:
 # -- the operator image ------------------------------------------------------------------------
 
 
-def test_operator_dockerfile_builds_what_the_chart_runs() -> None:
-    dockerfile = (ROOT / "operator" / "Dockerfile").read_text()
+def dockerfile_stages() -> dict[str, str]:
+    """The Dockerfile's stages by name (``FROM ... AS name``), each with its FROM line."""
+    text = (ROOT / "Dockerfile").read_text()
+    parts = re.split(r"^(?=FROM )", text, flags=re.M)[1:]
+    stages = {}
+    for part in parts:
+        named = re.match(r"FROM \S+ AS (\S+)$", part.splitlines()[0])
+        assert named, f"every stage of the Dockerfile is named: {part.splitlines()[0]}"
+        stages[named[1]] = part
+    return stages
+
+
+def stage_chain(stages: dict[str, str], name: str) -> list[str]:
+    """`name`, the stage it is built FROM, and so on down to the base image."""
+    chain = [name]
+    while (parent := stages[chain[-1]].split()[1]) in stages:
+        chain.append(parent)
+    return chain
+
+
+def test_operator_dockerfile_target_builds_what_the_chart_runs() -> None:
+    stages = dockerfile_stages()
+    operator = stages["operator"]
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     # The default base (a build argument: the tests build on a Debian base of their own).
-    base = re.search(r"^ARG BASE=(\S+)$", dockerfile, re.M)
+    base = re.search(r"^ARG BASE=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
     assert base and re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base[1]), base
-    assert re.search(r"^FROM \$\{BASE\}$", dockerfile, re.M)
-    copied = [
-        source
-        for line in re.findall(r"^COPY (.+)$", dockerfile, re.M)
-        if not line.startswith("--from=")  # from the wheel stage, not the context
-        for source in line.split()[:-1]
-    ]
-    ignore = (ROOT / "operator" / "Dockerfile.dockerignore").read_text().splitlines()
-    for source in copied:
-        assert (ROOT / source).exists(), f"operator/Dockerfile copies {source}, which is missing"
-        assert f"!{source.rstrip('/')}" in {line.rstrip("/") for line in ignore}, source
+    assert stage_chain(stages, "operator") == ["operator", "runtime"]
+    assert stages["runtime"].startswith("FROM ${BASE} AS runtime")
     assert (
-        "--extra operator" in dockerfile
+        "--extra operator" in operator
         and "operator" in pyproject["project"]["optional-dependencies"]
     )
-    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.+\])$", dockerfile, re.M)[1])  # type: ignore[index]
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.+\])$", operator, re.M)[1])  # type: ignore[index]
     assert pyproject["project"]["scripts"][entrypoint[0]] == "docmodel_operator.main:main"
-    user = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M)
+    user = re.search(r"^USER (\d+):(\d+)$", operator, re.M)
     assert user is not None
     pod = _values()["podSecurityContext"]
     assert (int(user[1]), int(user[2])) == (pod["runAsUser"], pod["runAsGroup"])
+
+
+def test_each_image_target_copies_the_core_and_its_own_package_only() -> None:
+    from docmodel_devenv import images
+
+    stages = dockerfile_stages()
+    ignore = {line.rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    for image in images.IMAGES.values():
+        chain = stage_chain(stages, image.name)
+        wheels = re.findall(r"^COPY --from=(\S+) ", "".join(stages[s] for s in chain), re.M)
+        assert wheels == [f"{image.name}-wheel"], (image.name, wheels)
+        text = "".join(stages[s] for s in chain + stage_chain(stages, wheels[0]))
+        copied = {
+            source.rstrip("/")
+            for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M)
+            for source in line.split()[:-1]
+        }
+        bound = set(re.findall(r"--mount=type=bind,source=([^,\s]+)", text))
+        assert copied | bound == set(image.sources), (image.name, copied, bound)
+        for source in copied | bound:
+            assert (ROOT / source).exists(), (
+                f"the {image.name} target uses {source}, which is missing"
+            )
+            assert f"!{source}" in ignore, f".dockerignore leaves out {source}"
+        # uv is only ever bound into a step, never copied into an image.
+        assert bound == {"scripts/image-uv.sh"} and "image-uv" not in " ".join(
+            re.findall(r"^COPY .+$", text, re.M)
+        )
 
 
 def test_operator_network_policy_opens_only_metrics_and_probes_to_the_given_peers() -> None:
