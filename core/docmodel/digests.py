@@ -58,6 +58,7 @@ TRAINING_FIELDS: dict[str, tuple[str, ...]] = {
         "packing",
         "batchSize",
         "gradientAccumulationSteps",
+        "distributed",
     ),
 }
 
@@ -74,6 +75,7 @@ NOT_TRAINING_FIELDS: dict[str, tuple[str, ...]] = {
         "backoffLimit",
         "activeDeadlineSeconds",
         "image",
+        "queueName",
     ),
 }
 
@@ -115,6 +117,10 @@ def spec_digest(spec: DocModelSpec) -> str:
         relevant["retrieval"]["topK"] = baseline.top_k
     else:
         del relevant["training"]["candidate"]
+    # Several processes multiply the global batch (batchSize x gradientAccumulationSteps x
+    # processes); one process, the default, is the single Job every revision id before it had.
+    if spec.training.distributed.world_size == 1:
+        del relevant["training"]["distributed"]
     # The base model by what it is (its files' digest where this machine has them), not by a
     # path that differs between machines; and the software that trains it.
     relevant["base_model"]["name"] = basemodel.identity(spec.base_model)

@@ -23,6 +23,11 @@ REVISION = f"{PREFIX}revision"
 STEP = f"{PREFIX}step"
 SERVING_DIGEST = f"{PREFIX}serving-digest"  # annotation of a server Deployment
 
+# Kueue's: the LocalQueue a Job or PyTorchJob waits in (spec.training.queueName).
+QUEUE_NAME = "kueue.x-k8s.io/queue-name"
+# Kubeflow's training operator labels the pods of a PyTorchJob with its name.
+TRAINING_JOB_NAME = "training.kubeflow.org/job-name"
+
 APP_NAME = "docmodel"
 OPERATOR = "docmodel-operator"  # the value of MANAGED_BY on every child
 SERVER = "server"  # the COMPONENT of the servers, their Service and policy

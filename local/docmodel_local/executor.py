@@ -42,6 +42,7 @@ from docmodel.builders import (
     Step,
     StepCommand,
     StoreConfig,
+    is_distributed,
     job_name,
     server_env,
     serving_digest,
@@ -84,9 +85,15 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def trainer_argv(command: StepCommand) -> list[str]:
-    """The local process of a step: the Job's `docmodel-trainer <args>`, with this Python."""
-    return [sys.executable, "-m", "docmodel_trainer.cli", *command.args]
+def trainer_argv(command: StepCommand, processes: int = 1) -> list[str]:
+    """The local process of a step: the Job's `docmodel-trainer <args>`, with this Python; for
+    distributed training (`processes` > 1) under torchrun on this machine, as the training
+    engine runs it on the cluster's nodes."""
+    trainer = ["-m", "docmodel_trainer.cli", *command.args]
+    if processes > 1:
+        launcher = ["-m", "torch.distributed.run", "--standalone", "--nnodes=1"]
+        return [sys.executable, *launcher, f"--nproc-per-node={processes}", *trainer]
+    return [sys.executable, *trainer]
 
 
 def free_port() -> int:
@@ -372,8 +379,13 @@ class LocalExecutor:
         log.info("Started step=%s revision=%s", action.step, action.revision)
         started = time.monotonic()
         tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        processes = 1
+        if action.step == "train" and is_distributed(self.dm):
+            processes = self.dm.spec.training.distributed.world_size
+            log.info("Training with %d processes (torchrun on this machine)", processes)
+        argv = trainer_argv(command, processes)
         with subprocess.Popen(
-            trainer_argv(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         ) as process:
             assert process.stdout is not None
             for raw in process.stdout:

@@ -28,9 +28,24 @@ from typing import Any
 
 from docmodel import labels
 
-CHILD_KINDS = ("jobs", "pods", "deployments", "services")
-# Kept of each child's spec: what the observer reads (replicas, the Service's selector).
-SPEC_FIELDS = {"deployments": ("replicas",), "services": ("selector",)}
+KINDS = {
+    "jobs": "Job",
+    "pods": "Pod",
+    "deployments": "Deployment",
+    "services": "Service",
+    "pytorchjobs": "PyTorchJob",
+    "trainjobs": "TrainJob",
+}
+CHILD_KINDS = tuple(KINDS)
+# Kept of each child's spec: what the observer reads (replicas, the Service's selector,
+# whether a queued workload is still suspended).
+SPEC_FIELDS = {
+    "deployments": ("replicas",),
+    "services": ("selector",),
+    "jobs": ("suspend",),
+    "pytorchjobs": ("runPolicy",),
+    "trainjobs": ("suspend",),
+}
 DATA_TYPES = ("Opaque", "")
 TOMBSTONES = 4096  # uids of recently deleted objects, so that a late LIST cannot revive them
 
@@ -60,6 +75,7 @@ def trim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
     spec = obj.get("spec") or {}
     return {
+        "kind": KINDS[kind],  # a LIST's items do not say it
         "metadata": meta,
         "spec": {k: spec[k] for k in SPEC_FIELDS.get(kind, ()) if k in spec},
         "status": obj.get("status") or {},

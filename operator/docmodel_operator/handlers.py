@@ -31,6 +31,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from docmodel.api import GROUP, PLURAL, VERSION
+from docmodel.builders import ENGINES
 from docmodel.labels import MANAGED_BY, OPERATOR, owned
 from docmodel_operator.cache import CHILD_KINDS, Cache
 from docmodel_operator.kube import Kube, child_selector
@@ -245,6 +246,8 @@ for group, version, plural in (
     ("", "v1", "pods"),
     ("apps", "v1", "deployments"),
     ("", "v1", "services"),
+    # The training engines' resources (distributed training), once the cluster serves them.
+    *((engine.group, engine.version, engine.plural) for engine in ENGINES),
 ):
     kopf.on.event(group, version, plural, labels=CHILD_LABELS, id=f"child-{plural}")(
         _child_handler(plural)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from docmodel import labels
 from docmodel.api import GROUP, PLURAL, VERSION
+from docmodel.builders import ENGINES, Engine
 from docmodel_operator.cache import decode_secret_data, resource_version
 
 log = logging.getLogger("docmodel.operator")
@@ -24,6 +26,9 @@ log = logging.getLogger("docmodel.operator")
 USER_AGENT = "docmodel-operator/0.1.0"
 FIELD_MANAGER = "docmodel-operator"
 REQUEST_TIMEOUT = 30
+# Kueue's Workloads: one per queued Job or PyTorchJob, labelled with that object's uid.
+KUEUE_GROUP, KUEUE_VERSION, WORKLOADS = "kueue.x-k8s.io", "v1beta2", "workloads"
+KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"
 
 
 def load_client() -> client.ApiClient:
@@ -110,6 +115,9 @@ class Kube:
     ) -> tuple[list[dict[str, Any]], int | None]:
         """One LIST of `kind` (jobs, pods, deployments, services, secrets) in `namespace`
         (None: every namespace), as plain objects, with the list's resourceVersion."""
+        engine = next((e for e in ENGINES if e.plural == kind), None)
+        if engine is not None:
+            return self._list_engine(engine, namespace, label_selector)
         api = {
             "jobs": (self.batch, "job"),
             "pods": (self.core, "pod"),
@@ -127,6 +135,30 @@ class Kube:
         if label_selector:
             kwargs["label_selector"] = label_selector
         raw = json.loads(fn(*args, **kwargs).data)
+        return list(raw.get("items") or []), resource_version(raw)
+
+    def _list_engine(
+        self, engine: Engine, namespace: str | None, label_selector: str | None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One LIST of a training engine's resources; none where the cluster does not serve
+        them (the watch starts once their CRD comes)."""
+        kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        try:
+            if namespace is None:
+                response = self.custom.list_cluster_custom_object(
+                    engine.group, engine.version, engine.plural, **kwargs
+                )
+            else:
+                response = self.custom.list_namespaced_custom_object(
+                    engine.group, engine.version, namespace, engine.plural, **kwargs
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return [], None
+            raise
+        raw = json.loads(response.data)  # type: ignore[attr-defined]
         return list(raw.get("items") or []), resource_version(raw)
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
@@ -160,14 +192,83 @@ class Kube:
         )
         return False
 
-    def delete_jobs(self, namespace: str, name: str, revision: str) -> None:
-        """Delete the revision's Jobs and, in the background, their pods."""
+    def delete_jobs(
+        self, namespace: str, name: str, revision: str, engines: Iterable[Engine] = ()
+    ) -> None:
+        """Delete the revision's Jobs (and its training engines' resources, of the `engines`
+        the cluster serves) and, in the background, their pods."""
+        selector = labels.selector({**labels.own_pods(name), labels.REVISION: revision})
         self.batch.delete_collection_namespaced_job(
             namespace,
-            label_selector=labels.selector({**labels.own_pods(name), labels.REVISION: revision}),
+            label_selector=selector,
             propagation_policy="Background",
             _request_timeout=REQUEST_TIMEOUT,
         )
+        for engine in engines:
+            self.custom.delete_collection_namespaced_custom_object(
+                engine.group,
+                engine.version,
+                namespace,
+                engine.plural,
+                label_selector=selector,
+                propagation_policy="Background",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+
+    # -- training engines and queues ------------------------------------------------------------
+
+    def served_engines(self) -> frozenset[str]:
+        """The kinds of the training engines (PyTorchJob, TrainJob) the cluster serves, from
+        API discovery."""
+        served = set()
+        for engine in ENGINES:
+            try:
+                found = self.custom.get_api_resources(
+                    engine.group, engine.version, _request_timeout=REQUEST_TIMEOUT
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            if any(r.name == engine.plural for r in found.resources or []):
+                served.add(engine.kind)
+        return frozenset(served)
+
+    def create_training(self, engine: Engine, obj: dict[str, Any]) -> bool:
+        """Create the engine's resource unless it exists; True when this call created it."""
+        meta = obj["metadata"]
+        try:
+            self.custom.create_namespaced_custom_object(
+                engine.group,
+                engine.version,
+                meta["namespace"],
+                engine.plural,
+                obj,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            return True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        return False
+
+    def workloads(self, namespace: str, owner_uid: str) -> list[dict[str, Any]]:
+        """Kueue's Workloads of the Job or PyTorchJob with uid `owner_uid` (none when Kueue is
+        not installed)."""
+        try:
+            raw: Any = self.custom.list_namespaced_custom_object(
+                KUEUE_GROUP,
+                KUEUE_VERSION,
+                namespace,
+                WORKLOADS,
+                label_selector=f"{KUEUE_JOB_UID}={owner_uid}",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return []
+            raise
+        return list((raw or {}).get("items") or [])
 
     def _calls(self, kind: str, verb: str) -> Any:
         """The client's `verb` call (patch, delete) of a namespaced child `kind`."""

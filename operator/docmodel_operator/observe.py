@@ -16,7 +16,7 @@ from docmodel.builders import STEPS, Step, job_name
 from docmodel.plan import JobState, Refusal, ServerState
 from docmodel.status import redact
 
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name", labels.TRAINING_JOB_NAME)
 # A Job's pod normally follows within a second; past this, its Events are read for why not.
 POD_GRACE_SECONDS = 2.0
 LOG_TAIL_LINES = 20
@@ -63,14 +63,38 @@ def _terminated(pod: Obj) -> Obj | None:
     return None
 
 
+def queued_state(obj: Obj, workloads: Iterable[Obj] = ()) -> JobState | None:
+    """A Job or PyTorchJob that waits in its Kueue queue (created suspended, not admitted
+    yet), with Kueue's reason from its Workload when there is one; None when it is not
+    queued."""
+    queue = _labels(obj).get(labels.QUEUE_NAME)
+    spec = obj.get("spec") or {}
+    suspended = spec.get("suspend") or (spec.get("runPolicy") or {}).get("suspend")
+    if not queue or not suspended:
+        return None
+    message = f"waiting for quota in Kueue LocalQueue {queue}"
+    for workload in workloads:
+        for cond in _status(workload).get("conditions") or []:
+            reserved = cond.get("type") == "QuotaReserved"
+            if reserved and cond.get("status") == "False" and cond.get("message"):
+                message += f": {cond['message']}"
+    return JobState(
+        "Pending",
+        reason="Queued",
+        message=message,
+        since=_time(_meta(obj).get("creationTimestamp")),
+        queued=True,
+    )
+
+
 def job_state(job: Obj, pods: Iterable[Obj], secrets: Iterable[str] = ()) -> JobState:
-    """What one Job says: done, failed (with the last pod's exit code, reason and log lines,
-    Secret values hidden), waiting to be scheduled, or running."""
+    """What one Job (or a training engine's PyTorchJob or TrainJob) says: done, failed (with
+    the last pod's exit code, reason and log lines, Secret values hidden), waiting to be
+    scheduled, or running."""
     conditions = _true_conditions(job)
-    if "Complete" in conditions:
-        return JobState(
-            "Succeeded", exit_code=0, since=_time(conditions["Complete"].get("lastTransitionTime"))
-        )
+    done = conditions.get("Complete") or conditions.get("Succeeded")
+    if done is not None:
+        return JobState("Succeeded", exit_code=0, since=_time(done.get("lastTransitionTime")))
     failed = conditions.get("Failed")
     own = [p for p in pods if _job_of(p) == _meta(job).get("name")]
     if failed is not None:
@@ -109,7 +133,9 @@ def job_state(job: Obj, pods: Iterable[Obj], secrets: Iterable[str] = ()) -> Job
             )
     created = _time(_meta(job).get("creationTimestamp"))
     if not own and not _status(job).get("active"):
-        return JobState("Pending", reason="NoPod", since=created, awaiting_pod=True)
+        # A Job's controller says in Events why it makes no pod; an engine's conditions say it.
+        is_job = job.get("kind", "Job") == "Job"
+        return JobState("Pending", reason="NoPod", since=created, awaiting_pod=is_job)
     return JobState("Running", since=created)
 
 
@@ -161,7 +187,7 @@ def step_jobs(
         for step in STEPS:
             job = by_name.get(job_name(dm, step, target, serving))
             if job is not None and _labels(job).get(labels.STEP) == step:
-                states[step] = job_state(job, pods, secrets)
+                states[step] = queued_state(job) or job_state(job, pods, secrets)
     return states, revisions
 
 

@@ -23,6 +23,8 @@ from docmodel import gate
 from docmodel.api import DocModel, DocModelStatus, SpecError, parse_docmodel
 from docmodel.artifacts import open_artifact_store
 from docmodel.builders import (
+    ENGINES,
+    Engine,
     Owner,
     StoreConfig,
     build_deployment,
@@ -31,8 +33,12 @@ from docmodel.builders import (
     build_server_policy,
     build_service,
     build_steps_policy,
+    build_training,
     deployment_name,
+    is_distributed,
     job_name,
+    no_engine_message,
+    pick_engine,
     service_endpoint,
     service_name,
 )
@@ -70,6 +76,10 @@ from docmodel_operator.settings import OperatorSettings
 log = logging.getLogger("docmodel.operator")
 
 SOURCE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# The training engines the cluster serves are asked of API discovery at most this often.
+ENGINES_TTL_SECONDS = 60.0
+# The kinds of step children in the cache: Jobs, and the training engines' resources.
+STEP_KINDS = ("jobs", "pytorchjobs", "trainjobs")
 
 
 def now() -> datetime:
@@ -117,6 +127,7 @@ class Reconciler:
         # revision's artifacts never change once written, so what was found is not read
         # again, and an idle DocModel's polls read nothing from the store.
         self._found: dict[tuple[str, str], tuple[tuple[str, ...], RevisionArtifacts]] = {}
+        self._engines: tuple[float, frozenset[str]] | None = None  # (when asked, kinds)
 
     # -- entry point --------------------------------------------------------------------------
 
@@ -263,10 +274,18 @@ class Reconciler:
         target = target_revision(dm.spec, status, check)
         serving = status.serving.revision if status.serving else None
         pods = self.cache.children("pods", ns, name)
-        jobs, revisions = observe.step_jobs(
-            dm, self.cache.children("jobs", ns, name), pods, target, serving, secrets.values
-        )
+        children = [job for kind in STEP_KINDS for job in self.cache.children(kind, ns, name)]
+        jobs, revisions = observe.step_jobs(dm, children, pods, target, serving, secrets.values)
         for step, state in jobs.items():
+            if state.queued and target is not None:  # Kueue's reason, from the Workload
+                child = next(
+                    c
+                    for c in children
+                    if c["metadata"].get("name") == job_name(dm, step, target, serving)
+                )
+                workloads = self.kube.workloads(ns, child["metadata"].get("uid", ""))
+                jobs[step] = observe.queued_state(child, workloads) or state
+                continue
             # A Job whose pod has not come for a while: its controller's Events say whether
             # the cluster refuses the pod (one LIST, only while a Job has no pod).
             waited = (at - state.since).total_seconds() if state.since is not None else 0.0
@@ -339,6 +358,17 @@ class Reconciler:
 
     # -- actions ------------------------------------------------------------------------------
 
+    def served_engines(self) -> frozenset[str]:
+        """The training engines' kinds the cluster serves (API discovery, cached a minute)."""
+        at = time.monotonic()
+        if self._engines is None or at - self._engines[0] > ENGINES_TTL_SECONDS:
+            self._engines = (at, self.kube.served_engines())
+        return self._engines[1]
+
+    def serving_engines(self) -> list[Engine]:
+        served = self.served_engines()
+        return [engine for engine in ENGINES if engine.kind in served]
+
     def _policy(self, dm: DocModel, policy: dict[str, Any]) -> None:
         """Apply a NetworkPolicy as built, or remove it when the spec turns policies off; once
         per content and operator process (a Job's creation does not wait for a second apply
@@ -358,7 +388,30 @@ class Reconciler:
     def _act(self, dm: DocModel, owner: Owner, action: Action, observed: Observed) -> None:
         ns, name = dm.metadata.namespace, dm.metadata.name
         where = f"docmodel={ns}/{name}"
-        if isinstance(action, StartStep):
+        if isinstance(action, StartStep) and action.step == "train" and is_distributed(dm):
+            self._policy(dm, build_steps_policy(dm, owner))
+            engine = pick_engine(self.served_engines())
+            if engine is None:
+                raise Refused(Refusal("NoTrainingEngine", no_engine_message(dm), observed.now))
+            training = build_training(
+                engine,
+                dm,
+                owner,
+                action.revision,
+                self.store_config,
+                self.settings.trainer_image,
+                defaults=self.settings.pod_defaults,
+            )
+            if self.kube.create_training(engine, training):
+                metrics.STEPS_STARTED.labels(action.step).inc()
+                log.info(
+                    "Created %s=%s %s step=train processes=%d",
+                    engine.kind.lower(),
+                    training["metadata"]["name"],
+                    where,
+                    dm.spec.training.distributed.world_size,
+                )
+        elif isinstance(action, StartStep):
             self._policy(dm, build_steps_policy(dm, owner))
             job = build_job(
                 dm,
@@ -374,7 +427,7 @@ class Reconciler:
                 metrics.STEPS_STARTED.labels(action.step).inc()
                 log.info("Created job=%s %s step=%s", job["metadata"]["name"], where, action.step)
         elif isinstance(action, DeleteJobs):
-            self.kube.delete_jobs(ns, name, action.revision)
+            self.kube.delete_jobs(ns, name, action.revision, self.serving_engines())
             log.info("Deleted jobs %s revision=%s reason=%s", where, action.revision, action.reason)
         elif isinstance(action, Deploy):
             self._policy(dm, build_server_policy(dm, owner))

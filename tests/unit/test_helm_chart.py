@@ -35,6 +35,9 @@ NAMESPACED_RULES = {
     ("policy", "poddisruptionbudgets", None): {"create", "patch", "delete"},
     ("", "events", None): {"create", "list"},
     ("", "secrets", None): {"get", "list", "watch"},
+    ("kubeflow.org", "pytorchjobs", None): {"list", "watch", "create", "deletecollection"},
+    ("trainer.kubeflow.org", "trainjobs", None): {"list", "watch", "create", "deletecollection"},
+    ("kueue.x-k8s.io", "workloads", None): {"list"},
 }
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions", None): {"list", "watch"}}
 NAMESPACE_READ = {("", "namespaces", None): {"list", "watch"}}

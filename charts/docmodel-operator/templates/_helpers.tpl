@@ -100,6 +100,19 @@ handlers.py make every one of these calls; docs/install.md explains each rule).
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch, create, get, deletecollection]
+# Distributed training (spec.training.distributed): the training engine's resource in place of
+# the train Job, Kubeflow's PyTorchJob or TrainJob, whichever the cluster serves: watched into
+# the cache, created, and a superseded revision's deleted by label.
+- apiGroups: [kubeflow.org]
+  resources: [pytorchjobs]
+  verbs: [list, watch, create, deletecollection]
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [list, watch, create, deletecollection]
+# Kueue's Workloads (spec.training.queueName): read to show why a queued step waits.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [list]
 # The Jobs' and servers' pods: exit codes, termination messages, scheduling (read only).
 - apiGroups: [""]
   resources: [pods]

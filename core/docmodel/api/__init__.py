@@ -81,7 +81,14 @@ from docmodel.api.status import (
     ServingStatus,
     Verdict,
 )
-from docmodel.api.training import CandidateKind, CandidateSpec, LoraSpec, TrainingSpec
+from docmodel.api.training import (
+    CandidateKind,
+    CandidateSpec,
+    DistributedSpec,
+    DistributedStrategy,
+    LoraSpec,
+    TrainingSpec,
+)
 
 __all__ = [
     "API_VERSION",
@@ -122,6 +129,8 @@ __all__ = [
     "Condition",
     "ConditionType",
     "DatasetSpec",
+    "DistributedSpec",
+    "DistributedStrategy",
     "DocModel",
     "DocModelSpec",
     "DocModelStatus",

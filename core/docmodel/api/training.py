@@ -58,6 +58,35 @@ class CandidateSpec(ApiModel):
     )
 
 
+DistributedStrategy = Literal["DDP", "FSDP"]
+
+
+class DistributedSpec(ApiModel):
+    """Training spread over several processes (GPUs) and nodes by the cluster's training engine
+    (Kubeflow's PyTorchJob or TrainJob); one process, the default, is a plain Job."""
+
+    nodes: int = Field(default=1, ge=1, le=64, description="Pods (nodes) that train together.")
+    processes_per_node: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Training processes per pod, one per GPU: set it to the GPUs each pod "
+        "asks for (training.resources).",
+    )
+    strategy: DistributedStrategy = Field(
+        default="DDP",
+        description="`DDP`: every process holds the whole (4-bit) base model and trains the "
+        "same adapter on its share of each batch. `FSDP`: the base model's weights are sharded "
+        "over the processes (QLoRA with the 4-bit storage type matching the compute type, "
+        "loaded once on CPU RAM), for bases that do not fit one GPU.",
+    )
+
+    @property
+    def world_size(self) -> int:
+        """Every training process of the run."""
+        return self.nodes * self.processes_per_node
+
+
 class TrainingSpec(ApiModel):
     """How the adapter is trained."""
 
@@ -129,3 +158,17 @@ class TrainingSpec(ApiModel):
         default=86400, ge=60, le=7 * 86400, description="Wall-clock limit of the training Job."
     )
     image: ImageRef | None = Field(default=None, description="Trainer image override.")
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec,
+        description="Training over several processes and nodes. More than one process makes "
+        "the operator create the cluster's training engine's resource (a Kubeflow PyTorchJob, "
+        "or a TrainJob) instead of a Job; local mode runs torchrun.",
+    )
+    queue_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="Kueue LocalQueue (in the DocModel's namespace) that the training and "
+        "evaluation workloads wait in for their quota: they are created suspended with the "
+        "label kueue.x-k8s.io/queue-name and run once Kueue admits them.",
+    )

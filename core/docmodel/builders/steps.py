@@ -134,6 +134,55 @@ def pod_failure_policy(container: str) -> dict[str, Any]:
     }
 
 
+def queue_labels(dm: DocModel, step: Step) -> dict[str, str]:
+    """Kueue's queue label for the training and evaluation workloads when
+    `spec.training.queueName` is set (ingest needs no GPU and never waits in the queue)."""
+    queue = dm.spec.training.queue_name
+    if queue is None or step == "ingest":
+        return {}
+    return {labels.QUEUE_NAME: queue}
+
+
+def step_pod(
+    dm: DocModel,
+    command: StepCommand,
+    trainer_image: str,
+    *,
+    defaults: PodDefaults | None = None,
+    container_name: str | None = None,
+    launcher: list[str] | None = None,
+) -> dict[str, Any]:
+    """The restricted pod spec that runs `command`: `docmodel-trainer <args>`, or `launcher`
+    followed by the trainer (torchrun for distributed training)."""
+    spec = dm.spec
+    scheduling = step_scheduling(dm, command.step)
+    if launcher:
+        argv = [launcher[0]], [*launcher[1:], TRAINER_PROGRAM, *command.args]
+    else:
+        argv = [TRAINER_PROGRAM], command.args
+    container = {
+        "name": container_name or command.step,
+        "image": spec.training.image or trainer_image,
+        "command": argv[0],
+        "args": argv[1],
+        "env": [e.to_k8s() for e in command.env],
+        "resources": container_resources(
+            scheduling.resources, ephemeral_storage(spec.base_model.name, STEP_FILES_GIB)
+        ),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod = restricted_pod(
+        {"restartPolicy": "Never", "containers": [container]}, JOB_WORKDIR, spec.security
+    )
+    scheduling.apply(pod, defaults or PodDefaults())
+    return pod
+
+
+def step_labels(dm: DocModel, step: Step, revision: str) -> dict[str, str]:
+    """The labels of a step's Job (or PyTorchJob) and its pods."""
+    return {**labels.child_labels(dm.metadata.name, STEP_SUFFIX[step], revision), labels.STEP: step}
+
+
 def build_job(
     dm: DocModel,
     owner: Owner,
@@ -145,36 +194,25 @@ def build_job(
     serving_revision: str | None = None,
     defaults: PodDefaults | None = None,
 ) -> dict[str, Any]:
-    """The Job that runs `step` for `revision`."""
-    spec = dm.spec
-    command = step_command(dm, step, revision, store, serving_revision=serving_revision)
+    """The Job that runs `step` for `revision`. With a Kueue queue it is created suspended:
+    Kueue starts it once the queue admits it."""
+    training = dm.spec.training
     name = job_name(dm, step, revision, serving_revision)
-    lbls = {**labels.child_labels(dm.metadata.name, STEP_SUFFIX[step], revision), labels.STEP: step}
-    training = spec.training
-    scheduling = step_scheduling(dm, step)
-    container = {
-        "name": step,
-        "image": training.image or trainer_image,
-        "command": [TRAINER_PROGRAM],
-        "args": command.args,
-        "env": [e.to_k8s() for e in command.env],
-        "resources": container_resources(
-            scheduling.resources, ephemeral_storage(spec.base_model.name, STEP_FILES_GIB)
-        ),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+    lbls = step_labels(dm, step, revision)
+    command = step_command(dm, step, revision, store, serving_revision=serving_revision)
+    pod = step_pod(dm, command, trainer_image, defaults=defaults)
+    queue = queue_labels(dm, step)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": training.backoff_limit,
+        "activeDeadlineSeconds": training.active_deadline_seconds,
+        "podFailurePolicy": pod_failure_policy(step),
+        "template": {"metadata": {"labels": lbls}, "spec": pod},
     }
-    pod = restricted_pod(
-        {"restartPolicy": "Never", "containers": [container]}, JOB_WORKDIR, spec.security
-    )
-    scheduling.apply(pod, defaults or PodDefaults())
+    if queue:
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": child_metadata(owner, name, lbls),
-        "spec": {
-            "backoffLimit": training.backoff_limit,
-            "activeDeadlineSeconds": training.active_deadline_seconds,
-            "podFailurePolicy": pod_failure_policy(step),
-            "template": {"metadata": {"labels": lbls}, "spec": pod},
-        },
+        "metadata": child_metadata(owner, name, {**lbls, **queue}),
+        "spec": job_spec,
     }

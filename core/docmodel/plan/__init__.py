@@ -37,7 +37,14 @@ from docmodel.plan.actions import (
     SwitchTraffic,
     refusal_key,
 )
-from docmodel.plan.observed import POD_LOOK_AGAIN_SECONDS, JobState, Observed, Refusal, ServerState
+from docmodel.plan.observed import (
+    POD_LOOK_AGAIN_SECONDS,
+    QUEUED_LOOK_AGAIN_SECONDS,
+    JobState,
+    Observed,
+    Refusal,
+    ServerState,
+)
 from docmodel.plan.planner import STEP_CONDITION, STEP_DONE, STEP_PHASE, plan
 from docmodel.plan.reconcile import MAX_PLANS, Executor, Pass, Refused, reconcile_pass
 from docmodel.plan.schedule import (
@@ -50,6 +57,7 @@ from docmodel.plan.schedule import (
 __all__ = [
     "MAX_PLANS",
     "POD_LOOK_AGAIN_SECONDS",
+    "QUEUED_LOOK_AGAIN_SECONDS",
     "STEP_CONDITION",
     "STEP_DONE",
     "STEP_PHASE",

@@ -28,11 +28,16 @@ class JobState:
     refused: bool = False
     # Pending with no pod yet: the executor looks again shortly for why (a refused pod).
     awaiting_pod: bool = False
+    # Waiting in a Kueue queue for its quota (created suspended; `message` says which queue
+    # and, when Kueue has said it, why it is not admitted yet).
+    queued: bool = False
 
 
 # A Job with no pod yet is looked at again this soon: its controller's reason, if the cluster
 # refuses the pod, is then on the DocModel within seconds.
 POD_LOOK_AGAIN_SECONDS = 3.0
+# A queued step is looked at again this often (its admission also wakes the pass at once).
+QUEUED_LOOK_AGAIN_SECONDS = 30.0
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,12 @@ from docmodel.plan.actions import (
     StartStep,
     SwitchTraffic,
 )
-from docmodel.plan.observed import POD_LOOK_AGAIN_SECONDS, JobState, Observed
+from docmodel.plan.observed import (
+    POD_LOOK_AGAIN_SECONDS,
+    QUEUED_LOOK_AGAIN_SECONDS,
+    JobState,
+    Observed,
+)
 from docmodel.plan.schedule import judgement_key, next_source_check, target_revision
 from docmodel.plan.verdicts import judged_candidate, restored_candidate
 from docmodel.report import EvalReport
@@ -326,6 +331,15 @@ class _Planner:
                 f"the cluster refused the {step} pod of revision {revision}: {job.message}",
             )
             self.timers.append(self.policy.refusal_retry_seconds)
+            return
+        if job.queued:
+            self.cond(
+                condition,
+                "False",
+                "Queued",
+                f"the {step} step of revision {revision} is queued: {job.message}",
+            )
+            self.timers.append(QUEUED_LOOK_AGAIN_SECONDS)
             return
         if job.awaiting_pod:
             self.timers.append(POD_LOOK_AGAIN_SECONDS)
