@@ -2,6 +2,9 @@
 starting over: each is uploaded when saved (its completion marker last), the newest complete
 one is restored at start, and checkpoints another training run left are discarded.
 
+Only rank 0 of a distributed run writes here (`upload_checkpoint` and `claim_checkpoints` do
+nothing on the other ranks); any rank may read.
+
     <store>/<ns>/<name>/rev-<revision>/checkpoints/run-id                the run they belong to
     <store>/<ns>/<name>/rev-<revision>/checkpoints/checkpoint-<step>/    files, then COMPLETE
 """
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from docmodel.artifacts import RevisionLayout
 from docmodel.storage import NotFound, ObjectStore, download_tree
+from docmodel_trainer.distributed import main_only
 
 log = logging.getLogger("docmodel.trainer.checkpoints")
 
@@ -25,6 +29,7 @@ def checkpoint_prefix(layout: RevisionLayout) -> str:
     return f"{layout.root}/{CHECKPOINTS}"
 
 
+@main_only
 def upload_checkpoint(store: ObjectStore, layout: RevisionLayout, local: Path, step: int) -> None:
     """Copy a checkpoint directory to the store; the completion marker goes last."""
     prefix = f"{checkpoint_prefix(layout)}/checkpoint-{step}"
@@ -34,6 +39,7 @@ def upload_checkpoint(store: ObjectStore, layout: RevisionLayout, local: Path, s
     log.info("Saved checkpoint step=%d uri=%s/%s", step, store.uri, prefix)
 
 
+@main_only
 def claim_checkpoints(store: ObjectStore, layout: RevisionLayout, run_id: str) -> None:
     """Make the revision's stored checkpoints this training run's (`run_id`: a digest of its
     rows, settings and base model). Checkpoints another run left (other data, settings or base
@@ -61,16 +67,24 @@ def claim_checkpoints(store: ObjectStore, layout: RevisionLayout, run_id: str) -
     store.put_bytes(marker, run_id.encode())
 
 
-def restore_checkpoint(store: ObjectStore, layout: RevisionLayout, output_dir: Path) -> Path | None:
-    """Download the newest complete checkpoint of the revision into `output_dir`, if any."""
-    prefix = checkpoint_prefix(layout)
-    steps = sorted(
+def stored_steps(store: ObjectStore, layout: RevisionLayout) -> list[int]:
+    """The steps of the revision's complete checkpoints in the store, in order."""
+    return sorted(
         {
             int(obj.key.split("/")[-2].removeprefix("checkpoint-"))
-            for obj in store.list(prefix)
+            for obj in store.list(checkpoint_prefix(layout))
             if obj.key.endswith(f"/{COMPLETE}")
         }
     )
+
+
+def restore_checkpoint(
+    store: ObjectStore, layout: RevisionLayout, output_dir: Path, step: int | None = None
+) -> Path | None:
+    """Download the newest complete checkpoint of the revision (or the one of `step`) into
+    `output_dir`, if any."""
+    prefix = checkpoint_prefix(layout)
+    steps = stored_steps(store, layout) if step is None else [step]
     if not steps:
         return None
     name = f"checkpoint-{steps[-1]}"

@@ -27,6 +27,7 @@ from docmodel.modelfacts import peft_compat as peft_compat  # the one filter, sh
 from docmodel.modelfacts import usable_cpus
 from docmodel.storage import NotFound, download_tree, open_store
 from docmodel_trainer.common import EXIT_BAD_INPUT, EXIT_UPSTREAM, JobError
+from docmodel_trainer.distributed import FSDP_NEEDS_CUDA, SINGLE, World
 
 log = logging.getLogger("docmodel.trainer.modeling")
 
@@ -225,12 +226,50 @@ def attention_implementation() -> str:
     return "sdpa"
 
 
-def load_model(path: str, *, quantize_4bit: bool) -> Any:
-    """The base model: NF4 4-bit (bf16 compute) or bf16 on CUDA, fp32 on CPU."""
+def load_options(
+    *, cuda: bool, quantize_4bit: bool, world: World = SINGLE, fsdp: bool = False
+) -> dict[str, Any]:
+    """`from_pretrained`'s arguments for the base model (`load_model`)."""
+    import torch
+
+    options: dict[str, Any] = {
+        "dtype": torch.bfloat16 if cuda else torch.float32,
+        "attn_implementation": attention_implementation(),
+    }
+    if fsdp:
+        # No device map: the 4-bit layers quantize on this process's GPU (the current device,
+        # `distributed.start`), FSDP shards and places everything.
+        options["low_cpu_mem_usage"] = True  # what transformers 5 always does; said for clarity
+    elif cuda:
+        device = world.local_rank if world.distributed else torch.cuda.current_device()
+        options["device_map"] = {"": device}
+    if quantize_4bit:
+        from transformers import BitsAndBytesConfig
+
+        # The storage type of the packed 4-bit weights is the compute type (bf16), the dtype
+        # of every other weight: FSDP shards them all alike (DDP does not care).
+        options["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_quant_storage=torch.bfloat16,
+        )
+    return options
+
+
+def load_model(path: str, *, quantize_4bit: bool, world: World = SINGLE, fsdp: bool = False) -> Any:
+    """The base model: NF4 4-bit (bf16 compute) or bf16 on CUDA, fp32 on CPU.
+
+    One of several training processes (`world`) loads it onto its own GPU (`cuda:LOCAL_RANK`)
+    or, on CPU, with its share of the node's cores. With `fsdp` it is loaded for sharding
+    (`load_options`, `distributed.fsdp_config`), the checkpoint read into memory once."""
     import torch
     from transformers import AutoModelForCausalLM
 
     cuda = has_cuda()
+    if fsdp and not cuda:
+        raise JobError(FSDP_NEEDS_CUDA, "FsdpNeedsGpu", EXIT_BAD_INPUT)
     if quantize_4bit and not cuda:
         raise JobError(
             "method qlora needs a CUDA GPU (4-bit NF4 via bitsandbytes); none is visible. "
@@ -238,24 +277,17 @@ def load_model(path: str, *, quantize_4bit: bool) -> Any:
             "QloraNeedsGpu",
             EXIT_BAD_INPUT,
         )
-    kwargs: dict[str, Any] = {
-        "dtype": torch.bfloat16 if cuda else torch.float32,
-        "attn_implementation": attention_implementation(),
-    }
-    if cuda:
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
-    else:
-        torch.set_num_threads(usable_cpus())  # the cores this process may use, not the machine's
-    if quantize_4bit:
-        from transformers import BitsAndBytesConfig
+    kwargs = load_options(cuda=cuda, quantize_4bit=quantize_4bit, world=world, fsdp=fsdp)
+    if fsdp:
+        from accelerate.utils import enable_fsdp_ram_efficient_loading
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_quant_storage=torch.bfloat16,
-        )
+        # Read by from_pretrained: only the first process materialises the checkpoint's
+        # weights (what the Trainer's fsdp_config `cpu_ram_efficient_loading` sets, but that
+        # is built after the model).
+        enable_fsdp_ram_efficient_loading()
+    elif not cuda:
+        # The cores this process may use, not the machine's; shared by the node's processes.
+        torch.set_num_threads(world.cpu_threads(usable_cpus()))
     model = load_pretrained(lambda p: AutoModelForCausalLM.from_pretrained(p, **kwargs), path)
     log.info(
         "Loaded base model path=%s quantized_4bit=%s dtype=%s attention=%s device=%s threads=%d",
@@ -263,7 +295,7 @@ def load_model(path: str, *, quantize_4bit: bool) -> Any:
         quantize_4bit,
         kwargs["dtype"],
         kwargs["attn_implementation"],
-        "cuda" if cuda else "cpu",
+        world.device(cuda) if world.distributed else ("cuda" if cuda else "cpu"),
         torch.get_num_threads(),
     )
     return model

@@ -34,9 +34,11 @@ from transformers.trainer_callback import PrinterCallback
 from docmodel.api import TrainingSpec
 from docmodel.digests import TRAINING_FIELDS
 from docmodel_trainer import (
+    distributed,
     modeling,  # before peft loads: quiets bitsandbytes on CPU
     trainset,
 )
+from docmodel_trainer.distributed import SINGLE, World
 
 log = logging.getLogger("docmodel.trainer.sft")
 
@@ -92,9 +94,15 @@ def sft_config(
     cuda: bool,
     assistant_only_loss: bool,
     prepared: bool = False,
+    world: World = SINGLE,
+    layer_classes: list[str] | None = None,
 ) -> Any:
     """`prepared`: the dataset holds tokenized rows with labels, packed and ordered already
-    (`trainset.build`); TRL neither prepares nor shuffles it, and the rows are read in order."""
+    (`trainset.build`); TRL neither prepares nor shuffles it, and the rows are read in order.
+
+    `world`: the training processes (`distributed.trainer_arguments`: the backend, DDP or FSDP
+    by `cfg.training.distributed.strategy`; `layer_classes`, the decoder layers FSDP wraps).
+    Each process reads its share of every batch, in the same order as one process would."""
     from trl import SFTConfig
 
     extra: dict[str, Any] = {}
@@ -104,6 +112,22 @@ def sft_config(
             "train_sampling_strategy": "sequential",
             "padding_free": cfg.training.packing,
         }
+    if cfg.gradient_checkpointing:
+        # Non-reentrant (transformers' default, stated): with the reentrant kind each layer is
+        # recomputed in a nested backward pass, where DDP sees its parameters ready twice.
+        extra["activation_checkpointing"] = True
+        extra["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+    else:
+        extra["activation_checkpointing"] = False
+    extra.update(
+        distributed.trainer_arguments(
+            world,
+            cuda=cuda,
+            strategy=cfg.training.distributed.strategy,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            layer_classes=layer_classes or [],
+        )
+    )
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=1 if prepared else cfg.training.epochs,  # prepared rows hold every pass
@@ -117,7 +141,6 @@ def sft_config(
         packing=cfg.training.packing,
         packing_strategy="bfd",
         assistant_only_loss=assistant_only_loss and not prepared,
-        activation_checkpointing=cfg.gradient_checkpointing,
         bf16=cuda,
         use_cpu=not cuda,
         optim="adamw_torch_fused" if cuda else "adamw_torch",
@@ -157,9 +180,11 @@ def build_trainer(
     assistant_only_loss: bool = True,
     prepared: bool = False,
     callbacks: list[TrainerCallback] | None = None,
+    world: World = SINGLE,
 ) -> Any:
     """An SFTTrainer that wraps `model` in a LoRA adapter and counts the tokens it trains on;
-    `trainer.seen` records every example it computed (see `trainset.Seen`)."""
+    `trainer.seen` records every example it computed (see `trainset.Seen`). With several
+    processes (`world`) each counts and records its own share (`gather_records` sums them)."""
     from trl import SFTTrainer
 
     class CountingSFTTrainer(SFTTrainer):
@@ -179,13 +204,29 @@ def build_trainer(
                 self.counts.tokens += int(mask.sum()) if mask is not None else ids.numel()
                 self.counts.loss_tokens += int((inputs["labels"] != -100).sum())
                 if not return_outputs:
-                    return answer_only_loss(model, inputs, num_items_in_batch)
+                    loss = answer_only_loss(model, inputs, num_items_in_batch)
+                    if (
+                        num_items_in_batch is not None
+                        and self.args.average_tokens_across_devices
+                        and self.accelerator.num_processes > 1
+                    ):
+                        # As Trainer.compute_loss does: `num_items_in_batch` counts the labels
+                        # of every process's batches, and DDP/FSDP average the gradients over
+                        # the processes, so each process's sum is scaled back up.
+                        loss = loss * self.accelerator.num_processes
+                    return loss
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     counts = TokenCounts()
-    progress = ProgressLogger(counts)
+    progress = ProgressLogger(counts, processes=world.size)
     args = sft_config(
-        cfg, output_dir, cuda=cuda, assistant_only_loss=assistant_only_loss, prepared=prepared
+        cfg,
+        output_dir,
+        cuda=cuda,
+        assistant_only_loss=assistant_only_loss,
+        prepared=prepared,
+        world=world,
+        layer_classes=distributed.decoder_layer_classes(model),
     )
     with modeling.peft_compat():
         trainer = CountingSFTTrainer(
@@ -202,6 +243,30 @@ def build_trainer(
     trainer.seen = trainset.Seen()
     trainer.progress = progress
     return trainer
+
+
+def gather_records(trainer: Any, world: World) -> None:
+    """Sum every process's token counts and union the examples each computed into
+    `trainer.counts` and `trainer.seen` (a collective: every rank calls it after training);
+    each process counted only its own share of the batches. Nothing for one process."""
+    if not world.distributed:
+        return
+    counts: TokenCounts = trainer.counts
+    mine = (counts.positions, counts.tokens, counts.loss_tokens, sorted(trainer.seen.digests))
+    parts = distributed.all_gather(world, mine)
+    counts.positions = sum(p[0] for p in parts)
+    counts.tokens = sum(p[1] for p in parts)
+    counts.loss_tokens = sum(p[2] for p in parts)
+    trainer.seen.digests = set().union(*(p[3] for p in parts))
+
+
+def adapter_state_dict(trainer: Any) -> dict[str, Any] | None:
+    """Under FSDP, the trained model's full state dict gathered from its shards (a collective:
+    every rank calls it; rank 0 gets the tensors), for `save_pretrained`; None otherwise, where
+    each process holds the whole adapter."""
+    if not getattr(trainer, "is_fsdp_enabled", False):
+        return None
+    return dict(trainer.accelerator.get_state_dict(trainer.model))
 
 
 def answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
@@ -231,10 +296,16 @@ def answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any
 class ProgressLogger(TrainerCallback):
     """Logs `Trained step=10/120 loss=2.3141 tokens_per_s=1234 eta_s=40` every logging step
     and keeps the curve; between them, a `Training step=...` line at least every
-    `heartbeat_s` seconds, so a slow run (a CPU) never looks stuck."""
+    `heartbeat_s` seconds, so a slow run (a CPU) never looks stuck.
 
-    def __init__(self, counts: TokenCounts, heartbeat_s: float = 30.0):
+    With several processes only rank 0 prints (the others log errors only): the loss is the
+    Trainer's, averaged over the processes; tokens_per_s is rank 0's rate times `processes`
+    (each process computes the same number of packed rows per step); metrics.json has the
+    exact sum (`gather_records`)."""
+
+    def __init__(self, counts: TokenCounts, heartbeat_s: float = 30.0, processes: int = 1):
         self.counts = counts
+        self.processes = processes
         self.curve: list[tuple[int, float]] = []
         self.heartbeat_s = heartbeat_s
         self._start = time.monotonic()
@@ -251,7 +322,7 @@ class ProgressLogger(TrainerCallback):
         elapsed = max(time.monotonic() - self._start, 1e-9)
         done = max(state.global_step - self._start_step, 1)
         eta = elapsed / done * max(state.max_steps - state.global_step, 0)
-        return (self.counts.tokens - self._start_tokens) / elapsed, eta
+        return (self.counts.tokens - self._start_tokens) * self.processes / elapsed, eta
 
     def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
         if time.monotonic() - self._last_line < self.heartbeat_s:
@@ -286,13 +357,16 @@ class ProgressLogger(TrainerCallback):
 class CheckpointSync(TrainerCallback):
     """Copies each saved checkpoint to the artifact store, so a restarted pod can resume.
 
-    `upload(local_dir, step)` does the copy; it writes a completion marker last.
-    """
+    `upload(local_dir, step)` does the copy; it writes a completion marker last, and only rank
+    0 writes (`checkpoints.upload_checkpoint`). With several processes (`world`) every rank
+    first waits until all have written their share of the checkpoint (their RNG states)."""
 
-    def __init__(self, upload: Callable[[Path, int], None]):
+    def __init__(self, upload: Callable[[Path, int], None], world: World = SINGLE):
         self.upload = upload
+        self.world = world
 
     def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        distributed.barrier(self.world)
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if checkpoint.is_dir():
             self.upload(checkpoint, state.global_step)

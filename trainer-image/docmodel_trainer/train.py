@@ -18,6 +18,12 @@ Writes  <store>/<ns>/<name>/rev-<rev>/adapter/   adapter_model.safetensors, adap
 Settings come from the DocModel's spec.training; flags (or --config YAML) override them. A pod
 that restarts resumes from the newest checkpoint in the workdir or, failing that, the store. An
 adapter that already has a manifest is not trained again (unless --force).
+
+Under torchrun (spec.training.distributed: a PyTorchJob or TrainJob, or local mode) every
+process runs this command; the launcher's environment says which process it is
+(`docmodel_trainer.distributed`). Each trains on its share of every batch (the global batch is
+batch_size x gradient_accumulation_steps x world_size) with DDP, or FSDP on GPUs; rank 0 alone
+logs and writes to the store, and the others wait for it and fail when it fails.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json
 import logging
 import shutil
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +49,16 @@ from docmodel.artifacts import (
 )
 from docmodel.dataset import CHUNKS, EVAL, REWRITES, TRAIN, Chunk, QAPair, Rewrite, read_jsonl
 from docmodel.retrieval import RetrievalIndex, write_index
-from docmodel_trainer import checkpoints, fetch, modeling, passage_index, raft, sft, trainset
+from docmodel_trainer import (
+    checkpoints,
+    distributed,
+    fetch,
+    modeling,
+    passage_index,
+    raft,
+    sft,
+    trainset,
+)
 from docmodel_trainer.common import (
     EXIT_BAD_INPUT,
     EXIT_NO_DATA,
@@ -52,6 +68,7 @@ from docmodel_trainer.common import (
     add_job_arguments,
     job_context,
 )
+from docmodel_trainer.distributed import SINGLE, World
 
 log = logging.getLogger("docmodel.trainer.train")
 
@@ -86,8 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--force", action="store_true", help="train even if the adapter exists")
 
 
-def resolve_config(args: argparse.Namespace, ctx: JobContext) -> sft.TrainConfig:
-    """spec.training, overridden by flags; invalid combinations rejected here, before any work."""
+def resolve_config(
+    args: argparse.Namespace, ctx: JobContext, world: World | None = None
+) -> sft.TrainConfig:
+    """spec.training, overridden by flags; invalid combinations rejected here, before any work.
+    `world`: the training processes (the launcher's environment by default)."""
+    world = World.from_env() if world is None else world
     spec = ctx.docmodel.spec
     t = spec.training
 
@@ -121,6 +142,8 @@ def resolve_config(args: argparse.Namespace, ctx: JobContext) -> sft.TrainConfig
             "method qlora needs a CUDA GPU (4-bit NF4 via bitsandbytes) and none is visible; "
             "use --method lora (or spec.training.method: lora) to train on CPU"
         )
+    if world.distributed and tc.distributed.strategy == "FSDP" and not modeling.has_cuda():
+        problems.append(distributed.FSDP_NEEDS_CUDA)
     if tc.epochs < 1:
         problems.append("epochs must be at least 1")
     if tc.qa_first_epochs < 0:
@@ -143,13 +166,18 @@ def resolve_config(args: argparse.Namespace, ctx: JobContext) -> sft.TrainConfig
 RESUMABLE_SETTINGS = ("max_steps", "logging_steps", "save_steps")
 
 
-def training_run_id(rows: list[dict[str, Any]], cfg: sft.TrainConfig, base_model: str) -> str:
+def training_run_id(
+    rows: list[dict[str, Any]], cfg: sft.TrainConfig, base_model: str, world_size: int = 1
+) -> str:
     """What a checkpoint may be resumed by: the same rows (data, order, packing), the same
-    settings (but for `RESUMABLE_SETTINGS`) and the same base model."""
+    settings (but for `RESUMABLE_SETTINGS`), the same base model and the same number of
+    processes (which decides the global batch and each process's share of the rows)."""
     settings = {k: v for k, v in cfg.record().items() if k not in RESUMABLE_SETTINGS}
     digest = hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode())
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(base_model.encode())
+    if world_size != 1:
+        digest.update(f"world_size={world_size}".encode())
     return digest.hexdigest()[:24]
 
 
@@ -195,6 +223,7 @@ class PreparedTraining:
     data: trainset.TrainingData
     resume: str | Path | None  # the checkpoint to resume from
     cuda: bool
+    world: World = SINGLE
 
 
 @dataclass(frozen=True)
@@ -208,19 +237,61 @@ class SavedAdapter:
 
 
 def run(args: argparse.Namespace) -> int:
+    world = World.from_env()
     ctx = job_context(args)
-    cfg = resolve_config(args, ctx)
+    cfg = resolve_config(args, ctx, world)
     modeling.quiet_progress_bars()
     layout = ctx.layout()
-    if not args.force and _adapter_published(ctx, layout):
+    distributed.quiet_other_ranks(world)
+    # Coordination may wait as long as the Job may run (a base model downloaded on one node).
+    deadline = timedelta(seconds=ctx.docmodel.spec.training.active_deadline_seconds)
+    distributed.start(world, cuda=modeling.has_cuda(), control_timeout=deadline)
+    _check_world(ctx, world)
+    if not args.force and distributed.on_main(world, lambda: _adapter_published(ctx, layout)):
+        distributed.finish(world)
         return EXIT_OK
-    inputs = read_dataset(ctx, layout)
-    retrieval = retrieval_training(ctx, layout, inputs, cfg)
-    prepared = prepare_training(ctx, layout, cfg, inputs, retrieval)
+    inputs, retrieval, base_path = distributed.node_first(
+        world, lambda: _read_inputs(ctx, layout, cfg, world)
+    )
+    prepared = prepare_training(ctx, layout, cfg, inputs, retrieval, base_path, world)
     result = train_adapter(prepared)
-    saved = save_adapter(ctx.workdir / "adapter", prepared, result, cfg, inputs, retrieval)
-    publish_adapter(ctx, layout, cfg, inputs, saved)
+    sft.gather_records(prepared.trainer, world)  # every rank's share of the batches
+    state = sft.adapter_state_dict(prepared.trainer)  # FSDP: gathered from every rank
+
+    def write() -> None:  # rank 0 only; the others wait, and fail if it fails
+        adapter_dir = ctx.workdir / "adapter"
+        saved = save_adapter(adapter_dir, prepared, result, cfg, inputs, retrieval, state)
+        publish_adapter(ctx, layout, cfg, inputs, saved)
+
+    distributed.on_main(world, write)
+    distributed.finish(world)
     return EXIT_OK
+
+
+def _check_world(ctx: JobContext, world: World) -> None:
+    """The launcher decides the processes; say so when the spec asked for another number."""
+    asked = ctx.docmodel.spec.training.distributed
+    if asked.world_size != world.size:
+        log.warning(
+            "Training with world_size=%d as launched; spec.training.distributed asks for "
+            "%d node(s) x %d process(es)",
+            world.size,
+            asked.nodes,
+            asked.processes_per_node,
+        )
+
+
+def _read_inputs(
+    ctx: JobContext, layout: RevisionLayout, cfg: sft.TrainConfig, world: World
+) -> tuple[TrainingInputs, RetrievalTraining, str]:
+    """The dataset, a retrieval candidate's examples and the base model's location. Each of a
+    node's processes downloads the dataset into a directory of its own."""
+    name = "dataset" if world.is_local_main else f"dataset-{world.local_rank}"
+    inputs = read_dataset(ctx, layout, ctx.workdir / name)
+    retrieval = retrieval_training(ctx, layout, inputs, cfg)
+    spec = ctx.docmodel.spec
+    base_path = modeling.resolve_base_model(spec.base_model, ctx.workdir, spec.source.endpoint)
+    return inputs, retrieval, base_path
 
 
 def _adapter_published(ctx: JobContext, layout: RevisionLayout) -> bool:
@@ -232,9 +303,13 @@ def _adapter_published(ctx: JobContext, layout: RevisionLayout) -> bool:
     return True
 
 
-def read_dataset(ctx: JobContext, layout: RevisionLayout) -> TrainingInputs:
-    """Fetch the revision's dataset and read it; a dataset without training pairs is an error."""
-    data_dir, _, dataset_digest = fetch.fetch_dataset(ctx.store, layout, ctx.workdir / "dataset")
+def read_dataset(
+    ctx: JobContext, layout: RevisionLayout, dest: Path | None = None
+) -> TrainingInputs:
+    """Fetch the revision's dataset (into `dest`, the workdir's dataset/ by default) and read
+    it; a dataset without training pairs is an error."""
+    dest = ctx.workdir / "dataset" if dest is None else dest
+    data_dir, _, dataset_digest = fetch.fetch_dataset(ctx.store, layout, dest)
     pairs = list(read_jsonl(data_dir / TRAIN, QAPair))
     if not pairs:
         raise JobError(
@@ -301,23 +376,34 @@ def prepare_training(
     cfg: sft.TrainConfig,
     inputs: TrainingInputs,
     retrieval: RetrievalTraining,
+    base_path: str,
+    world: World = SINGLE,
 ) -> PreparedTraining:
     """Load the base model and its tokenizer, lay out the training data (`trainset`), claim
-    the checkpoints for this run and find the one to resume from."""
+    the checkpoints for this run and find the one to resume from.
+
+    Every process lays out the same rows in the same order (same data, same seed); the
+    trainer gives each its share of every batch."""
     spec = ctx.docmodel.spec
-    base_path = modeling.resolve_base_model(spec.base_model, ctx.workdir, spec.source.endpoint)
     tokenizer = modeling.load_tokenizer(base_path)
     data = training_data(tokenizer, cfg, inputs, retrieval)
     from datasets import Dataset
 
     train_dataset = Dataset.from_list(data.rows)
-    model = modeling.load_model(base_path, quantize_4bit=cfg.training.method == "qlora")
+    fsdp = world.distributed and cfg.training.distributed.strategy == "FSDP"
+    model = modeling.load_model(
+        base_path, quantize_4bit=cfg.training.method == "qlora", world=world, fsdp=fsdp
+    )
     cuda = modeling.has_cuda()
 
     output_dir = ctx.workdir / "output"
-    run_id = training_run_id(data.rows, cfg, spec.base_model.name)
-    _claim_output_dir(output_dir, run_id)
-    checkpoints.claim_checkpoints(ctx.store, layout, run_id)
+    run_id = training_run_id(data.rows, cfg, spec.base_model.name, world.size)
+    # The workdir is the node's (its first process claims it), the store is everyone's (rank
+    # 0 claims it); either way the others wait.
+    distributed.together(
+        world, lambda: _claim_output_dir(output_dir, run_id) if world.is_local_main else None
+    )
+    distributed.on_main(world, lambda: checkpoints.claim_checkpoints(ctx.store, layout, run_id))
     trainer = sft.build_trainer(
         model,
         tokenizer,
@@ -328,25 +414,75 @@ def prepare_training(
         prepared=True,
         callbacks=[
             sft.CheckpointSync(
-                lambda local, step: checkpoints.upload_checkpoint(ctx.store, layout, local, step)
+                lambda local, step: checkpoints.upload_checkpoint(ctx.store, layout, local, step),
+                world,
             )
         ],
+        world=world,
     )
-    from transformers.trainer_utils import get_last_checkpoint
-
-    resume = (
-        get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    ) or checkpoints.restore_checkpoint(ctx.store, layout, output_dir)
+    resume = _resume_from(ctx, layout, output_dir, world)
+    batch, accumulation = cfg.training.batch_size, cfg.training.gradient_accumulation_steps
     log.info(
-        "Started training revision=%s method=%s pairs=%d epochs=%s max_steps=%d resume=%s",
+        "Started training revision=%s method=%s pairs=%d epochs=%s max_steps=%d resume=%s "
+        "world_size=%d global_batch=%d",
         layout.revision,
         cfg.training.method,
         len(inputs.pairs),
         cfg.training.epochs,
         cfg.max_steps,
         resume or "none",
+        world.size,
+        world.global_batch(batch, accumulation),
     )
-    return PreparedTraining(trainer, tokenizer, data, resume, cuda)
+    if world.distributed:
+        log.info(
+            "Sharded batches strategy=%s global_batch=%d batch_size=%d "
+            "gradient_accumulation_steps=%d world_size=%d",
+            cfg.training.distributed.strategy,
+            world.global_batch(batch, accumulation),
+            batch,
+            accumulation,
+            world.size,
+        )
+    return PreparedTraining(trainer, tokenizer, data, resume, cuda, world)
+
+
+def _resume_from(
+    ctx: JobContext, layout: RevisionLayout, output_dir: Path, world: World
+) -> str | Path | None:
+    """The checkpoint to resume from: the newest in the workdir or, failing that, the store's
+    newest (downloaded into the workdir).
+
+    With several processes, the newest that every process can have: a complete one in its
+    node's workdir (rank 0's node saves them) or in the store, which the node's first process
+    then downloads."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not world.distributed:
+        return (
+            get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        ) or checkpoints.restore_checkpoint(ctx.store, layout, output_dir)
+    local = {
+        int(p.name.removeprefix("checkpoint-"))
+        for p in output_dir.glob("checkpoint-*")
+        if p.name.removeprefix("checkpoint-").isdigit() and (p / "trainer_state.json").is_file()
+    }
+    stored = distributed.together(world, lambda: set(checkpoints.stored_steps(ctx.store, layout)))
+    reachable = distributed.all_gather(world, sorted(local | stored))
+    common = set.intersection(*(set(steps) for steps in reachable))
+    if not common:
+        return None
+    step = max(common)
+    if step not in local:
+        distributed.together(
+            world,
+            lambda: (
+                checkpoints.restore_checkpoint(ctx.store, layout, output_dir, step)
+                if world.is_local_main
+                else None
+            ),
+        )
+    return output_dir / f"checkpoint-{step}"
 
 
 def training_data(
@@ -389,13 +525,25 @@ def save_adapter(
     cfg: sft.TrainConfig,
     inputs: TrainingInputs,
     retrieval: RetrievalTraining,
+    state_dict: dict[str, Any] | None = None,
 ) -> SavedAdapter:
     """Write the trained adapter, its tokenizer, settings, metrics and the record of what it
-    was trained on (and a retrieval candidate's passage index) to `adapter_dir`."""
+    was trained on (and a retrieval candidate's passage index) to `adapter_dir`.
+    `state_dict`: the model's, gathered from FSDP's shards (`sft.adapter_state_dict`)."""
     trainer, tokenizer = prepared.trainer, prepared.tokenizer
-    trainer.model.save_pretrained(adapter_dir)
+    if state_dict is None:
+        trainer.model.save_pretrained(adapter_dir)
+    else:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.save_pretrained(adapter_dir, state_dict=state_dict)
     tokenizer.save_pretrained(adapter_dir)
     metrics = training_metrics(trainer, result, cuda=prepared.cuda)
+    world = prepared.world
+    if world.distributed:
+        metrics["world_size"] = world.size
+        metrics["global_batch"] = world.global_batch(
+            cfg.training.batch_size, cfg.training.gradient_accumulation_steps
+        )
     seen = prepared.data.seen_report(trainer.seen, tokenizer, inputs.eval_questions)
     seen["resumed"] = prepared.resume is not None  # a resumed run saw only the later batches
     metrics.update(
@@ -412,6 +560,7 @@ def save_adapter(
     return SavedAdapter(adapter_dir, metrics, prepared.data.mix, seen)
 
 
+@distributed.main_only
 def publish_adapter(
     ctx: JobContext,
     layout: RevisionLayout,
@@ -419,7 +568,7 @@ def publish_adapter(
     inputs: TrainingInputs,
     saved: SavedAdapter,
 ) -> None:
-    """Publish the saved adapter with its manifest."""
+    """Publish the saved adapter with its manifest (rank 0 only), the manifest last."""
     manifest = Manifest(
         kind="adapter",
         revision=layout.revision,
