@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
@@ -152,6 +153,21 @@ FAMILIES: dict[str, Family] = {
             ),
             devenv=False,
         ),
+        # Kubeflow's training operator: runs PyTorchJobs (distributed training, docs/distributed.md).
+        Family(
+            name="training-operator",
+            module="github.com/kubeflow/training-operator",
+            packages=("github.com/kubeflow/training-operator/cmd/training-operator.v1",),
+            devenv=False,
+        ),
+        # Kueue: admits Jobs and PyTorchJobs from queues with quotas (docs/distributed.md).
+        Family(
+            name="kueue",
+            module="sigs.k8s.io/kueue",
+            packages=("sigs.k8s.io/kueue/cmd/kueue",),
+            ldflags=("-X sigs.k8s.io/kueue/pkg/version.GitVersion={version}",),
+            devenv=False,
+        ),
         # Runs the Argo CD health script (argocd/) in gopher-lua, as Argo CD does.
         Family(
             name="argocd-health",
@@ -161,6 +177,35 @@ FAMILIES: dict[str, Family] = {
         ),
     )
 }
+
+
+# Modules read only for their manifests (CRDs), never built: Kubeflow Trainer's TrainJob (its
+# controller needs JobSet, which is not built here).
+MANIFEST_MODULES = {"kubeflow-trainer": ("github.com/kubeflow/trainer/v2", "v2.0.0")}
+
+
+def module_source(name: str) -> Path:
+    """The source tree of a manifest module (`MANIFEST_MODULES`), downloaded into Go's module
+    cache on first use."""
+    module, version = MANIFEST_MODULES[name]
+    env = dict(os.environ, GOFLAGS="-mod=mod", GOTOOLCHAIN="local")
+    result = subprocess.run(
+        [_go(), "mod", "download", "-json", f"{module}@{version}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=TOOLS_DIR,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BuildError(f"go mod download {module}@{version} failed: {result.stderr[-2000:]}")
+    return Path(json.loads(result.stdout)["Dir"])
+
+
+def family_source(family: Family) -> Path:
+    """The source tree of a built family's upstream module (its manifests, its CRDs), as the
+    family's build downloaded it into Go's module cache."""
+    return gomodcache() / f"{family.module}@{family.version()}"
 
 
 @dataclass(frozen=True)

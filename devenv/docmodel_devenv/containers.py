@@ -16,7 +16,9 @@ What the kubelet would do, for the parts of a pod spec this project's workloads 
   ``readOnlyRootFilesystem`` (with no tmpfs added, unlike Podman's default),
   ``capabilities``, ``allowPrivilegeEscalation: false`` (no-new-privileges), ``privileged``;
 - ``resources.limits`` of memory and CPU;
-- host networking: a pod's address is a loopback address, as in process mode.
+- host networking: a pod's address is a loopback address, as in process mode;
+- the pod's hostname and the runner's managed /etc/hosts (`podenv.hosts_file`), mounted over the
+  container's as the kubelet mounts its own.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 from . import procs
 from .images import PODMAN_GLOBAL, PODMAN_RUN, run_podman
 from .kubeapi import ApiError, KubeApi
-from .podenv import EnvError, pod_field
+from .podenv import EnvError, pod_field, pod_hostname
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +263,8 @@ class Volumes:
                 kinds = sorted(set(volume) - {"name"})
                 raise ContainerConfigError(f"volume {name}: unsupported volume type {kinds}")
             directory.chmod(0o755)
-            for relative, data in files.items():
-                _write(directory, relative, data, mode)
+            for relative, content in files.items():
+                _write(directory, relative, content, mode)
             self.paths[name] = (directory, True)
 
     def mount_args(self, spec: Obj) -> list[str]:
@@ -321,7 +323,13 @@ class ContainerRuntime:
                 self.remove(name)
 
     def argv(
-        self, pod: Obj, spec: Obj, env: dict[str, str], volumes: Volumes, name: str
+        self,
+        pod: Obj,
+        spec: Obj,
+        env: dict[str, str],
+        volumes: Volumes,
+        name: str,
+        hosts: Path | None = None,
     ) -> list[str]:
         image = spec["image"]
         argv = [
@@ -341,6 +349,7 @@ class ContainerRuntime:
             *security_args(pod, spec, image_user(image)),
             *resource_args(spec),
             *volumes.mount_args(spec),
+            *(["--hostname", pod_hostname(pod), "-v", f"{hosts}:/etc/hosts:ro"] if hosts else []),
             # Names only: the values come from Podman's environment, off its command line.
             # Podman needs its own PATH, HOME and TMPDIR, so a container's are given inline.
             *(
@@ -359,11 +368,18 @@ class ContainerRuntime:
         return argv
 
     def start(
-        self, key: str, pod: Obj, spec: Obj, env: dict[str, str], volumes: Volumes, log_path: Path
+        self,
+        key: str,
+        pod: Obj,
+        spec: Obj,
+        env: dict[str, str],
+        volumes: Volumes,
+        log_path: Path,
+        hosts: Path | None = None,
     ) -> tuple[subprocess.Popen[bytes], str]:
         name = container_name(pod, spec["name"])
         self.remove(name)  # a container of an earlier start that did not clean up
-        argv = self.argv(pod, spec, env, volumes, name)
+        argv = self.argv(pod, spec, env, volumes, name, hosts)
         # Podman's own environment carries the values (see `argv`), but for the variables
         # Podman itself needs, which keep the host's.
         podman_env = {**env, **{k: os.environ[k] for k in PODMAN_OWN_ENV if k in os.environ}}

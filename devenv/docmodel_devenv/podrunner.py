@@ -14,6 +14,13 @@ one of two modes, chosen per node:
 
 Every pod gets its own loopback address 127.0.0.N as ``status.podIP``; containers share the
 host's network, so that address is theirs too.
+
+There is no cluster DNS: with ``cluster_dns`` (the default) each pod gets the kubelet's managed
+/etc/hosts and its own hostname, and the runner writes into that file the Service names of the
+pod's namespace that have ready pods behind them, every ``hosts_refresh_seconds`` (see
+`podenv.hosts_file`). A process runs in a private mount and UTS namespace for it (root and
+unshare(1) needed; without them pods keep the host's /etc/hosts); the host's own /etc/hosts is
+never touched.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from .containers import ContainerRuntime
 from .kubeapi import ApiError, KubeApi
 from .kwok import NODE_KIND_LABEL
 from .logserver import LogServer
+from .podenv import cluster_names, pod_namespaces_available
 from .podworker import PodWorker, now
 
 log = logging.getLogger(__name__)
@@ -72,6 +80,9 @@ class PodRunner:
     image_envs: dict[str, Path] = field(default_factory=image_envs_from_environ)
     kubernetes_version: str = ""
     heartbeat_seconds: float = 10.0
+    # Service names in each pod's /etc/hosts (the local node's stand-in for cluster DNS).
+    cluster_dns: bool = True
+    hosts_refresh_seconds: float = 1.0
     # PKI for the log endpoint (serving cert and key, CA of allowed clients); None: no logs
     log_tls: tuple[Path, Path, Path] | None = None
     workers: dict[str, PodWorker] = field(default_factory=dict)
@@ -80,6 +91,7 @@ class PodRunner:
     _ip_cursor: int = -1
     _log_server: LogServer | None = None
     _runtime: ContainerRuntime | None = None
+    _hosts: bool = False
 
     @classmethod
     def containers(cls, api: KubeApi, workdir: Path, **kwargs: Any) -> PodRunner:
@@ -109,9 +121,19 @@ class PodRunner:
         if self.log_tls is not None:
             self._log_server = LogServer(self._log_file, *self.log_tls)
             self._log_server.start()
+        self._hosts = self.cluster_dns and (self.mode == "container" or pod_namespaces_available())
+        if self.cluster_dns and not self._hosts:
+            log.warning(
+                "Pods keep the host's /etc/hosts: no private mount namespace here (needs root "
+                "and unshare) node=%s",
+                self.node_name,
+            )
         self._register_node()
         self._heartbeat()
-        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "watch")):
+        loops = [(self._heartbeat_loop, "heartbeat"), (self._watch_loop, "watch")]
+        if self._hosts:
+            loops.append((self._hosts_loop, "hosts"))
+        for target, name in loops:
             thread = threading.Thread(target=target, name=f"{self.node_name}-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -303,9 +325,26 @@ class PodRunner:
             [env_dir / "bin"],
             self._extra_env(env_dir),
             runtime=self._runtime,
+            hosts=self._hosts,
         )
         self.workers[uid] = worker
         worker.start()
+
+    def _hosts_loop(self) -> None:
+        """Keep every running pod's /etc/hosts up to date with its namespace's Services."""
+        while not self._stop.wait(self.hosts_refresh_seconds):
+            by_namespace: dict[str, list[PodWorker]] = {}
+            for worker in list(self.workers.values()):
+                if worker.hosts_path is not None and not worker.finished.is_set():
+                    namespace = worker.pod["metadata"]["namespace"]
+                    by_namespace.setdefault(namespace, []).append(worker)
+            for namespace, workers in by_namespace.items():
+                try:
+                    services, pods = cluster_names(self.api, namespace)
+                    for worker in workers:
+                        worker.update_hosts(services, pods)
+                except Exception as error:
+                    log.debug("Skipped hosts update namespace=%s error=%s", namespace, error)
 
     def _reap(self) -> None:
         for uid, worker in list(self.workers.items()):

@@ -1,12 +1,16 @@
 """One pod on the local node: its containers run as local processes, or as Podman containers
 from the pod's images (`containers.ContainerRuntime`), probed and reported the way the kubelet
-reports them."""
+reports them. With `hosts`, the pod gets the kubelet's managed /etc/hosts (kept up to date with
+the Service names of its namespace, `podenv.hosts_file`) and its own hostname: a process runs in
+a private mount and UTS namespace (`podenv.in_pod_namespaces`), a container gets the file
+mounted."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
 import logging
+import shutil
 import socket
 import subprocess
 import threading
@@ -20,7 +24,16 @@ from typing import Any
 from . import procs
 from .containers import ContainerConfigError, ContainerRuntime, ImageNeverPulled, Volumes
 from .kubeapi import ApiError, KubeApi
-from .podenv import EnvError, container_env, expand
+from .podenv import (
+    EnvError,
+    cluster_names,
+    container_env,
+    expand,
+    hosts_file,
+    in_pod_namespaces,
+    pod_hostname,
+    write_in_place,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +149,7 @@ class PodWorker(threading.Thread):
         path_prefix: list[Path],
         extra_env: dict[str, str],
         runtime: ContainerRuntime | None = None,
+        hosts: bool = False,
     ) -> None:
         metadata = pod["metadata"]
         super().__init__(name=f"pod-{metadata['namespace']}-{metadata['name']}", daemon=True)
@@ -160,10 +174,41 @@ class PodWorker(threading.Thread):
                 container.state = {"waiting": {"reason": "PodInitializing"}}
         self.transitions: dict[str, tuple[str, str]] = {}
         self._last_status: Obj | None = None
+        # The pod's /etc/hosts; none for a hostNetwork pod, which keeps the host's, as with
+        # the kubelet.
+        self.hosts_path: Path | None = (
+            workdir / "etc-hosts" if hosts and not pod["spec"].get("hostNetwork") else None
+        )
+        self._hosts_text = ""
+        self._hosts_lock = threading.Lock()
 
     @property
     def key(self) -> str:
         return f"{self.pod['metadata']['namespace']}/{self.pod['metadata']['name']}"
+
+    def update_hosts(self, services: list[Obj], pods: list[Obj]) -> None:
+        """Rewrite the pod's /etc/hosts (in place) if the names in it changed."""
+        if self.hosts_path is None:
+            return
+        text = hosts_file(self.pod, self.pod_ip, services, pods)
+        with self._hosts_lock:
+            if text != self._hosts_text or not self.hosts_path.exists():
+                self.hosts_path.parent.mkdir(parents=True, exist_ok=True)
+                write_in_place(self.hosts_path, text)
+                self._hosts_text = text
+
+    def refresh_hosts(self) -> None:
+        """Read the namespace's Services and pods now, and update the pod's /etc/hosts."""
+        if self.hosts_path is None:
+            return
+        try:
+            services, pods = cluster_names(self.api, self.pod["metadata"]["namespace"])
+        except (ApiError, OSError) as error:
+            log.warning("Could not read Service names pod=%s error=%s", self.key, error)
+            services, pods = [], []
+            if self.hosts_path.exists():
+                return
+        self.update_hosts(services, pods)
 
     def run(self) -> None:
         try:
@@ -325,6 +370,7 @@ class PodWorker(threading.Thread):
         container.log_offset = (
             container.log_path.stat().st_size if container.log_path.exists() else 0
         )
+        self.refresh_hosts()
         if self.runtime is not None:
             self._start_container(container)
         else:
@@ -374,6 +420,17 @@ class PodWorker(threading.Thread):
             return
         working_dir = Path(spec["workingDir"]) if spec.get("workingDir") else None
         cwd = working_dir if working_dir and working_dir.is_dir() else self.workdir
+        if self.hosts_path is not None:
+            if shutil.which(argv[0], path=env.get("PATH")) is None:
+                container.state = {
+                    "waiting": {
+                        "reason": "RunContainerError",
+                        "message": f'exec: "{argv[0]}": executable file not found in $PATH',
+                    }
+                }
+                container.restart_at = time.monotonic() + 5
+                return
+            argv = in_pod_namespaces(argv, self.hosts_path, pod_hostname(self.pod))
         try:
             container.process = procs.start(
                 f"{self.key}/{container.name}", argv, container.log_path, env=env, cwd=cwd
@@ -401,7 +458,7 @@ class PodWorker(threading.Thread):
                 self.volumes = volumes
             container.process, container.runtime_name = self.runtime.start(
                 f"{self.key}/{container.name}", self.pod, expanded, env, self.volumes,
-                container.log_path,
+                container.log_path, hosts=self.hosts_path,
             )  # fmt: skip
         except (EnvError, ContainerConfigError) as error:
             container.state = {
@@ -452,8 +509,12 @@ class PodWorker(threading.Thread):
                 env = container_env(
                     self.api, self.pod, container.spec, self.path_prefix, self.extra_env
                 )
+                command = list(spec["exec"]["command"])
+                if self.hosts_path is not None:  # in the container's namespaces
+                    target = f"--target={container.process.pid}"
+                    command = ["nsenter", target, "--mount", "--uts", "--", *command]
                 result = subprocess.run(
-                    spec["exec"]["command"],
+                    command,
                     env=env,
                     cwd=self.workdir,
                     timeout=timeout,

@@ -6,6 +6,10 @@ a test first asks for it. Import the fixtures into a conftest::
 
     from docmodel_devenv.pytest_plugin import devenv, kube, namespace, s3_bucket  # noqa: F401
 
+The training engines (`engines`) have their own fixtures, one of each per test module that
+asks: ``training_operator`` (Kubeflow's training operator, PyTorchJobs) and ``kueue`` (Kueue
+managing Jobs and PyTorchJobs, its webhooks registered).
+
 Set ``DOCMODEL_DEVENV_KEEP=1`` to keep the working directory (logs, kubeconfig).
 """
 
@@ -23,6 +27,7 @@ import pytest
 from docmodel_devenv.settings import DevenvSettings
 
 from .build import BuildError
+from .engines import Kueue, TrainingOperator
 from .kubeapi import create_namespace
 from .minio import S3Endpoint, put_secret
 from .stack import DevEnv
@@ -125,3 +130,27 @@ def s3_bucket(devenv: DevEnv, request: pytest.FixtureRequest) -> S3Bucket:
     name = _name_for(request, 63)
     devenv.minio.create_bucket(name)
     return S3Bucket(name, devenv.s3)
+
+
+@pytest.fixture(scope="module")
+def training_operator(devenv: DevEnv) -> Iterator[TrainingOperator]:
+    """Kubeflow's training operator on the dev cluster (PyTorchJob CRD installed, its
+    validating webhook registered), for the tests of one module."""
+    operator = TrainingOperator.for_devenv(devenv).start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+
+
+@pytest.fixture(scope="module")
+def kueue(devenv: DevEnv) -> Iterator[Kueue]:
+    """Kueue on the dev cluster (its CRDs and the PyTorchJob CRD installed, its webhooks
+    registered; integrations batch/job and kubeflow.org/pytorchjob), for the tests of one
+    module. Queues: `engines.create_resource_flavor`, `create_cluster_queue`,
+    `create_local_queue`."""
+    engine = Kueue.for_devenv(devenv).start()
+    try:
+        yield engine
+    finally:
+        engine.stop()

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from docmodel_devenv.pytest_plugin import Kube, devenv, kube, namespace, s3_bucket  # noqa: F401
+from docmodel_devenv.pytest_plugin import (  # noqa: F401
+    Kube,
+    devenv,
+    kube,
+    kueue,
+    namespace,
+    s3_bucket,
+    training_operator,
+)
 from docmodel_devenv.stack import DevEnv
 
 from testkit.clusterlib import kubectl
