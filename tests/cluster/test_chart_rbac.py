@@ -4,6 +4,7 @@ watches or cluster-wide, and a table of others is refused."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from docmodel_devenv.engines import install_crds, kueue_crds, pytorchjob_crd, trainjob_crd
 from docmodel_devenv.pytest_plugin import Kube
 from docmodel_devenv.stack import DevEnv
 
@@ -45,6 +47,17 @@ IN_WATCHED: list[tuple[str, str, str, str, str]] = [
     ],
     *[(v, "", "secrets", "", "") for v in ("list", "watch")],
     ("get", "", "secrets", "", "docmodel-store"),
+    # Distributed training's engines and Kueue's Workloads (allowed whether or not the
+    # cluster serves them: RBAC names resources, not what is installed).
+    *[
+        (v, "kubeflow.org", "pytorchjobs", "", "")
+        for v in ("list", "watch", "create", "deletecollection")
+    ],
+    *[
+        (v, "trainer.kubeflow.org", "trainjobs", "", "")
+        for v in ("list", "watch", "create", "deletecollection")
+    ],
+    ("list", "kueue.x-k8s.io", "workloads", "", ""),
 ]
 # Cluster-scoped reads of Kopf.
 CRD_READ = [
@@ -67,6 +80,13 @@ REFUSED_IN_WATCHED = [
     ("update", "apps", "deployments", "", "handbook-3f2a9c01de"),
     ("delete", "", "services", "", "handbook"),
     ("delete", "batch", "jobs", "", "handbook-3f2a9c01de-train"),
+    *[
+        (v, "kubeflow.org", "pytorchjobs", "", "handbook-3f2a9c01de-train")
+        for v in ("get", "update", "patch", "delete")
+    ],
+    ("update", "trainer.kubeflow.org", "trainjobs", "", "handbook-3f2a9c01de-train"),
+    *[(v, "kueue.x-k8s.io", "workloads", "", "") for v in ("create", "watch")],
+    ("create", "kueue.x-k8s.io", "clusterqueues", "", ""),
     ("update", "networking.k8s.io", "networkpolicies", "", "handbook-server"),
     ("delete", "", "events", "", "handbook.1"),
     ("get", "", "configmaps", "", ""),
@@ -96,8 +116,21 @@ class Access:
     """SelfSubjectAccessReviews as the ServiceAccount whose kubeconfig this holds."""
 
     def __init__(self, kubeconfig: Path):
+        self.kubeconfig = kubeconfig
         self.api_client = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
         self.api = client.AuthorizationV1Api(self.api_client)
+
+    def can_i(self, kubectl: Path, verb: str, resource: str, namespace: str) -> str:
+        """`kubectl auth can-i VERB RESOURCE -n NAMESPACE` as the ServiceAccount: yes or no."""
+        argv = [str(kubectl), f"--kubeconfig={self.kubeconfig}", "auth", "can-i", verb, resource]
+        result = subprocess.run(
+            [*argv, f"--namespace={namespace}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return result.stdout.strip()
 
     def allowed(self, check: tuple[str, ...], namespace: str) -> bool:
         verb, group, resource, subresource, *rest = check
@@ -206,4 +239,36 @@ def test_cluster_wide_install_grants_the_operators_calls_everywhere_and_no_more(
         # Standalone (peering off): no peering and no namespace reads, which Kopf does not
         # make when it watches every namespace.
         problems += access.mismatches(NAMESPACE_READ + PEERING, "", False)
+        # The training engines and Kueue, as an administrator checks them with kubectl on a
+        # cluster that serves them (kubectl maps a resource name through discovery).
+        assert devenv.api is not None
+        install_crds(devenv.api, [pytorchjob_crd(), trainjob_crd(), *kueue_crds()])
+        kubectl = devenv.binaries["kubectl"]
+        for verb, resource, expected in ENGINE_CAN_I:
+            answer = access.can_i(kubectl, verb, resource, namespace)
+            if answer != expected:
+                problems.append(f"kubectl auth can-i {verb} {resource}: {answer!r}, not {expected}")
     assert not problems, "\n".join(problems)
+
+
+# `kubectl auth can-i` as the operator's ServiceAccount: the verbs distributed training and
+# queues need, and no others.
+ENGINE_CAN_I = [
+    *[
+        (verb, resource, "yes")
+        for resource in ("pytorchjobs.kubeflow.org", "trainjobs.trainer.kubeflow.org")
+        for verb in ("list", "watch", "create", "deletecollection")
+    ],
+    *[
+        (verb, resource, "no")
+        for resource in ("pytorchjobs.kubeflow.org", "trainjobs.trainer.kubeflow.org")
+        for verb in ("get", "update", "patch", "delete")
+    ],
+    ("list", "workloads.kueue.x-k8s.io", "yes"),
+    *[(verb, "workloads.kueue.x-k8s.io", "no") for verb in ("create", "update", "delete")],
+    *[
+        (verb, resource, "no")
+        for resource in ("clusterqueues.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io")
+        for verb in ("list", "create")
+    ],
+]

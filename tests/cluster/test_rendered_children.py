@@ -28,6 +28,7 @@ from docmodel.builders import (
     build_steps_policy,
 )
 from docmodel_devenv.pytest_plugin import Kube
+from docmodel_devenv.stack import DevEnv
 
 from testkit.clusterlib import enforce_restricted
 from testkit.operatorlib import docmodel
@@ -156,3 +157,54 @@ def test_every_rendered_child_is_accepted_in_a_restricted_namespace(
         except ApiException as exc:
             refused.append(f"{child['kind']} {child['metadata']['name']}: {exc.body}")
     assert refused == [], f"{origin}: " + "\n".join(refused)
+
+
+# -- the training engines' resources, against the engines' own CRDs -----------------------------
+
+
+@pytest.fixture(scope="module")
+def engine_crds_installed(devenv: DevEnv) -> None:
+    """The PyTorchJob CRD of Kubeflow's training operator and the TrainJob CRD of Kubeflow
+    Trainer, from their Go modules, Established."""
+    from docmodel_devenv.engines import install_crds, pytorchjob_crd, trainjob_crd
+
+    assert devenv.api is not None
+    install_crds(devenv.api, [pytorchjob_crd(), trainjob_crd()])
+
+
+@pytest.mark.parametrize("strategy", ["DDP", "FSDP"])
+def test_engine_resources_are_accepted_by_the_engines_real_crds(
+    kube: Kube, crd: str, namespace: str, engine_crds_installed: None, strategy: str
+) -> None:
+    from docmodel.builders import build_pytorchjob, build_trainjob
+
+    body = docmodel("dist", "docs", "http://127.0.0.1:9000", "/models/tiny")
+    body["metadata"] = {"name": "dist", "namespace": namespace}
+    body["spec"].setdefault("training", {}).update(
+        {
+            "distributed": {"nodes": 3, "processesPerNode": 2, "strategy": strategy},
+            "queueName": "gpu-team",
+            "resources": {"gpu": 2, "cpu": "8", "memory": "32Gi"},
+            "nodeSelector": {"nvidia.com/gpu.product": "H100"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+        }
+    )
+    created = kube.custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict"
+    )
+    dm = parse_docmodel(created)
+    owner = Owner("dist", namespace, created["metadata"]["uid"])
+    for group, version, plural, obj in (
+        ("kubeflow.org", "v1", "pytorchjobs", build_pytorchjob(dm, owner, REVISION, STORE, "t:0")),
+        (
+            "trainer.kubeflow.org",
+            "v1alpha1",
+            "trainjobs",
+            build_trainjob(dm, owner, REVISION, STORE, "t:0"),
+        ),
+    ):
+        # Strict: a field the engine's schema does not know is an error, not silently pruned;
+        # the schema's types and validation rules run as on a real create.
+        kube.custom.create_namespaced_custom_object(
+            group, version, namespace, plural, obj, dry_run="All", field_validation="Strict"
+        )
