@@ -21,16 +21,15 @@ from docmodel_devenv.engines import TrainingOperator
 from docmodel_devenv.pytest_plugin import Kube, S3Bucket
 from docmodel_devenv.stack import DevEnv
 
-from testkit.clusterlib import enforce_restricted, wait_for
+from testkit.clusterlib import wait_for
 from testkit.models import tiny_base_model
 from testkit.operatorlib import (
     Operator,
     condition,
     docmodel,
     get,
-    operator_env,
+    operator_in,
     put_docs,
-    running_operator,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow]
@@ -58,11 +57,7 @@ def operator(
 ) -> Iterator[Operator]:
     """The operator watching `namespace` (restricted Pod Security), with the training operator
     running on the same cluster."""
-    enforce_restricted(kube, namespace)
-    s3_bucket.put_secret(devenv, namespace)
-    s3_bucket.put_secret(devenv, namespace, "docmodel-store")
-    env = operator_env(devenv, s3_bucket.name, namespace)
-    with running_operator(env, tmp_path / "operator.log") as running:
+    with operator_in(devenv, kube, namespace, s3_bucket, tmp_path / "operator.log") as running:
         yield running
 
 

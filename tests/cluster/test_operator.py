@@ -30,6 +30,7 @@ from testkit.operatorlib import (
     free_port,
     get,
     operator_env,
+    operator_in,
     put_docs,
     running_operator,
     wait_status,
@@ -51,11 +52,7 @@ def operator(
     namespace enforces the restricted Pod Security Standard: every lifecycle below (ingest,
     train, evaluate, serve, a new revision switched to, a failed rollout rolled back) runs
     with pods that meet it."""
-    enforce_restricted(kube, namespace)
-    s3_bucket.put_secret(devenv, namespace)  # the source's credentials: docmodel-s3
-    s3_bucket.put_secret(devenv, namespace, "docmodel-store")
-    env = operator_env(devenv, s3_bucket.name, namespace)
-    with running_operator(env, tmp_path / "operator.log") as running:
+    with operator_in(devenv, kube, namespace, s3_bucket, tmp_path / "operator.log") as running:
         yield running
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from docmodel.api import GROUP, PLURAL, VERSION
-from docmodel_devenv.pytest_plugin import Kube
+from docmodel_devenv.pytest_plugin import Kube, S3Bucket
 from docmodel_devenv.stack import DevEnv
 
 LOCAL_NODE = {"docmodel.dev/node-kind": "local"}
@@ -97,6 +97,22 @@ def running_operator(env: dict[str, str], log: Path) -> Iterator[Operator]:
         yield operator
     finally:
         operator.stop()
+
+
+@contextmanager
+def operator_in(
+    devenv: DevEnv, kube: Kube, namespace: str, s3_bucket: S3Bucket, log: Path
+) -> Iterator[Operator]:
+    """The operator watching `namespace`, with the store in `s3_bucket` and its Secrets (the
+    source's `docmodel-s3`, the store's `docmodel-store`). The namespace enforces the
+    restricted Pod Security Standard: every pod the operator makes there must meet it."""
+    from testkit.clusterlib import enforce_restricted
+
+    enforce_restricted(kube, namespace)
+    s3_bucket.put_secret(devenv, namespace)
+    s3_bucket.put_secret(devenv, namespace, "docmodel-store")
+    with running_operator(operator_env(devenv, s3_bucket.name, namespace), log) as running:
+        yield running
 
 
 def docmodel(name: str, bucket: str, endpoint: str, base_model: str, **spec: Any) -> dict[str, Any]:
